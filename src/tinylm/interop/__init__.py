@@ -1,0 +1,1 @@
+"""Conversions between tinylm models and other ecosystems."""

@@ -1,0 +1,108 @@
+"""ModelConfig: one typed description for every architecture, and the named presets.
+
+Presets (overrides use the field names):
+- gpt2: decoder-only, pre-LN LayerNorm, learned positions, tanh-GELU MLP (4d), biases, tied embeddings.
+- baichuan: decoder-only (Baichuan 2), RMSNorm eps 1e-6, RoPE, SwiGLU with hidden 8/3 d rounded up to a
+  multiple of 128, no biases, untied head with NormHead (unit-norm output rows), max-z loss weight 2e-4.
+- bert: post-LN encoder, word + position + segment embeddings, exact GELU, LayerNorm eps 1e-12, MLM head.
+- transformer: the original encoder-decoder (post-LN, sinusoidal positions, embeddings scaled by sqrt(d),
+  ReLU MLP of 4d, tied source/target embeddings and generator).
+"""
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+ARCHS = ("gpt", "bert", "seq2seq")
+CHOICES = {
+    "norm": ("layernorm", "rmsnorm"),
+    "norm_placement": ("pre", "post"),
+    "position": ("learned", "sinusoidal", "rope", "alibi", "none"),
+    "mlp": ("relu", "gelu", "gelu_tanh", "swiglu"),
+    "attention": ("sdpa", "flash", "naive"),
+}
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "gpt"
+    vocab_size: int = 4096
+    block_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None  # None: = n_head (multi-head); 1: multi-query; else grouped-query
+    n_embd: int = 128
+    mlp_hidden: int | None = None  # None: 4 * n_embd (ReLU/GELU) or 8/3 * n_embd rounded up to 128 (SwiGLU)
+    dropout: float = 0.0
+    bias: bool = True
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    norm_placement: str = "pre"
+    position: str = "learned"
+    rope_base: float = 10000.0
+    mlp: str = "gelu_tanh"
+    attention: str = "sdpa"
+    tie_embeddings: bool = True
+    norm_head: bool = False
+    z_loss_weight: float = 0.0
+    pad_token_id: int | None = None
+    type_vocab_size: int = 2  # BERT segment embeddings
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"model.arch={self.arch!r} is not one of {ARCHS}")
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"model.{key}={getattr(self, key)!r} is not one of {allowed}")
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "type_vocab_size"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ValueError(f"model.{key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}")
+        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+            raise ValueError(f"model.n_head={self.n_head} must be divisible by model.n_kv_head={self.n_kv_head}")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"position='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
+        if self.position == "alibi" and self.attention == "flash":
+            raise ValueError("position='alibi' adds a float bias that the flash kernel does not take: use attention='sdpa'")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.z_loss_weight < 0:
+            raise ValueError(f"model.z_loss_weight must be >= 0, got {self.z_loss_weight}")
+        if self.mlp_hidden is None:
+            self.mlp_hidden = (
+                128 * math.ceil(8 * self.n_embd / 3 / 128) if self.mlp == "swiglu" else 4 * self.n_embd
+            )
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_PRESETS = {
+    "gpt2": dict(arch="gpt", norm="layernorm", norm_eps=1e-5, norm_placement="pre", position="learned",
+                 mlp="gelu_tanh", bias=True, tie_embeddings=True),
+    "baichuan": dict(arch="gpt", norm="rmsnorm", norm_eps=1e-6, norm_placement="pre", position="rope",
+                     mlp="swiglu", bias=False, tie_embeddings=False, norm_head=True, z_loss_weight=2e-4),
+    "bert": dict(arch="bert", norm="layernorm", norm_eps=1e-12, norm_placement="post", position="learned",
+                 mlp="gelu", bias=True, tie_embeddings=True),
+    "transformer": dict(arch="seq2seq", norm="layernorm", norm_eps=1e-5, norm_placement="post",
+                        position="sinusoidal", mlp="relu", bias=True, tie_embeddings=True),
+}
+
+
+def presets(name: str, **overrides) -> ModelConfig:
+    """The named architecture with field overrides, e.g. presets("gpt2", n_layer=6, n_embd=384)."""
+    if name not in _PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(_PRESETS)}")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s) {unknown} for preset {name!r}; known fields: {sorted(known)}")
+    return ModelConfig(**{**_PRESETS[name], **overrides})

@@ -1,0 +1,83 @@
+"""Decoder-only language model (GPT-2 and Baichuan-2-style presets), in the shape of nanoGPT's model.py.
+
+    h_0 = wte[x_t] (+ wpe[p_t]);  h_l = Block_l(h_{l-1}) with causal self-attention;  logits = ln_f(h_L) W^T
+
+Positions p_t follow the attention mask (p = cumsum(mask) - 1), so left- and right-padded batches give
+each real token the position it would have alone. With a KVCache, only new tokens are fed; their logits
+equal the full forward's. NormHead (Baichuan 2) normalises each output row: logits = h W^T / ||W_row||.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinylm.models.config import ModelConfig
+from tinylm.models.init import init_weights
+from tinylm.nn.block import Block
+from tinylm.nn.kv_cache import KVCache
+from tinylm.nn.norms import build_norm
+from tinylm.nn.positions import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding, alibi_bias
+
+
+def positions_from_mask(attention_mask: torch.Tensor | None, past: int, T: int, device) -> torch.Tensor:
+    """Positions of all keys: (B, past + T) from a 0/1 mask, else (past + T,) = 0, 1, 2, ..."""
+    if attention_mask is None:
+        return torch.arange(past + T, device=device)
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        d = cfg.n_embd
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, d),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer)),
+            ln_f=build_norm(cfg.norm, d, cfg.norm_eps, cfg.bias),
+        ))
+        if cfg.position == "learned":
+            self.transformer["wpe"] = LearnedPositionEmbedding(cfg.block_size, d)
+        elif cfg.position == "sinusoidal":
+            self.transformer["wpe"] = SinusoidalPositionEmbedding(cfg.block_size, d)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_base) if cfg.position == "rope" else None
+        self.lm_head = nn.Linear(d, cfg.vocab_size, bias=False)
+        init_weights(self, cfg.n_layer)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.block_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, V). attention_mask (B, past + T): 1 = real token, 0 = padding."""
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens exceeds block_size={self.config.block_size}")
+        if attention_mask is not None and attention_mask.size(-1) != past + T:
+            raise ValueError(f"attention_mask covers {attention_mask.size(-1)} tokens, expected past + T = {past + T}")
+        key_pos = positions_from_mask(attention_mask, past, T, input_ids.device)  # (Tk,) or (B, Tk)
+        pos = key_pos[..., past:]  # (T,) or (B, T)
+        x = self.transformer.wte(input_ids)  # (B, T, C)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(pos)
+        x = self.transformer.drop(x)
+        extra = {}
+        if self.rope is not None:
+            extra = dict(rope=self.rope, positions=pos)
+        elif self.config.position == "alibi":
+            extra = dict(attn_bias=alibi_bias(self.config.n_head, pos, key_pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, key_mask=attention_mask, causal=True, cache=cache, layer=i, **extra)
+        x = self.transformer.ln_f(x)
+        w = self.lm_head.weight
+        return F.linear(x, F.normalize(w, dim=-1) if self.config.norm_head else w)  # (B, T, V)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and "wpe" in self.transformer:
+            n -= sum(p.numel() for p in self.transformer.wpe.parameters())
+        return n

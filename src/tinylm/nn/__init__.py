@@ -1,0 +1,1 @@
+"""Transformer building blocks in plain PyTorch (no Lightning, Hydra, DVC or MLflow here)."""

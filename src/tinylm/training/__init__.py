@@ -1,0 +1,1 @@
+"""Training: losses (plain PyTorch), optimisers and schedules, LightningModules and DataModules."""

@@ -1,0 +1,52 @@
+"""Losses, in plain PyTorch (no Lightning here).
+
+Label smoothing, Szegedy et al. 2016 form (the same value as F.cross_entropy(..., label_smoothing=eps)):
+the target distribution is q = (1 - eps) * onehot(y) + eps / V spread over ALL V classes (the true class
+included), and the loss is the cross-entropy H(q, p) = (1 - eps) * (-log p_y) + eps * mean_c(-log p_c).
+The Annotated Transformer instead builds q with eps / (V - 2) on every class except the target and the
+padding index and minimises KL(q || p) = H(q, p) - H(q): a different constant (the entropy of q), a
+slightly different q, and gradients that differ accordingly; we follow torch so values are comparable.
+
+SFT loss: labels[t] is the target of logits[t] (already shifted); -100 marks prompt and padding, so the
+mean runs over response tokens only.
+MLM loss: cross-entropy at masked positions only (labels -100 elsewhere).
+Max-z loss (Baichuan 2): z_weight * mean_t(max_c logits_tc ^ 2), which keeps logits from drifting large
+and stabilises training and inference-time sampling.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
+                                 ignore_index: int = -100) -> torch.Tensor:
+    """Mean over non-ignored targets of (1 - eps) * NLL + eps * mean_c(-log p_c); logits (..., V)."""
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    logp = F.log_softmax(logits.reshape(-1, logits.size(-1)).float(), dim=-1)  # (N, V)
+    targets = targets.reshape(-1)
+    keep = targets != ignore_index
+    logp, targets = logp[keep], targets[keep]
+    nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
+    uniform = -logp.mean(dim=-1)
+    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over response tokens: logits (B, T, V), labels (B, T) with -100 elsewhere."""
+    if not (labels != -100).any():
+        raise ValueError("sft_loss got a batch with no response tokens (every label is -100): drop such samples")
+    return label_smoothed_cross_entropy(logits, labels, smoothing)
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Masked-LM cross-entropy over the chosen positions (labels -100 everywhere else)."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def max_z_loss(logits: torch.Tensor, z_weight: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Baichuan 2's max-z loss: z_weight * mean(max_c logits ** 2) over positions (mask: 1 = counted)."""
+    z = logits.float().max(dim=-1).values.pow(2)  # (B, T)
+    if mask is not None:
+        return z_weight * (z * mask).sum() / mask.sum().clamp(min=1)
+    return z_weight * z.mean()
