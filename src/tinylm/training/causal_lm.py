@@ -1,0 +1,45 @@
+"""Decoder-only LM training: pretraining and supervised fine-tuning are one module.
+
+    loss = mean over t with labels[t] != -100 of CE_eps(logits[t], labels[t])  (+ Baichuan max-z loss)
+
+Pretraining batches label every next token; SFT batches put -100 on prompt and padding so only response
+tokens count (the course's "SFT loss"). Validation reports plain cross-entropy and perplexity exp(loss).
+"""
+
+from tinylm.models import ModelConfig, build_model
+from tinylm.training.base import TinyLMModule
+from tinylm.training.losses import label_smoothed_cross_entropy, max_z_loss
+
+
+class CausalLMModule(TinyLMModule):
+    log_ppl = True
+
+    def __init__(self, model_config: dict, optim: dict, seed: int = 0, label_smoothing: float = 0.0):
+        super().__init__(optim, seed)
+        self.save_hyperparameters()
+        self.model = build_model(ModelConfig(**model_config))
+        if self.model.config.arch != "gpt":
+            raise ValueError(f"CausalLMModule trains decoder-only models, got arch={self.model.config.arch!r}")
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.model(input_ids, attention_mask)
+
+    def training_step(self, batch, batch_idx):
+        logits = self.model(batch["input_ids"], batch.get("attention_mask"))
+        labels = batch["labels"]
+        loss = label_smoothed_cross_entropy(logits, labels, self.label_smoothing)
+        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        w = self.model.config.z_loss_weight
+        if w:
+            z = max_z_loss(logits, w, mask=(labels != -100).float())
+            self.log("train/z_loss", z, on_step=True, rank_zero_only=True)
+            loss = loss + z
+        self.count_tokens(batch["input_ids"].numel())
+        return self.check_finite(loss)
+
+    def validation_step(self, batch, batch_idx):
+        logits = self.model(batch["input_ids"], batch.get("attention_mask"))
+        n = (batch["labels"] != -100).sum()
+        loss = label_smoothed_cross_entropy(logits, batch["labels"], 0.0)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=int(n), sync_dist=True)

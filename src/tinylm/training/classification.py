@@ -1,0 +1,32 @@
+"""Sequence classification (BERT genre classifier): cross-entropy on the [CLS] pooler's logits; the encoder
+starts from the masked-LM pretrained weights. Validation reports loss and accuracy."""
+
+import torch.nn.functional as F
+
+from tinylm.models import BertClassifier, ModelConfig
+from tinylm.training.base import TinyLMModule
+
+
+class SequenceClassificationModule(TinyLMModule):
+    def __init__(self, model_config: dict, num_labels: int, optim: dict, seed: int = 0):
+        super().__init__(optim, seed)
+        self.save_hyperparameters()
+        self.model = BertClassifier(ModelConfig(**model_config), num_labels)
+
+    def _step(self, batch):
+        logits = self.model(batch["input_ids"], batch.get("attention_mask"))
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        return loss, (logits.argmax(-1) == batch["labels"]).float().mean()
+
+    def training_step(self, batch, batch_idx):
+        loss, acc = self._step(batch)
+        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        self.log("train/acc", acc, on_step=True, rank_zero_only=True)
+        self.count_tokens(batch["input_ids"].numel())
+        return self.check_finite(loss)
+
+    def validation_step(self, batch, batch_idx):
+        loss, acc = self._step(batch)
+        n = batch["labels"].numel()
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val/acc", acc, on_epoch=True, batch_size=n, sync_dist=True)

@@ -1,0 +1,152 @@
+"""Batches for training, as pure functions of (seed, step, rank).
+
+Pretraining: batch i is `batch_size` windows of block_size + 1 tokens at starts drawn uniformly from a
+generator seeded with (seed, i, rank); x = window[:-1], y = window[1:]. Validation uses fixed, evenly
+spaced windows. Fine-tuning sets (SFT, classification, seq2seq): batch i takes indices from a per-epoch
+permutation seeded with (seed, epoch), padded to the longest item in the batch. A run resumed at optimizer
+step s starts at micro-batch s * accumulate_grad_batches and sees exactly the batches it would have seen;
+each DDP rank draws its own batches (Lightning's distributed sampler is turned off).
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def _seed(*parts: int) -> int:
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p)) % (2**62)
+    return h
+
+
+class RandomWindows(Dataset):
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0):
+        if len(tokens) < block_size + 2:
+            raise ValueError(f"{len(tokens)} tokens cannot fill one window of block_size + 1 = {block_size + 1}: "
+                             "lower block_size or use more data")
+        self.tokens, self.block, self.batch, self.seed, self.rank = tokens, block_size, batch_size, seed, rank
+
+    def __len__(self):  # indexable by any step; the sampler decides which
+        return 2**62
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(_seed(self.seed, i, self.rank))
+        starts = torch.randint(0, len(self.tokens) - self.block - 1, (self.batch,), generator=g).tolist()
+        x = torch.from_numpy(np.stack([self.tokens[s:s + self.block + 1].astype(np.int64) for s in starts]))
+        return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+
+
+class FixedWindows(Dataset):
+    """`n_batches` batches of evenly spaced windows (the same every run)."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int):
+        n = len(tokens) - block_size - 1
+        if n < 1:
+            raise ValueError(f"validation split has {len(tokens)} tokens, fewer than block_size + 2 = {block_size + 2}")
+        self.tokens, self.block, self.batch = tokens, block_size, batch_size
+        self.starts = np.linspace(0, n - 1, num=n_batches * batch_size).astype(np.int64).reshape(n_batches, batch_size)
+
+    def __len__(self):
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict:
+        x = torch.from_numpy(np.stack([self.tokens[s:s + self.block + 1].astype(np.int64) for s in self.starts[i]]))
+        return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+
+
+class StepRange(Sampler):
+    """Indices start, start + 1, ..., stop - 1 (one per micro-batch)."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = start, stop
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self):
+        return max(0, self.stop - self.start)
+
+
+class StepBatchSampler(Sampler):
+    """Batch i = items [j*B, (j+1)*B) of the permutation for epoch e (i = e * batches_per_epoch + j)."""
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0):
+        if n_items < batch_size:
+            raise ValueError(f"batch_size={batch_size} is larger than the data ({n_items} items): lower the batch size")
+        self.n, self.batch, self.seed, self.rank, self.start, self.stop = n_items, batch_size, seed, rank, start, stop
+        self.per_epoch = n_items // batch_size
+
+    def __iter__(self):
+        for i in range(self.start, self.stop):
+            epoch, j = divmod(i, self.per_epoch)
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch, self.rank)))
+            yield perm[j * self.batch:(j + 1) * self.batch].tolist()
+
+    def __len__(self):
+        return max(0, self.stop - self.start)
+
+
+def pad_collate(pad_id: int, keys_pad: dict[str, int] | None = None) -> Callable[[list[dict]], dict]:
+    """Collate dict items of 1-D sequences into right-padded (B, T) tensors (+ attention masks).
+
+    keys_pad maps a key to its pad value (default: pad_id; "labels" -> -100); scalar fields are stacked.
+    Every padded key k gets a mask under `k_mask` except input_ids, whose mask is `attention_mask`.
+    """
+    keys_pad = {"labels": -100, **(keys_pad or {})}
+
+    def collate(items: list[dict]) -> dict:
+        out = {}
+        for key in items[0]:
+            vals = [it[key] for it in items]
+            if np.isscalar(vals[0]) or getattr(vals[0], "ndim", 1) == 0:
+                out[key] = torch.tensor(vals)
+                continue
+            T = max(len(v) for v in vals)
+            pad = keys_pad.get(key, pad_id)
+            out[key] = torch.tensor([list(v) + [pad] * (T - len(v)) for v in vals], dtype=torch.long)
+            if key != "labels":
+                mask = torch.tensor([[1] * len(v) + [0] * (T - len(v)) for v in vals], dtype=torch.long)
+                out["attention_mask" if key == "input_ids" else f"{key.removesuffix('_ids')}_mask"] = mask
+        return out
+
+    return collate
+
+
+class StepDataModule(pl.LightningDataModule):
+    """Train loader indexed by step (resumable), fixed validation loader."""
+
+    def __init__(self, train: Dataset, val: Dataset, *, batch_size: int | None, seed: int, max_steps: int,
+                 accumulate: int = 1, collate: Callable | None = None, num_workers: int = 0,
+                 val_batch_size: int | None = None):
+        super().__init__()
+        self.train_set, self.val_set, self.batch_size, self.seed = train, val, batch_size, seed
+        self.max_steps, self.accumulate, self.collate, self.num_workers = max_steps, accumulate, collate, num_workers
+        self.val_batch_size = val_batch_size
+
+    def _loader(self, ds, **kw):
+        return DataLoader(ds, collate_fn=self.collate, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, **kw)
+
+    def train_dataloader(self):
+        start = self.trainer.global_step * self.accumulate if self.trainer else 0
+        stop = self.max_steps * self.accumulate
+        rank = self.trainer.global_rank if self.trainer else 0
+        if self.batch_size is None:  # the dataset yields whole batches (RandomWindows)
+            self.train_set.rank = rank
+            return self._loader(self.train_set, batch_size=None, sampler=StepRange(start, stop))
+        sampler = StepBatchSampler(len(self.train_set), self.batch_size, self.seed, start, stop, rank)
+        return self._loader(self.train_set, batch_sampler=sampler)
+
+    def val_dataloader(self):
+        if self.val_batch_size is None:
+            return self._loader(self.val_set, batch_size=None)
+        return self._loader(self.val_set, batch_size=self.val_batch_size, shuffle=False)
+
+
+def as_lists(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
+    """Plain-Python items (lists and ints) from HF dataset rows, keeping only `keys`."""
+    return [{k: r[k] for k in keys} for r in rows]

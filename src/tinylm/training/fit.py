@@ -1,0 +1,70 @@
+"""Run one training stage with Lightning: resumable, seeded, logged to MLflow, scaled by Lightning's own
+strategies (`ddp`, `fsdp`, torchrun or SLURM launch) — nothing distributed is written here.
+
+Resume rule: `out_dir/last.ckpt` is reused only when `out_dir/fingerprint.txt` equals this run's config
+fingerprint; otherwise the directory's checkpoint is discarded (with a message) and training starts fresh.
+Checkpoints are saved every `ckpt_every` steps and at the end, and loaded with weights_only=True.
+"""
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+
+from tinylm.training.history import MetricHistory
+
+
+def resume_path(out_dir: Path, fingerprint: str, say=print) -> Path | None:
+    """last.ckpt if it belongs to this configuration, else None (stale state removed)."""
+    ckpt, fp = out_dir / "last.ckpt", out_dir / "fingerprint.txt"
+    if ckpt.exists() and fp.exists() and fp.read_text().strip() == fingerprint:
+        say(f"resuming from {ckpt}")
+        return ckpt
+    if ckpt.exists():
+        say(f"{ckpt} was written for another configuration: starting fresh")
+        ckpt.unlink()
+    return None
+
+
+def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, out_dir: Path, *,
+        fingerprint: str, mlflow_run: tuple[str, str] | None = None, say=print) -> tuple[pl.Trainer, MetricHistory]:
+    """Train `module` for tcfg.max_steps; returns the trainer and the metric history.
+
+    tcfg needs: max_steps, val_every, val_batches, log_every, ckpt_every, precision, accelerator, devices,
+    num_nodes, strategy, grad_clip, accumulate_grad_batches, compile. mlflow_run: (tracking_uri, run_id).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = resume_path(out_dir, fingerprint, say)
+    history = MetricHistory(tcfg.log_every)
+    callbacks = [history, ModelCheckpoint(dirpath=out_dir, save_last=True, save_top_k=0,
+                                          every_n_train_steps=tcfg.ckpt_every, enable_version_counter=False)]
+    logger = MLFlowLogger(tracking_uri=mlflow_run[0], run_id=mlflow_run[1]) if mlflow_run else False
+    if tcfg.compile:
+        module.model.compile()
+    trainer = pl.Trainer(
+        max_steps=tcfg.max_steps, max_epochs=-1, val_check_interval=tcfg.val_every * tcfg.accumulate_grad_batches,
+        check_val_every_n_epoch=None, limit_val_batches=tcfg.val_batches, num_sanity_val_steps=0,
+        log_every_n_steps=tcfg.log_every, precision=tcfg.precision, accelerator=tcfg.accelerator,
+        devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
+        gradient_clip_val=tcfg.grad_clip or None, accumulate_grad_batches=tcfg.accumulate_grad_batches,
+        callbacks=callbacks, logger=logger, default_root_dir=out_dir, enable_model_summary=False,
+        use_distributed_sampler=False, deterministic=False, enable_progress_bar=True,
+    )
+    if trainer.is_global_zero:
+        (out_dir / "fingerprint.txt").write_text(fingerprint + "\n")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    if trainer.global_step % tcfg.val_every:  # always end with a validation of the final weights
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # MetricHistory records it
+    trainer.save_checkpoint(out_dir / "last.ckpt")
+    return trainer, history
+
+
+def set_threads(n: int) -> None:
+    """Pin intra-op threads (oversubscribing a small CPU is up to 18x slower)."""
+    if n > 0:
+        torch.set_num_threads(n)
+        os.environ.setdefault("OMP_NUM_THREADS", str(n))

@@ -1,0 +1,82 @@
+"""Per-step metric history kept inside the checkpoint, so a resumed run's curves are whole.
+
+Rows are {"step": s, name: value, ...}: train rows every `log_every` optimizer steps, val rows after each
+validation. Lightning stores the callback's state_dict in every checkpoint; restoring drops nothing and
+duplicates nothing. `write(dir)` writes train.csv / val.csv (x = step) and loss.png for DVC plots.
+"""
+
+import csv
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class MetricHistory(pl.Callback):
+    def __init__(self, log_every: int):
+        self.log_every = log_every
+        self.train: list[dict] = []
+        self.val: list[dict] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.log_every and step != trainer.max_steps:
+            return
+        if self.train and self.train[-1]["step"] == step:
+            return  # gradient accumulation: one row per optimizer step
+        m = trainer.callback_metrics
+        self.train.append({"step": step, **{k: float(v) for k, v in m.items() if k.startswith("train/")}})
+
+    def on_validation_end(self, trainer, module):
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row = {"step": trainer.global_step, **{k: float(v) for k, v in m.items() if k.startswith("val/")}}
+        if self.val and self.val[-1]["step"] == row["step"]:
+            self.val[-1] = row
+        else:
+            self.val.append(row)
+
+    def state_dict(self):
+        return {"train": self.train, "val": self.val}
+
+    def load_state_dict(self, state):
+        self.train, self.val = list(state["train"]), list(state["val"])
+
+    def write(self, out_dir: Path) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, rows in (("train", self.train), ("val", self.val)):
+            _write_csv(out_dir / f"{name}.csv", rows)
+        _plot(out_dir / "loss.png", self.train, self.val)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = sorted({k for r in rows for k in r} - {"step"})
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", *keys])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _plot(path: Path, train: list[dict], val: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for rows, label in ((train, "train/loss"), (val, "val/loss")):
+        pts = [(r["step"], r[label]) for r in rows if label in r]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=label, marker="o" if label.startswith("val") else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
