@@ -1,0 +1,51 @@
+"""A model directory: `config.json` (the ModelConfig, plus what the model needs beyond it, e.g.
+num_labels) and `model.safetensors` (tied tensors stored once). Written atomically: files go to a
+temporary directory beside the target, which then replaces it."""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from tinylm.models.bert import BertClassifier
+from tinylm.models.config import ModelConfig
+
+
+def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
+    """Write model.safetensors + config.json (+ copies of extra_files, e.g. the tokenizer) into `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        config = {"model": model.config.to_dict()}
+        if isinstance(model, BertClassifier):
+            config["num_labels"] = model.num_labels
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_model(model, str(tmp / "model.safetensors"))
+        for name, src in (extra_files or {}).items():
+            shutil.copy2(src, tmp / name)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_pretrained(path: str | Path) -> nn.Module:
+    """The model saved by `save_pretrained` (eval mode)."""
+    from tinylm.models import build_model
+
+    path = Path(path)
+    if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"{path} is not a tinylm model directory (needs config.json and model.safetensors); "
+                                "run the training stage that writes it (dvc repro)")
+    config = json.loads((path / "config.json").read_text())
+    cfg = ModelConfig(**config["model"])
+    model = BertClassifier(cfg, config["num_labels"]) if "num_labels" in config else build_model(cfg)
+    load_model(model, str(path / "model.safetensors"))
+    return model.eval()
