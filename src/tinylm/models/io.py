@@ -1,6 +1,6 @@
 """A model directory: `config.json` (the ModelConfig, plus what the model needs beyond it, e.g.
-num_labels) and `model.safetensors` (tied tensors stored once). Written atomically: files go to a
-temporary directory beside the target, which then replaces it."""
+num_labels) and `model.safetensors` (tied tensors stored once). Each file is written atomically (a
+temporary file in the same directory, then a rename); other files there (checkpoints) are left alone."""
 
 import json
 import os
@@ -18,21 +18,22 @@ from tinylm.models.config import ModelConfig
 def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
     """Write model.safetensors + config.json (+ copies of extra_files, e.g. the tokenizer) into `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        config = {"model": model.config.to_dict()}
-        if isinstance(model, BertClassifier):
-            config["num_labels"] = model.num_labels
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_model(model, str(tmp / "model.safetensors"))
-        for name, src in (extra_files or {}).items():
-            shutil.copy2(src, tmp / name)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    config = {"model": model.config.to_dict()}
+    if isinstance(model, BertClassifier):
+        config["num_labels"] = model.num_labels
+    writers = {"config.json": lambda p: p.write_text(json.dumps(config, indent=2) + "\n"),
+               "model.safetensors": lambda p: save_model(model, str(p))}
+    writers.update({name: (lambda p, s=src: shutil.copyfile(s, p)) for name, src in (extra_files or {}).items()})
+    for name, write in writers.items():
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=path)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path / name)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
     return path
 
 
