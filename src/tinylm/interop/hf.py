@@ -32,6 +32,11 @@ def _llama_compatible(cfg: ModelConfig) -> bool:
         "rmsnorm", "pre", "rope", "swiglu", False, False)
 
 
+def _bert_compatible(cfg: ModelConfig) -> bool:
+    return (cfg.norm, cfg.norm_placement, cfg.position, cfg.mlp, cfg.bias) == (
+        "layernorm", "post", "learned", "gelu", True) and cfg.n_kv_head == cfg.n_head
+
+
 # ---- GPT-2 ---------------------------------------------------------------------------------------------------
 def _gpt2_state(model: GPT) -> dict:
     return {k: (v.t() if k.endswith(_CONV1D) else v).clone() for k, v in model.state_dict().items()}
@@ -136,7 +141,7 @@ def to_hf(model: nn.Module) -> nn.Module:
         hf_cls, hf_cfg, state = GPT2LMHeadModel, _gpt2_config(cfg), _gpt2_state(model)
     elif isinstance(model, GPT) and _llama_compatible(cfg):
         hf_cls, hf_cfg, state = LlamaForCausalLM, _llama_config(cfg), _llama_state(model)
-    elif isinstance(model, BERT):
+    elif isinstance(model, BERT) and _bert_compatible(cfg):
         ours = model.state_dict()
         hf_cls, hf_cfg = BertForMaskedLM, _bert_config(cfg)
         state = {theirs: ours[k].clone() for k, theirs in _bert_pairs(cfg)}
@@ -144,8 +149,9 @@ def to_hf(model: nn.Module) -> nn.Module:
         state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"]
     else:
         raise ValueError(
-            f"no transformers architecture matches this {type(model).__name__} (norm={cfg.norm}, position="
-            f"{cfg.position}, mlp={cfg.mlp}, bias={cfg.bias}, tie_embeddings={cfg.tie_embeddings}): export supports "
+            f"no transformers architecture matches this {type(model).__name__} (norm={cfg.norm}, norm_placement="
+            f"{cfg.norm_placement}, position={cfg.position}, mlp={cfg.mlp}, bias={cfg.bias}, tie_embeddings="
+            f"{cfg.tie_embeddings}, n_head={cfg.n_head}, n_kv_head={cfg.n_kv_head}): export supports "
             "the gpt2 preset (GPT2LMHeadModel), the baichuan preset (LlamaForCausalLM) and bert (BertForMaskedLM)")
     hf_cfg.tinylm = cfg.to_dict()
     hf = hf_cls(hf_cfg)

@@ -74,6 +74,8 @@ class ModelConfig:
             self.mlp_hidden = (
                 128 * math.ceil(8 * self.n_embd / 3 / 128) if self.mlp == "swiglu" else 4 * self.n_embd
             )
+        if not isinstance(self.mlp_hidden, int) or self.mlp_hidden < 1:
+            raise ValueError(f"model.mlp_hidden must be a positive integer, got {self.mlp_hidden!r}")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"model.pad_token_id={self.pad_token_id} is outside the vocabulary [0, {self.vocab_size})")
 

@@ -1,0 +1,140 @@
+"""Export to / import from transformers: logits parity with padding, round trips, save_pretrained, errors."""
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+from tinylm.interop.hf import from_hf, save_hf, to_hf
+from tinylm.models import build_model, presets
+
+SIZES = dict(vocab_size=100, block_size=32, n_layer=2, n_head=4, n_embd=32)
+VARIANTS = {
+    "gpt2": ("gpt2", {}, GPT2LMHeadModel),
+    "baichuan": ("baichuan", dict(rope_base=500.0), LlamaForCausalLM),
+    "baichuan-gqa": ("baichuan", dict(n_kv_head=2, n_embd=64), LlamaForCausalLM),
+    "bert": ("bert", {}, BertForMaskedLM),
+}
+# no padding, left padding, right padding
+MASK = torch.tensor([[1] * 8, [0, 0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0, 0]])
+
+
+def make(name, **kw):
+    """A tiny model whose biases and norm weights are not at their init values (so mapping errors show)."""
+    torch.manual_seed(0)
+    m = build_model(presets(name, **{**SIZES, **kw})).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m
+
+
+def ours_logits(m, x, mask):
+    return m(x, attention_mask=mask)
+
+
+def hf_logits(hf, x, mask):
+    if hf.config.model_type == "bert":
+        return hf(input_ids=x, attention_mask=mask).logits
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return hf(input_ids=x, attention_mask=mask, position_ids=pos).logits
+
+
+@pytest.fixture(params=sorted(VARIANTS))
+def variant(request):
+    name, kw, hf_cls = VARIANTS[request.param]
+    return make(name, **kw), hf_cls
+
+
+def test_to_hf_logits_match(variant):
+    model, hf_cls = variant
+    hf = to_hf(model)
+    assert type(hf) is hf_cls and not hf.training
+    x = torch.randint(0, 100, MASK.shape)
+    real = MASK.bool()
+    with torch.no_grad():
+        torch.testing.assert_close(hf_logits(hf, x, MASK)[real], ours_logits(model, x, MASK)[real],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_llama_export_carries_gqa_and_rope_base():
+    hf = to_hf(make("baichuan", n_kv_head=2, n_embd=64, rope_base=500.0))
+    assert hf.config.num_key_value_heads == 2 and hf.config.num_attention_heads == 4
+    assert hf.config.rope_parameters["rope_theta"] == 500.0
+    assert hf.model.layers[0].self_attn.k_proj.weight.shape == (2 * 16, 64)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert"])
+def test_round_trip_is_exact(name):
+    model = make(name)
+    back = from_hf(to_hf(model))
+    assert type(back) is type(model) and back.config == model.config
+    ours, theirs = model.state_dict(), back.state_dict()
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        torch.testing.assert_close(theirs[k], ours[k], rtol=0, atol=0, msg=k)
+
+
+def test_round_trip_baichuan_logits():
+    model = make("baichuan", n_kv_head=2, n_embd=64)
+    back = from_hf(to_hf(model))
+    assert back.config == model.config
+    x = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, auto", [("gpt2", AutoModelForCausalLM), ("baichuan", AutoModelForCausalLM),
+                                        ("bert", AutoModelForMaskedLM)])
+def test_save_hf_loads_with_auto_class(tmp_path, name, auto):
+    model = make(name)
+    path = save_hf(model, tmp_path / "export")
+    loaded = auto.from_pretrained(path).eval()
+    x = torch.randint(0, 100, MASK.shape)
+    real = MASK.bool()
+    with torch.no_grad():
+        torch.testing.assert_close(hf_logits(loaded, x, MASK)[real], ours_logits(model, x, MASK)[real],
+                                   rtol=1e-4, atol=1e-4)
+        assert from_hf(loaded).config == model.config  # the tinylm config survives config.json
+
+
+@pytest.mark.parametrize("hf_model", [
+    lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4)),
+    lambda: LlamaForCausalLM(LlamaConfig(
+        vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=32, rope_theta=1000.0)),
+    lambda: BertForMaskedLM(BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=32)),
+], ids=["gpt2", "llama", "bert"])
+def test_from_hf_without_tinylm_key(hf_model):
+    torch.manual_seed(0)
+    hf = hf_model().eval()
+    assert getattr(hf.config, "tinylm", None) is None
+    ours = from_hf(hf)
+    x = torch.randint(0, 100, MASK.shape)
+    real = MASK.bool()
+    with torch.no_grad():
+        torch.testing.assert_close(ours_logits(ours, x, MASK)[real], hf_logits(hf, x, MASK)[real],
+                                   rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, kw, match", [
+    ("gpt2", dict(position="rope"), "position=rope"),
+    ("gpt2", dict(n_kv_head=2), "gpt2 preset"),
+    ("baichuan", dict(bias=True), "bias=True"),
+    ("bert", dict(mlp="relu"), "mlp=relu"),
+    ("bert", dict(norm_placement="pre"), "norm_placement=pre"),
+    ("bert", dict(bias=False), "bias=False"),
+])
+def test_to_hf_rejects_unsupported_configs(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        to_hf(make(name, **kw))
