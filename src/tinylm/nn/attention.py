@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tinylm.nn.flash import flash_attention
+from tinylm.nn.flash import _resolve_causal, flash_attention  # one copy of the causal-argument rules
 
 __all__ = [
     "causal_mask",
@@ -67,16 +67,6 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
     return out
 
 
-def _resolve_causal(causal: bool | str) -> str | None:
-    if causal is False or causal is None:
-        return None
-    if causal is True:
-        return "top_left"
-    if causal in ("top_left", "bottom_right"):
-        return causal
-    raise ValueError(f"causal must be False, True, 'top_left' or 'bottom_right', got {causal!r}")
-
-
 def _full_mask(q, k, mask, causal) -> torch.Tensor | None:
     align = _resolve_causal(causal)
     cm = causal_mask(q.size(-2), k.size(-2), align=align, device=q.device) if align else None
@@ -107,6 +97,8 @@ def sdpa_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p:
     if mask is None and (align == "top_left" or (align and q.size(-2) == k.size(-2))):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
     full = _full_mask(q, k, mask, causal)
+    if full is not None and full.dim() < 2:  # SDPA rejects a 1-D (Tk,) key mask; (1, Tk) broadcasts the same
+        full = full.reshape(1, -1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=full, dropout_p=dropout_p)
     if full is not None:
         out = out.masked_fill(~full.any(dim=-1, keepdim=True), 0.0)  # no-key rows -> zeros, not NaN
