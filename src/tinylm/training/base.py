@@ -1,9 +1,10 @@
 """What every tinylm LightningModule shares: the optimiser and schedule, per-step seeding, gradient norm,
 throughput and MFU logging, and a hard stop on a non-finite loss.
 
-Per-step seeding: before each training batch the global RNG is seeded from (seed, global step, rank), so
-dropout and MLM masks depend only on the step. A run resumed from a checkpoint therefore continues
-bit-for-bit as the uninterrupted run would have.
+Per-step seeding: before each training batch the global RNG is seeded from (seed, micro-batch index, rank),
+the micro-batch index being global step * accumulate_grad_batches + position within the accumulation, so
+dropout and MLM masks depend only on the step and differ between the micro-batches of one step. A run
+resumed from a checkpoint therefore continues bit-for-bit as the uninterrupted run would have.
 
 MFU (PaLM appendix B): model FLOPs per token = 6 N + 12 L T d (N: non-embedding parameters), achieved
 FLOP/s = tokens/s * that, divided by the accelerator's peak (bf16 dense; only logged on a known GPU).
@@ -35,7 +36,9 @@ class TinyLMModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_batch_start(self, batch, batch_idx):
-        torch.manual_seed(self.seed * 1_000_003 + self.global_step * 1009 + self.global_rank)
+        acc = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        micro = self.global_step * acc + batch_idx % acc
+        torch.manual_seed(self.seed * 1_000_003 + micro * 1009 + self.global_rank)
         if self._t0 is None:
             self._t0 = time.perf_counter()
 

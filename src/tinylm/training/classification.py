@@ -11,7 +11,10 @@ class SequenceClassificationModule(TinyLMModule):
     def __init__(self, model_config: dict, num_labels: int, optim: dict, seed: int = 0):
         super().__init__(optim, seed)
         self.save_hyperparameters()
-        self.model = BertClassifier(ModelConfig(**model_config), num_labels)
+        cfg = ModelConfig(**model_config)
+        if cfg.arch != "bert":
+            raise ValueError(f"SequenceClassificationModule fine-tunes BERT encoders, got arch={cfg.arch!r}")
+        self.model = BertClassifier(cfg, num_labels)
 
     def _step(self, batch):
         logits = self.model(batch["input_ids"], batch.get("attention_mask"))

@@ -25,7 +25,7 @@ def _seed(*parts: int) -> int:
 
 class RandomWindows(Dataset):
     def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0):
-        if len(tokens) < block_size + 2:
+        if len(tokens) < block_size + 1:
             raise ValueError(f"{len(tokens)} tokens cannot fill one window of block_size + 1 = {block_size + 1}: "
                              "lower block_size or use more data")
         self.tokens, self.block, self.batch, self.seed, self.rank = tokens, block_size, batch_size, seed, rank
@@ -35,7 +35,7 @@ class RandomWindows(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         g = torch.Generator().manual_seed(_seed(self.seed, i, self.rank))
-        starts = torch.randint(0, len(self.tokens) - self.block - 1, (self.batch,), generator=g).tolist()
+        starts = torch.randint(0, len(self.tokens) - self.block, (self.batch,), generator=g).tolist()
         x = torch.from_numpy(np.stack([self.tokens[s:s + self.block + 1].astype(np.int64) for s in starts]))
         return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
 
@@ -44,9 +44,9 @@ class FixedWindows(Dataset):
     """`n_batches` batches of evenly spaced windows (the same every run)."""
 
     def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int):
-        n = len(tokens) - block_size - 1
+        n = len(tokens) - block_size  # number of window starts; the last window ends on the last token
         if n < 1:
-            raise ValueError(f"validation split has {len(tokens)} tokens, fewer than block_size + 2 = {block_size + 2}")
+            raise ValueError(f"validation split has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}")
         self.tokens, self.block, self.batch = tokens, block_size, batch_size
         self.starts = np.linspace(0, n - 1, num=n_batches * batch_size).astype(np.int64).reshape(n_batches, batch_size)
 
@@ -59,7 +59,12 @@ class FixedWindows(Dataset):
 
 
 class StepRange(Sampler):
-    """Indices start, start + 1, ..., stop - 1 (one per micro-batch)."""
+    """Indices start, start + 1, ..., stop - 1 (one per micro-batch).
+
+    len() is `stop`, the whole run: on a resume Lightning restores how many batches of the epoch it has already
+    seen (`start`) and counts them against the loader's length, so a length of stop - start would end the epoch
+    early and restart the loader at `start`, replaying batches.
+    """
 
     def __init__(self, start: int, stop: int):
         self.start, self.stop = start, stop
@@ -68,11 +73,14 @@ class StepRange(Sampler):
         return iter(range(self.start, self.stop))
 
     def __len__(self):
-        return max(0, self.stop - self.start)
+        return self.stop
 
 
 class StepBatchSampler(Sampler):
-    """Batch i = items [j*B, (j+1)*B) of the permutation for epoch e (i = e * batches_per_epoch + j)."""
+    """Batch i = items [j*B, (j+1)*B) of the permutation for epoch e (i = e * batches_per_epoch + j).
+
+    Yields batches start, ..., stop - 1; len() is `stop` (see StepRange).
+    """
 
     def __init__(self, n_items: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0):
         if n_items < batch_size:
@@ -87,7 +95,7 @@ class StepBatchSampler(Sampler):
             yield perm[j * self.batch:(j + 1) * self.batch].tolist()
 
     def __len__(self):
-        return max(0, self.stop - self.start)
+        return self.stop
 
 
 def pad_collate(pad_id: int, keys_pad: dict[str, int] | None = None) -> Callable[[list[dict]], dict]:

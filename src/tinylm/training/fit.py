@@ -17,6 +17,18 @@ from pytorch_lightning.loggers import MLFlowLogger
 from tinylm.training.history import MetricHistory
 
 
+class _StepCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that rewrites a step's checkpoint after a validation at that same step: the step
+    checkpoint is taken before validation runs, and Lightning does not rerun that validation on resume, so
+    without this the resumed MetricHistory would lack the validation row."""
+
+    def on_validation_end(self, trainer, pl_module):
+        super().on_validation_end(trainer, pl_module)
+        if (self._last_global_step_saved == trainer.global_step and trainer.state.fn == "fit"
+                and not trainer.sanity_checking):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def resume_path(out_dir: Path, fingerprint: str, say=print) -> Path | None:
     """last.ckpt if it belongs to this configuration, else None (stale state removed)."""
     ckpt, fp = out_dir / "last.ckpt", out_dir / "fingerprint.txt"
@@ -40,7 +52,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = resume_path(out_dir, fingerprint, say)
     history = MetricHistory(tcfg.log_every)
-    callbacks = [history, ModelCheckpoint(dirpath=out_dir, save_last=True, save_top_k=0,
+    callbacks = [history, _StepCheckpoint(dirpath=out_dir, save_last=True, save_top_k=0,
                                           every_n_train_steps=tcfg.ckpt_every, enable_version_counter=False)]
     logger = MLFlowLogger(tracking_uri=mlflow_run[0], run_id=mlflow_run[1]) if mlflow_run else False
     if tcfg.compile:
@@ -59,7 +71,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     if trainer.global_step % tcfg.val_every:  # always end with a validation of the final weights
         trainer.validate(module, datamodule=datamodule, verbose=False)  # MetricHistory records it
-    trainer.save_checkpoint(out_dir / "last.ckpt")
+    trainer.save_checkpoint(out_dir / "last.ckpt", weights_only=False)  # full state: resumable
     return trainer, history
 
 

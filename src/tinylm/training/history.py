@@ -20,8 +20,8 @@ class MetricHistory(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step % self.log_every and step != trainer.max_steps:
-            return
+        if step == 0 or (step % self.log_every and step != trainer.max_steps):
+            return  # step 0: a gradient-accumulation micro-batch before the first optimizer step
         if self.train and self.train[-1]["step"] == step:
             return  # gradient accumulation: one row per optimizer step
         m = trainer.callback_metrics

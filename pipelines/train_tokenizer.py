@@ -1,0 +1,46 @@
+"""Stage train_tokenizer: byte-level BPE on the corpus's train split -> artifacts/tokenizer/tokenizer.json,
+with reports/data/tokenizer.json (vocab size, merges, training time, UTF-8 bytes per token on val).
+
+    python pipelines/train_tokenizer.py [hydra overrides, e.g. tokenizer.vocab_size=8192]
+"""
+
+import sys
+import time
+from dataclasses import asdict
+
+import datasets
+import mlflow
+from common import CORPUS, METRICS, TOKENIZER, TOKENIZER_DIR, config
+
+from tinylm.data.atomic import atomic_dir, write_json
+from tinylm.data.special_tokens import SPECIAL_TOKENS
+from tinylm.tokenizer import BPETokenizer
+from tinylm.tracking import stage_run
+
+
+def bytes_per_token(tok: BPETokenizer, texts: list[str]) -> float:
+    """UTF-8 bytes per token of texts (the compression ratio)."""
+    return sum(len(t.encode("utf-8")) for t in texts) / max(1, sum(map(len, tok.encode_batch(texts))))
+
+
+def main(argv: list[str]) -> None:
+    cfg = config(argv)
+    with stage_run("train_tokenizer", {"tokenizer": asdict(cfg.tokenizer)}, experiment=cfg.name):
+        corpus = datasets.load_from_disk(str(CORPUS))
+        t0 = time.perf_counter()
+        tok = BPETokenizer.train(corpus["train"]["text"], vocab_size=cfg.tokenizer.vocab_size,
+                                 special_tokens=list(SPECIAL_TOKENS), min_frequency=cfg.tokenizer.min_frequency)
+        seconds = time.perf_counter() - t0
+        with atomic_dir(TOKENIZER_DIR) as tmp:
+            tok.save(tmp / TOKENIZER.name)
+        stats = {"vocab_size": tok.vocab_size, "merges": len(tok.merges), "train_seconds": round(seconds, 2),
+                 "val_bytes_per_token": round(bytes_per_token(tok, corpus["val"]["text"]), 4)}
+        write_json(METRICS / "tokenizer.json", stats)
+        mlflow.log_metrics(stats)
+        mlflow.log_artifact(str(TOKENIZER))
+    print(f"train_tokenizer: vocab {tok.vocab_size} in {seconds:.1f} s, "
+          f"{stats['val_bytes_per_token']} bytes/token on val -> {TOKENIZER}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

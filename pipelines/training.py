@@ -1,0 +1,91 @@
+"""What the training stages share: seeding, the MLflow stage run (rank zero only), Lightning `fit`, and the
+outputs: models/<name>/ (model.safetensors, config.json, tokenizer.json, last.ckpt, hf/ export) and
+reports/<name>/ (metrics.json for DVC, train.csv / val.csv / loss.png plots).
+
+Under `trainer=ddp` Lightning re-runs the script on every rank: only rank zero opens the MLflow run and
+writes outputs; all ranks train.
+"""
+
+import hashlib
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+import pytorch_lightning as pl
+from common import MODELS, REPORTS, TOKENIZER
+from pytorch_lightning.utilities import rank_zero_only
+
+from tinylm.data.atomic import write_json
+from tinylm.models.io import save_pretrained
+from tinylm.tracking import stage_run, tracking_uri
+from tinylm.training.fit import fit, set_threads
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def optim_dict(t) -> dict:
+    """The optimiser/schedule part of a TrainerConfig, as the LightningModules take it."""
+    return dict(lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps,
+                weight_decay=t.weight_decay, betas=list(t.betas))
+
+
+def prepare(tcfg) -> None:
+    """Threads and seeds, before any model is built (so initial weights depend only on the seed)."""
+    set_threads(tcfg.num_threads)
+    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+
+
+def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, params: dict, inputs: list[Path],
+          export_hf: bool, extra_metrics=None) -> dict:
+    """Fit `module` and write models/<name>/ and reports/<name>/; returns the final metrics (rank zero).
+
+    params: the stage's config (logged, and hashed with the `inputs` files into the resume fingerprint).
+    extra_metrics(module) -> dict: more final numbers for metrics.json (e.g. test accuracy).
+    """
+    out, report = MODELS / name, REPORTS / name
+    fingerprint = hashlib.sha256(json.dumps(
+        {"params": params, "trainer": asdict(tcfg), "inputs": [file_sha256(p) for p in inputs]},
+        sort_keys=True).encode()).hexdigest()[:16]
+    zero = rank_zero_only.rank == 0
+    run_ctx = stage_run(stage, {**params, "trainer": asdict(tcfg)}, model_name=name, run_name=f"{stage}-{name}",
+                        experiment=experiment) if zero else nullcontext()
+    with run_ctx as run:
+        start = time.perf_counter()
+        trainer, history = fit(module, datamodule, tcfg, out, fingerprint=fingerprint,
+                               mlflow_run=(tracking_uri(), run.info.run_id) if zero else None)
+        if not trainer.is_global_zero:
+            return {}
+        model = module.model
+        save_pretrained(model, out, {"tokenizer.json": TOKENIZER})
+        if export_hf:
+            export(model, out / "hf")
+        final = {k.replace("/", "_"): v for k, v in history.val[-1].items() if k != "step"}
+        tps = [r["train/tokens_per_s"] for r in history.train if "train/tokens_per_s" in r]
+        metrics = {**final, "steps": trainer.global_step, "train_seconds": round(time.perf_counter() - start, 2),
+                   "tokens_per_s": round(sorted(tps)[len(tps) // 2], 1) if tps else 0.0,
+                   "params": sum(p.numel() for p in model.parameters()), **(extra_metrics(module) if extra_metrics else {})}
+        write_json(report / "metrics.json", metrics)
+        history.write(report)
+        mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_artifacts(str(report), "report")
+        mlflow.log_artifact(str(out / "config.json"), "model")
+    print(f"{stage} {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in metrics.items()) + f" -> {out}/")
+    return metrics
+
+
+def export(model, path: Path) -> None:
+    """Hugging Face export: the transformers model and its fast tokenizer, loadable by path."""
+    from transformers import PreTrainedTokenizerFast
+
+    from tinylm.data.special_tokens import EOS, MASK, PAD
+    from tinylm.interop.hf import save_hf
+
+    save_hf(model, path)
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), eos_token=EOS, pad_token=PAD, mask_token=MASK)
+    tok.save_pretrained(path)

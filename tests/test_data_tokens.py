@@ -1,0 +1,71 @@
+"""Token files: pretraining memmaps (documents separated by <|endoftext|>, uint16/uint32, meta.json) and the
+tokenized SFT (shifted labels, -100 on the prompt, truncated samples dropped) and classification sets."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+
+from tinylm.data.chat import ChatTemplate
+from tinylm.data.corpus import FEATURES, to_dataset
+from tinylm.data.special_tokens import SPECIAL_TOKENS
+from tinylm.data.tokens import encode_cls, encode_sft, read_tokens, token_dtype, write_pretrain
+from tinylm.tokenizer import BPETokenizer
+
+TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
+
+
+@pytest.fixture(scope="module")
+def tok_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    BPETokenizer.train([TEXT] * 10, vocab_size=300, special_tokens=list(SPECIAL_TOKENS), show_progress=False).save(path)
+    return path
+
+
+def row(doc, text):
+    return {"doc": doc, "genre": "", "section": "", "text": text, "speakers": [], "speeches": []}
+
+
+def test_pretrain_memmaps(tmp_path, tok_path):
+    tok = BPETokenizer.load(tok_path)
+    corpus = datasets.DatasetDict({
+        "train": to_dataset([row("a", "Now is"), row("a", "the winter"), row("b", "of York;")], FEATURES),
+        "val": to_dataset([row("c", "Made glorious")], FEATURES)})
+    meta = write_pretrain(corpus, tok_path, tmp_path)
+    eos = tok.token_to_id("<|endoftext|>")
+    train = read_tokens(tmp_path, "train")
+    assert train.dtype == np.uint16 and not train.flags.writeable
+    assert train.tolist() == tok.encode("Now is\n\nthe winter") + [eos] + tok.encode("of York;") + [eos]
+    assert meta == json.loads((tmp_path / "meta.json").read_text())
+    assert meta["splits"] == {"train": {"tokens": len(train), "documents": 2},
+                              "val": {"tokens": len(tok.encode("Made glorious")) + 1, "documents": 1}}
+    assert meta["special_tokens"]["<|pad|>"] == tok.token_to_id("<|pad|>") and meta["vocab_size"] == tok.vocab_size
+    assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
+
+
+def test_sft_labels_are_shifted_and_masked(tok_path):
+    tmpl = ChatTemplate.from_tokenizer(BPETokenizer.load(tok_path))
+    items = [{"task": "t", "doc": "d", "prompt": "Who speaks?", "response": "York"},
+             {"task": "t", "doc": "d", "prompt": "Now is the winter of our discontent " * 3, "response": "York"}]
+    sft = datasets.DatasetDict({"train": datasets.Dataset.from_list(items)})
+    p, r = tmpl.prompt_ids("Who speaks?"), tmpl.response_ids("York")
+    out = encode_sft(sft, tok_path, max_length=len(p) + len(r) - 1)["train"]
+    assert len(out) == 1  # the long prompt leaves no response token: dropped
+    item = out[0]
+    assert item["input_ids"] == (p + r)[:-1] and item["prompt_ids"] == p and item["response_ids"] == r
+    assert item["labels"] == [-100] * (len(p) - 1) + r
+    assert item["src_ids"] == tmpl.encode("Who speaks?")
+    short = encode_sft(sft, tok_path, max_length=len(p) + 1)["train"][0]  # cut inside the response
+    assert short["input_ids"] == (p + r)[: len(p) + 1] and short["labels"] == [-100] * (len(p) - 1) + r[:2]
+
+
+def test_cls_encoding(tok_path):
+    tok = BPETokenizer.load(tok_path)
+    feats = datasets.Features({"doc": datasets.Value("string"), "text": datasets.Value("string"),
+                               "label": datasets.ClassLabel(names=["a", "b"])})
+    ds = datasets.DatasetDict({"val": to_dataset([{"doc": "x", "text": TEXT, "label": 1}], feats)})
+    item = encode_cls(ds, tok_path, max_length=6)["val"][0]
+    ids = tok.encode(TEXT)
+    assert item["input_ids"] == [tok.token_to_id("[CLS]"), *ids[:4], tok.token_to_id("[SEP]")]
+    assert item["labels"] == 1

