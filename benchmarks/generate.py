@@ -3,9 +3,11 @@
 The model (gpt2 preset, random weights) is exported with `to_hf`; both decoders get the same left-padded
 prompts (no EOS: every run makes --new-tokens tokens), their outputs are asserted identical, and each
 timing is the best of --repeats runs after a warm-up, ours and theirs interleaved so that both see the same
-machine load. Throughput = batch x new tokens / wall seconds (returned sequences for beam search).
+machine load. Throughput = batch x new tokens / seconds (returned sequences for beam search), in CPU seconds
+of this process by default (--clock cpu: robust on a shared machine; with several threads it sums them) or
+in wall seconds (--clock wall).
 
-    OMP_NUM_THREADS=1 python benchmarks/generate.py [--threads 1] [--n-layer 4] [--batches 1 8]
+    OMP_NUM_THREADS=1 python benchmarks/generate.py [--threads 1] [--n-layer 4] [--batches 1 8] [--clock wall]
 """
 
 import argparse
@@ -19,15 +21,15 @@ from tinylm.interop.hf import to_hf
 from tinylm.models import build_model, presets
 
 
-def best_times(fns, repeats: int) -> tuple[list[float], list]:
-    """Best wall time of each fn over `repeats` interleaved rounds, and each fn's output."""
+def best_times(fns, repeats: int, clock) -> tuple[list[float], list]:
+    """Best time of each fn over `repeats` interleaved rounds, and each fn's output."""
     outs = [fn() for fn in fns]  # warm-up
     times = [float("inf")] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            start = time.perf_counter()
+            start = clock()
             outs[i] = fn()
-            times[i] = min(times[i], time.perf_counter() - start)
+            times[i] = min(times[i], clock() - start)
     return times, outs
 
 
@@ -40,7 +42,7 @@ def left_padded_prompts(batch: int, length: int, vocab_size: int) -> tuple[torch
     return ids, (torch.arange(length) >= length - lengths[:, None]).long()
 
 
-def compare(model, hf, ids, mask, new_tokens: int, beams: int, repeats: int) -> None:
+def compare(model, hf, ids, mask, new_tokens: int, beams: int, repeats: int, clock) -> None:
     """Print one table row per decoder: tokens/s of tinylm and transformers, and their ratio."""
     runs = {
         "greedy": (lambda: greedy_decode(model, ids, new_tokens, attention_mask=mask),
@@ -53,7 +55,7 @@ def compare(model, hf, ids, mask, new_tokens: int, beams: int, repeats: int) -> 
     batch = ids.size(0)
     for name, (ours, theirs) in runs.items():
         with torch.inference_mode():
-            (t_ours, t_hf), (out_ours, out_hf) = best_times([ours, theirs], repeats)
+            (t_ours, t_hf), (out_ours, out_hf) = best_times([ours, theirs], repeats, clock)
         assert torch.equal(out_ours, out_hf), f"{name}, batch {batch}: outputs differ from transformers"
         tokens = batch * new_tokens
         print(f"{name:<10}{batch:>6}{tokens / t_ours:>14.0f}{tokens / t_hf:>11.0f}{t_hf / t_ours:>7.2f}x")
@@ -71,6 +73,7 @@ def main() -> None:
     p.add_argument("--beams", type=int, default=4)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
@@ -81,11 +84,12 @@ def main() -> None:
     hf = to_hf(model)
     print(f"gpt2 preset: {args.n_layer} layers, n_embd {args.n_embd}, vocab {args.vocab_size}, block "
           f"{args.block_size}; prompts <= {args.prompt_len} tokens (left-padded), {args.new_tokens} new "
-          f"tokens, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
+          f"tokens, {torch.get_num_threads()} thread(s), {args.clock} time, torch {torch.__version__}")
     print(f"{'decoder':<10}{'batch':>6}{'tinylm tok/s':>14}{'HF tok/s':>11}{'ratio':>8}")
     for batch in args.batches:
         ids, mask = left_padded_prompts(batch, args.prompt_len, args.vocab_size)
-        compare(model, hf, ids, mask, args.new_tokens, args.beams, args.repeats)
+        clock = time.process_time if args.clock == "cpu" else time.perf_counter
+        compare(model, hf, ids, mask, args.new_tokens, args.beams, args.repeats, clock)
 
 
 if __name__ == "__main__":

@@ -111,6 +111,4 @@ def test_a_bad_override_stops_before_any_work(repo):
     before = (repo / "data/corpus/train/state.json").stat().st_mtime_ns
     out = run([sys.executable, "pipelines/prepare.py", "trainer.lr=-1"], repo, env, check=False)
     assert out.returncode == 1 and "config error: trainer.lr=-1.0: must be > 0" in out.stderr
-    out = run([sys.executable, "pipelines/prepare.py", "decoder=gpt5"], repo, env, check=False)
-    assert out.returncode == 1 and "Available options in 'decoder': baichuan gpt2" in out.stderr
     assert (repo / "data/corpus/train/state.json").stat().st_mtime_ns == before

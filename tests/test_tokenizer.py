@@ -17,7 +17,6 @@ import subprocess
 import sys
 import warnings
 import zipfile
-from pathlib import Path
 
 import pytest
 import regex
@@ -49,9 +48,48 @@ FRAGMENTS = [
 ]
 SEPARATORS = [" ", "  ", "\t", "\n", "\n\n", "\r\n", " \n ", "\u00a0", "\u3000", "   \t ", "", "\x0b"]
 SYLLABLES = [
-    "ka", "ri", "to", "mon", "sha", "ell", "qu", "ing", "th", "er", "an", "st", "ou", "ght", "Wh",
-    "我", "们", "学", "习", "语", "言", "天", "气", "ка", "ни", "га", "λο", "γο", "ς", "é", "ü", "ß",
-    "😀", "🏽", "🎉", "'s", "'ll", "-", "_", "42", "7", "٣",
+    "ka",
+    "ri",
+    "to",
+    "mon",
+    "sha",
+    "ell",
+    "qu",
+    "ing",
+    "th",
+    "er",
+    "an",
+    "st",
+    "ou",
+    "ght",
+    "Wh",
+    "我",
+    "们",
+    "学",
+    "习",
+    "语",
+    "言",
+    "天",
+    "气",
+    "ка",
+    "ни",
+    "га",
+    "λο",
+    "γο",
+    "ς",
+    "é",
+    "ü",
+    "ß",
+    "😀",
+    "🏽",
+    "🎉",
+    "'s",
+    "'ll",
+    "-",
+    "_",
+    "42",
+    "7",
+    "٣",
 ]
 
 
@@ -63,7 +101,10 @@ def mixed_corpus(n_texts: int = 150, seed: int = 0) -> list[str]:
     words += [str(rng.randint(0, 10 ** rng.randint(1, 7))) for _ in range(50)]
     texts = []
     for _ in range(n_texts):
-        parts = [rng.choice(FRAGMENTS) if rng.random() < 0.1 else rng.choice(words) for _ in range(rng.randint(5, 80))]
+        parts = [
+            rng.choice(FRAGMENTS) if rng.random() < 0.1 else rng.choice(words)
+            for _ in range(rng.randint(5, 80))
+        ]
         texts.append("".join(part + rng.choice(SEPARATORS) for part in parts))
     return texts
 
@@ -77,10 +118,12 @@ def hf_train(texts, vocab_size, min_frequency=2, special_tokens=(), pattern=GPT2
     if pattern == GPT2_PATTERN:
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     else:
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
@@ -190,7 +233,18 @@ def test_custom_pattern_keeps_the_gaps_like_hf_isolated_split():
 
 
 def test_split_digits_pattern_spells_numbers_digit_by_digit():
-    assert Pretokenizer(SPLIT_DIGITS_PATTERN).split("in 2024, x42") == ["in", " ", "2", "0", "2", "4", ",", " x", "4", "2"]
+    assert Pretokenizer(SPLIT_DIGITS_PATTERN).split("in 2024, x42") == [
+        "in",
+        " ",
+        "2",
+        "0",
+        "2",
+        "4",
+        ",",
+        " x",
+        "4",
+        "2",
+    ]
     assert Pretokenizer(GPT2_PATTERN).split("in 2024, x42") == ["in", " 2024", ",", " x", "42"]
 
 
@@ -210,10 +264,22 @@ def test_saved_file_encodes_like_ours_through_tokenizers_and_transformers(small_
 ASSIGNED_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cn")), max_size=80)
 
 
-@given(parts=st.lists(st.one_of(ASSIGNED_TEXT, st.sampled_from(SPECIALS)), max_size=6))
+REPEATED = st.builds(
+    lambda unit, n: unit * n, ASSIGNED_TEXT.filter(lambda s: 0 < len(s) < 4), st.integers(2, 300)
+)
+
+
+@given(parts=st.lists(st.one_of(ASSIGNED_TEXT, REPEATED, st.sampled_from(SPECIALS)), max_size=6))
 @settings(max_examples=300, deadline=None)
 def test_ids_match_hf_on_arbitrary_text(small_tok, small_hf, parts):
     text = "".join(parts)
+    assert small_tok.encode(text) == small_hf.encode(text).ids
+
+
+@pytest.mark.parametrize(
+    "text", [" " * 5000, "ab" * 2000, "😀" * 700, "\n\n \t" * 500, "de" * 999 + "r", "1" * 3000]
+)
+def test_long_pretokens_match_hf(small_tok, small_hf, text):
     assert small_tok.encode(text) == small_hf.encode(text).ids
 
 
@@ -267,7 +333,9 @@ def test_vocabulary_accessors(small_tok):
 def test_load_reads_back_what_save_wrote(small_tok, tmp_path):
     loaded = BPETokenizer.load(small_tok.save(tmp_path / "tokenizer.json"))
     assert (loaded.vocab, loaded.merges, loaded.special_tokens) == (
-        small_tok.vocab, small_tok.merges, small_tok.special_tokens
+        small_tok.vocab,
+        small_tok.merges,
+        small_tok.special_tokens,
     )
     assert loaded.encode(CORPUS[0]) == small_tok.encode(CORPUS[0])
 
@@ -417,7 +485,11 @@ def shakespeare(tmp_path_factory) -> list[str]:
 def test_merges_match_hf_on_shakespeare(shakespeare, vocab_size, min_frequency, special_tokens):
     assert len(shakespeare) == 38
     ours = BPETokenizer.train(
-        shakespeare, vocab_size, special_tokens=special_tokens, min_frequency=min_frequency, show_progress=False
+        shakespeare,
+        vocab_size,
+        special_tokens=special_tokens,
+        min_frequency=min_frequency,
+        show_progress=False,
     )
     theirs = hf_train(shakespeare, vocab_size, min_frequency, special_tokens)
     assert ours.merges == hf_merges(theirs)

@@ -14,6 +14,7 @@ from tinylm.training.classification import SequenceClassificationModule
 from tinylm.training.datamodules import pad_collate
 from tinylm.training.losses import max_z_loss
 from tinylm.training.masked_lm import MaskedLMModule
+from tinylm.training.masking import mask_tokens
 from tinylm.training.optim import lr_at
 from tinylm.training.seq2seq import Seq2SeqModule
 
@@ -50,9 +51,10 @@ def train(module, batch, steps):
     return losses
 
 
-def tiny_trainer(steps, callbacks=()):
+def tiny_trainer(steps, callbacks=(), accumulate=1):
     return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks))
+                      enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks),
+                      accumulate_grad_batches=accumulate)
 
 
 def one_batch_loader(batch):
@@ -144,6 +146,26 @@ def test_masked_lm_validation_masks_are_fixed():
     a = module._step(batch, torch.Generator().manual_seed(5))
     b = module._step(batch, torch.Generator().manual_seed(5))
     assert a[0].item() == b[0].item() and a[2] == b[2] > 0
+
+
+def test_masks_are_seeded_per_micro_batch(monkeypatch):
+    import tinylm.training.masked_lm as masked_lm
+
+    masks = []
+
+    def spy(*args, **kwargs):
+        out = mask_tokens(*args, **kwargs)
+        masks.append(out[1] != -100)
+        return out
+
+    monkeypatch.setattr(masked_lm, "mask_tokens", spy)
+    for _ in range(2):
+        tiny_trainer(2, accumulate=2).fit(mlm_module(), train_dataloaders=DataLoader([mlm_batch()] * 4, batch_size=None))
+    first, second = masks[:4], masks[4:]
+    assert len(first) == len(second) == 4
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # a pure function of the step
+    # the micro-batches of one optimizer step (same data here) are corrupted differently
+    assert all(not torch.equal(first[i], first[j]) for i in range(4) for j in range(i + 1, 4))
 
 
 def test_classifier_from_pretrained_mlm_copies_encoder_and_learns():

@@ -197,12 +197,18 @@ class EvalConfig:
 
     max_items: int  # per task
     max_new_tokens: int
-    num_beams: int
+    beams: list[int]  # beam widths compared with greedy (and sampling)
+    temperature: float  # sampling
+    top_p: float
     length_penalty: float
     batch_size: int
 
     def __post_init__(self):
-        for key in ("max_items", "max_new_tokens", "num_beams", "batch_size"):
+        _need(bool(self.beams) and all(k >= 2 for k in self.beams), "beams", self.beams,
+              "a non-empty list of beam widths >= 2 (width 1 is greedy)")
+        _need(self.temperature > 0, "temperature", self.temperature, "must be > 0")
+        _need(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
+        for key in ("max_items", "max_new_tokens", "batch_size"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
 
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 
 def _byte_to_char() -> dict[int, str]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     others = (b for b in range(256) if b not in table)
     table.update({b: chr(256 + n) for n, b in enumerate(others)})

@@ -5,11 +5,15 @@ some adjacent pair has a merge, merge the pair whose merge came first in trainin
 leftmost one if it occurs more than once; stop when no adjacent pair has a merge. When a merge list holds
 one pair twice (HF's trainer can emit that), the later rank counts, as in HF.
 
-Algorithm: the symbols form a linked list over the byte positions and candidate merges wait in a heap
-keyed by (rank, position of the left symbol); an entry is stale, and skipped, when its left symbol was
-absorbed, has no right neighbour any more, or now forms a pair that merges into another token. Each merge
-pushes the two pairs it creates. O(n log n) in the pre-token length, so a run of 10,000 identical
-characters (one pre-token) costs milliseconds rather than the minutes of rescanning all pairs per merge.
+Two implementations of that rule, chosen by length (both are checked against HF by the tests):
+
+* short pre-tokens (almost all of them): keep the merge code ``rank << 32 | merged id`` of every adjacent
+  pair in a list; merge at ``codes.index(min(codes))`` and recompute only the two neighbouring codes.
+  ``min`` and ``index`` run in C, so this beats any bookkeeping for a few dozen bytes, but it is
+  quadratic in the length;
+* long pre-tokens (a run of 10,000 spaces is one): the symbols form a linked list over the byte positions
+  and candidate merges wait in a heap keyed by (rank, position of the left symbol); an entry is stale,
+  and skipped, when its left symbol was absorbed or now forms another pair. O(n log n).
 
 ``PieceEncoder`` is a ``dict`` from pre-token to its ids that computes missing entries on lookup, so a
 corpus is encoded with ``map(encoder.__getitem__, pieces)`` at C speed, paying the merge loop only once
@@ -20,6 +24,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from itertools import pairwise, repeat
+
+_NO_MERGE = 1 << 62  # the code of a pair without a merge: larger than any real code
+_LOW = (1 << 32) - 1  # the merged id (short path) or the position (heap entries) in a code's low bits
+_LONG = 48  # bytes from which the heap is faster than rescanning
 
 
 class PieceEncoder(dict[str, tuple[int, ...]]):
@@ -34,48 +43,64 @@ class PieceEncoder(dict[str, tuple[int, ...]]):
         """``byte_ids[b]`` is the id of byte ``b``; ``merges`` holds ``(left id, right id, merged id)``."""
         super().__init__()
         self._byte_ids = list(byte_ids)
-        self._merge_of = {(a, b): (rank, new) for rank, (a, b, new) in enumerate(merges)}
+        self._code = {(a, b): rank << 32 | new for rank, (a, b, new) in enumerate(merges)}
         self._max_size = max_size
 
     def __missing__(self, piece: str) -> tuple[int, ...]:
         if len(self) >= self._max_size:
             self.clear()
-        result = self[piece] = self._merge(list(map(self._byte_ids.__getitem__, piece.encode("utf-8"))))
+        ids = list(map(self._byte_ids.__getitem__, piece.encode("utf-8")))
+        result = self[piece] = self._merge_short(ids) if len(ids) < _LONG else self._merge_long(ids)
         return result
 
-    def _merge(self, ids: list[int]) -> tuple[int, ...]:
-        merge_of = self._merge_of.get
+    def _merge_short(self, ids: list[int]) -> tuple[int, ...]:
+        code = self._code.get
+        codes = list(map(code, pairwise(ids), repeat(_NO_MERGE)))
+        while codes:
+            best = min(codes)
+            if best == _NO_MERGE:
+                break
+            j = codes.index(best)
+            new = best & _LOW
+            ids[j : j + 2] = (new,)
+            if j + 1 < len(ids):
+                codes[j : j + 2] = (code((new, ids[j + 1]), _NO_MERGE),)
+            else:
+                del codes[j]
+            if j:
+                codes[j - 1] = code((ids[j - 1], new), _NO_MERGE)
+        return tuple(ids)
+
+    def _merge_long(self, ids: list[int]) -> tuple[int, ...]:
+        code = self._code.get
         n = len(ids)
-        heap = []  # (rank, left position, merged id)
-        for i in range(n - 1):
-            candidate = merge_of((ids[i], ids[i + 1]))
-            if candidate is not None:
-                heap.append((candidate[0], i, candidate[1]))
-        if not heap:
-            return tuple(ids)
+        # Heap entries: rank << 32 | position of the left symbol.
+        codes = map(code, pairwise(ids), repeat(_NO_MERGE))
+        heap = [c & ~_LOW | i for i, c in enumerate(codes) if c != _NO_MERGE]
         heapq.heapify(heap)
-        following = list(range(1, n + 1))  # position n means "none"
-        preceding = list(range(-1, n - 1))  # position -1 means "none"
+        following = list(range(1, n + 1))  # position n: none
+        preceding = list(range(-1, n - 1))  # position -1: none
         alive = [True] * n
         while heap:
-            _, i, new = heapq.heappop(heap)
+            entry = heapq.heappop(heap)
+            i = entry & _LOW
             j = following[i]
             if not alive[i] or j == n:
                 continue
-            current = merge_of((ids[i], ids[j]))
-            if current is None or current[1] != new:
+            current = code((ids[i], ids[j]), _NO_MERGE)
+            if current >> 32 != entry >> 32:  # the pair at i changed since the entry was pushed
                 continue
-            ids[i] = new
+            new = ids[i] = current & _LOW
             alive[j] = False
             k = following[i] = following[j]
             if k < n:
                 preceding[k] = i
-                candidate = merge_of((new, ids[k]))
-                if candidate is not None:
-                    heapq.heappush(heap, (candidate[0], i, candidate[1]))
+                right = code((new, ids[k]), _NO_MERGE)
+                if right != _NO_MERGE:
+                    heapq.heappush(heap, right & ~_LOW | i)
             h = preceding[i]
             if h >= 0:
-                candidate = merge_of((ids[h], new))
-                if candidate is not None:
-                    heapq.heappush(heap, (candidate[0], h, candidate[1]))
+                left = code((ids[h], new), _NO_MERGE)
+                if left != _NO_MERGE:
+                    heapq.heappush(heap, left & ~_LOW | h)
         return tuple([token for token, kept in zip(ids, alive, strict=True) if kept])

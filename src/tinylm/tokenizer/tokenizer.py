@@ -2,9 +2,10 @@
 
 Contract:
 
-* ``BPETokenizer.train(texts, vocab_size, ...)`` learns merges with :func:`~tinylm.tokenizer.trainer.learn_bpe`
-  (same merges, in the same order, as HF ``tokenizers``' ``BpeTrainer``; the tie and stop rules are in
-  that module) from the pre-token counts of :mod:`~tinylm.tokenizer.pretokenize`.
+* ``BPETokenizer.train(texts, vocab_size, ...)`` learns merges with
+  :func:`~tinylm.tokenizer.trainer.learn_bpe` (same merges, in the same order, as HF ``tokenizers``'
+  ``BpeTrainer``; the tie and stop rules are in that module) from the pre-token counts of
+  :mod:`~tinylm.tokenizer.pretokenize`.
 * ``encode(text)``: special tokens that ``allowed_special`` lists (default: all registered ones) are cut
   out of the text first, leftmost and, among those starting at one place, longest first (HF's added-token
   matching); each stretch in between is pre-tokenized and every pre-token is encoded by
@@ -20,8 +21,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from itertools import chain
 from pathlib import Path
 from typing import Literal
@@ -53,7 +54,9 @@ class BPETokenizer:
 
         missing_bytes = [c for c in ALPHABET if c not in self._vocab]
         if missing_bytes:
-            raise ValueError(f"vocab lacks byte characters {missing_bytes[:8]}...; byte-level BPE needs all 256")
+            raise ValueError(
+                f"vocab lacks byte characters {missing_bytes[:8]}...; byte-level BPE needs all 256"
+            )
         for left, right in self._merges:
             for part in (left, right, left + right):
                 if part not in self._vocab:
@@ -113,13 +116,15 @@ class BPETokenizer:
         pretokenizer = Pretokenizer(pattern)
         counts = pretokenizer.count(texts)
         if not counts:
-            raise ValueError("the corpus is empty: texts held no characters; pass at least one non-empty string")
+            raise ValueError(
+                "the corpus is empty: texts held no characters; pass at least one non-empty string"
+            )
         tokens, merges = learn_bpe(counts, vocab_size, specials, min_frequency, show_progress)
         if len(tokens) < vocab_size:
             warnings.warn(
-                f"BPE training stopped early at vocab size {len(tokens)} (asked for {vocab_size}): no pair of "
-                f"tokens occurs min_frequency={min_frequency} times any more. The tokenizer is usable; for a "
-                "larger vocab use more text or a lower min_frequency.",
+                f"BPE training stopped early at vocab size {len(tokens)} (asked for {vocab_size}): no "
+                f"pair of tokens occurs min_frequency={min_frequency} times any more. The tokenizer is "
+                "usable; for a larger vocab use more text or a lower min_frequency.",
                 stacklevel=2,
             )
         return cls({token: i for i, token in enumerate(tokens)}, merges, specials, pattern)
@@ -158,7 +163,9 @@ class BPETokenizer:
         if num_workers == 1 or len(texts) < 2:
             return [self.encode(text, allowed_special) for text in texts]
         runs = _runs_of_equal_length(texts, num_workers)
-        with ProcessPoolExecutor(len(runs), initializer=_start_worker, initargs=(self, allowed_special)) as pool:
+        with ProcessPoolExecutor(
+            len(runs), initializer=_start_worker, initargs=(self, allowed_special)
+        ) as pool:
             return list(chain.from_iterable(pool.map(_encode_in_worker, runs)))
 
     def _encode_ordinary(self, text: str) -> list[int]:
@@ -166,7 +173,9 @@ class BPETokenizer:
 
     def _splitter(self, allowed_special: Collection[str]) -> re.Pattern[str] | None:
         if isinstance(allowed_special, str):
-            raise ValueError(f"allowed_special must be 'all' or a collection of strings, got {allowed_special!r}")
+            raise ValueError(
+                f"allowed_special must be 'all' or a collection of strings, got {allowed_special!r}"
+            )
         unknown = set(allowed_special) - set(self._special_tokens)
         if unknown:
             raise ValueError(

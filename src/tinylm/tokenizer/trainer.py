@@ -30,8 +30,9 @@ merge lists). Like HF, special tokens inside training text are not split out: th
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Mapping, Sequence
+from itertools import count as counter
+from itertools import pairwise
 
 from tqdm.auto import tqdm
 
@@ -63,14 +64,14 @@ def learn_bpe(
     pair_counts: dict[tuple[int, int], int] = {}
     where: dict[tuple[int, int], set[int]] = {}
     for i, (word, count) in enumerate(zip(words, counts, strict=True)):
-        for pair in zip(word, word[1:]):
+        for pair in pairwise(word):
             pair_counts[pair] = pair_counts.get(pair, 0) + count
             if pair in where:
                 where[pair].add(i)
             else:
                 where[pair] = {i}
     # Entries: (-count, pair, tie, words). `tie` keeps two entries of one pair from comparing their sets.
-    tie = itertools.count()
+    tie = counter()
     heap = [(-pair_counts[pair], pair, next(tie), pos) for pair, pos in where.items()]
     heapq.heapify(heap)
 

@@ -1,0 +1,159 @@
+"""Stage evaluate: greedy vs beam search (K = eval.beams) vs sampling on the held-out SFT test items, for
+the SFT decoder and the encoder-decoder; perplexity of the pretrained and SFT decoders; BERT's masked-LM
+and genre accuracy beside the majority class and the SFT decoder's zero-shot answer to the same question.
+
+Writes reports/eval/: metrics.json (model/task/decoder), generations.jsonl, by_decoder.csv, PNG charts and
+report.md; all logged to MLflow.
+
+    python pipelines/evaluate.py [hydra overrides, e.g. eval.max_items=20]
+"""
+
+import json
+import sys
+from collections import defaultdict
+from dataclasses import asdict
+
+import datasets
+import mlflow
+import torch
+from common import CLS as CLS_DIR
+from common import MODELS, REPORTS, TOKENIZER, TOKENS, config
+
+from tinylm.data.atomic import write_json, write_text
+from tinylm.data.chat import ChatTemplate
+from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS
+from tinylm.data.tokens import load_tokenizer, read_tokens
+from tinylm.evaluation import report
+from tinylm.evaluation.generation import generate, pad_batch
+from tinylm.evaluation.metrics import bleu, chrf, exact_match, mlm_accuracy, perplexity, sequence_logprob
+from tinylm.models.io import load_pretrained
+from tinylm.tracking import flatten, stage_run
+from tinylm.training.fit import set_threads
+
+OUT = REPORTS / "eval"
+GENRE_PROMPT = "Which genre is this passage from?\n"
+
+
+def test_items(max_items: int) -> dict[str, list[dict]]:
+    """Up to max_items tokenized SFT test items per task."""
+    by_task = defaultdict(list)
+    for row in datasets.load_from_disk(str(TOKENS / "sft"))["test"]:
+        if len(by_task[row["task"]]) < max_items:
+            by_task[row["task"]].append(row)
+    return dict(by_task)
+
+
+def task_metrics(task: str, texts: list[str], refs: list[str], logprobs: list[float], lengths: list[int], gen) -> dict:
+    m = {"chrf": chrf(texts, refs), "bleu": bleu(texts, refs)} if task == "continue" else \
+        {"exact_match": exact_match(texts, refs)}
+    return {**m, "mean_logprob": sum(logprobs) / len(logprobs), "mean_length": sum(lengths) / len(lengths),
+            "tokens_per_s": gen.tokens_per_s, "ms_per_item": gen.ms_per_item()}
+
+
+def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders: list[str], cfg, tok, seq2seq: bool,
+                       generations: list[dict]) -> dict:
+    eos, pad = tok.token_to_id(EOS), tok.token_to_id(PAD)
+    out = {"tasks": {}, "beam_vs_greedy": {}}
+    logps = defaultdict(list)  # decoder -> log-probs over all items, in order
+    for task, rows in items.items():
+        keep = model.config.block_size - (1 if seq2seq else cfg.eval.max_new_tokens)  # prompt + answer <= context
+        prompts = [(r["src_ids"] if seq2seq else r["prompt_ids"])[-keep:] for r in rows]
+        refs = [r["response"] for r in rows]
+        out["tasks"][task] = {}
+        texts_by = {}
+        for d in decoders:
+            gen = generate(model, prompts, d, eos_id=eos, pad_id=pad, max_new_tokens=cfg.eval.max_new_tokens,
+                           batch_size=cfg.eval.batch_size, length_penalty=cfg.eval.length_penalty, seq2seq=seq2seq,
+                           start_id=eos, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
+                           seed=cfg.trainer.seed)
+            texts = [tok.decode(ids) for ids in gen.ids]
+            lp = [sequence_logprob(model, p, ids + [eos] * end, seq2seq=seq2seq, start_id=eos)
+                  for p, ids, end in zip(prompts, gen.ids, gen.finished, strict=True)]
+            logps[d] += lp
+            texts_by[d] = (texts, lp)
+            out["tasks"][task][d] = task_metrics(task, texts, refs, lp, [len(i) for i in gen.ids], gen)
+        for i, r in enumerate(rows):
+            generations.append({"model": name, "task": task, "prompt": r["prompt"], "reference": r["response"],
+                                "outputs": {d: {"text": t[i], "logprob": round(lp[i], 4)}
+                                            for d, (t, lp) in texts_by.items()}})
+    for d in decoders:
+        if d.startswith("beam"):
+            pairs = list(zip(logps[d], logps["greedy"], strict=True))
+            out["beam_vs_greedy"][d] = {"higher": sum(b > g + 1e-6 for b, g in pairs) / len(pairs),
+                                        "lower": sum(b < g - 1e-6 for b, g in pairs) / len(pairs),
+                                        "same": sum(abs(b - g) <= 1e-6 for b, g in pairs) / len(pairs)}
+    return out
+
+
+@torch.no_grad()
+def genre_accuracy(cls_model, decoder, tok, rows: list[dict], names: list[str], batch_size: int) -> tuple[float, float]:
+    """(BERT classifier accuracy, SFT decoder zero-shot accuracy: the genre name it finds most likely)."""
+    pad, correct_enc, correct_dec = tok.token_to_id(PAD), 0, 0
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i:i + batch_size]
+        ids, mask = pad_batch([r["input_ids"] for r in batch], pad, left=False)
+        pred = cls_model(ids, mask).argmax(-1).tolist()
+        correct_enc += sum(p == r["labels"] for p, r in zip(pred, batch, strict=True))
+    tmpl = ChatTemplate.from_tokenizer(tok)
+    for r in rows:
+        prompt = tmpl.prompt_ids(GENRE_PROMPT + r["text"])[-(decoder.config.block_size - 8):]
+        scores = [sequence_logprob(decoder, prompt, tmpl.response_ids(n)) for n in names]
+        correct_dec += int(max(range(len(names)), key=scores.__getitem__) == r["labels"])
+    return correct_enc / len(rows), correct_dec / len(rows)
+
+
+def main(argv: list[str]) -> None:
+    cfg = config(argv)
+    set_threads(cfg.trainer.num_threads)
+    torch.manual_seed(cfg.trainer.seed)
+    models = {n: load_pretrained(MODELS / n) for n in ("decoder", "decoder-sft", "seq2seq", "encoder", "encoder-cls")}
+    tok = load_tokenizer(TOKENIZER)
+    decoders = ["greedy", *(f"beam{k}" for k in cfg.eval.beams), "sample"]
+    items = test_items(cfg.eval.max_items)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with stage_run("evaluate", {"eval": asdict(cfg.eval)}, model_name="decoder-sft", experiment=cfg.name):
+        generations, metrics = [], {}
+        for name, seq2seq in (("decoder-sft", False), ("seq2seq", True)):
+            metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok, seq2seq, generations)
+        val = read_tokens(TOKENS, "val")
+        n_val = cfg.trainer.val_batches
+        metrics["perplexity"] = {n: perplexity(models[n], val, cfg.eval.batch_size, n_val)
+                                 for n in ("decoder", "decoder-sft")}
+        cls_sets = datasets.load_from_disk(str(TOKENS / "cls"))
+        test = cls_sets["test"].select(range(min(len(cls_sets["test"]), cfg.eval.max_items))).to_list()
+        names = datasets.load_from_disk(str(CLS_DIR))["train"].features["label"].names
+        train_labels = torch.tensor(cls_sets["train"]["labels"])
+        majority = int(torch.bincount(train_labels, minlength=len(names)).argmax())
+        enc_acc, dec_acc = genre_accuracy(models["encoder-cls"], models["decoder-sft"], tok, test, names,
+                                          cfg.eval.batch_size)
+        metrics["encoder"] = {
+            "mlm_acc": mlm_accuracy(models["encoder"], val, cls_id=tok.token_to_id(CLS), sep_id=tok.token_to_id(SEP),
+                                    mask_id=tok.token_to_id(MASK), special_ids=[tok.token_to_id(t) for t in SPECIAL_TOKENS],
+                                    batch_size=cfg.eval.batch_size, n_batches=n_val, seed=cfg.trainer.seed),
+            "genre_acc": enc_acc, "decoder_genre_acc": dec_acc,
+            "genre_majority_acc": sum(r["labels"] == majority for r in test) / len(test)}
+        table = report.rows(metrics, ["decoder-sft", "seq2seq"])
+        write_json(OUT / "metrics.json", metrics)
+        write_text(OUT / "generations.jsonl", "".join(json.dumps(g) + "\n" for g in generations))
+        report.write_csv(OUT / "by_decoder.csv", table)
+        pngs = report.plot(table, OUT)
+        per_task = defaultdict(list)
+        for g in generations:
+            per_task[(g["model"], g["task"])].append(g)
+        examples = [g for group in per_task.values() for g in group[:2]]
+        write_text(OUT / "report.md", report.markdown(metrics, table, examples, decoders))
+        mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items()})
+        mlflow.log_table({"model": [g["model"] for g in generations], "task": [g["task"] for g in generations],
+                          "prompt": [g["prompt"] for g in generations],
+                          "reference": [g["reference"] for g in generations],
+                          **{d: [g["outputs"][d]["text"] for g in generations] for d in decoders}},
+                         artifact_file="generations.json")
+        for path in [*pngs, OUT / "report.md", OUT / "by_decoder.csv"]:
+            mlflow.log_artifact(str(path))
+    best = {r["task"]: r for r in table if r["model"] == "decoder-sft" and r["decoder"] == "greedy"}
+    print("evaluate: decoder-sft greedy " + ", ".join(f"{t}={r['score']:.3f}" for t, r in best.items())
+          + f" -> {OUT}/report.md")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, batched generation with every decoder, and the report (no Lightning here)."""

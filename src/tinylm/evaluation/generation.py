@@ -1,0 +1,71 @@
+"""Batched generation with one decoder over many prompts, timed, for the evaluate stage.
+
+Decoders: "greedy", "beam<K>" (beam search, K beams) and "sample" (temperature/top-p). Decoder-only
+prompts are left-padded; encoder-decoder sources right-padded (as trained). Outputs are cut at the first
+EOS. Speed counts generated tokens (EOS included) per second of wall time, and ms per item.
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from tinylm.decoding import beam_search, greedy_decode, sample
+
+
+@dataclass
+class Generation:
+    ids: list[list[int]]  # generated ids per item, cut at EOS (EOS excluded)
+    finished: list[bool]  # the item ended with EOS (else it hit max_new_tokens)
+    seconds: float
+    tokens: int  # generated tokens incl. EOS
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+    def ms_per_item(self) -> float:
+        return 1000 * self.seconds / max(1, len(self.ids))
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(T - len(s), T) if left else slice(0, len(s))
+        ids[i, sl], mask[i, sl] = torch.tensor(s), 1
+    return ids, mask
+
+
+def cut_at_eos(ids: list[int], eos_id: int) -> tuple[list[int], bool]:
+    """(ids before the first EOS, whether there was one)."""
+    return (ids[:ids.index(eos_id)], True) if eos_id in ids else (ids, False)
+
+
+@torch.no_grad()
+def generate(model, prompts: list[list[int]], decoder: str, *, eos_id: int, pad_id: int, max_new_tokens: int,
+             batch_size: int, length_penalty: float = 1.0, seq2seq: bool = False, start_id: int | None = None,
+             temperature: float = 0.8, top_p: float = 0.95, seed: int = 0) -> Generation:
+    out, finished, tokens, start = [], [], 0, time.perf_counter()
+    for i in range(0, len(prompts), batch_size):
+        ids, mask = pad_batch(prompts[i:i + batch_size], pad_id, left=not seq2seq)
+        kw = dict(eos_token_id=eos_id, attention_mask=mask, pad_token_id=pad_id)
+        if seq2seq:
+            kw["decoder_start_token_id"] = start_id
+        if decoder == "greedy":
+            seqs = greedy_decode(model, ids, max_new_tokens, **kw)
+        elif decoder.startswith("beam"):
+            seqs, _ = beam_search(model, ids, int(decoder[4:]), max_new_tokens, length_penalty=length_penalty, **kw)
+        elif decoder == "sample":
+            g = torch.Generator().manual_seed(seed + i)
+            seqs = sample(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, generator=g, **kw)
+        else:
+            raise ValueError(f"unknown decoder {decoder!r}: greedy, beam<K> or sample")
+        new = seqs[:, 1:] if seq2seq else seqs[:, ids.size(1):]
+        for row in new.tolist():
+            kept, ended = cut_at_eos(row, eos_id)
+            out.append(kept)
+            finished.append(ended)
+            tokens += len(kept) + ended
+    return Generation(out, finished, time.perf_counter() - start, tokens)

@@ -1,0 +1,82 @@
+"""Evaluation metrics.
+
+- exact match: normalised strings equal (case, surrounding whitespace and punctuation ignored).
+- chrF (Popović 2015) and BLEU (Papineni et al. 2002): corpus-level, via sacrebleu.
+- perplexity: exp(mean next-token cross-entropy) over fixed windows of a token split.
+- sequence log-probability: sum_t log p(y_t | prompt, y_<t) under teacher forcing.
+- masked-LM accuracy: argmax at the corrupted positions (BERT's 15% / 80-10-10 masking, fixed seed).
+"""
+
+import math
+import re
+import string
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tinylm.training.datamodules import FixedWindows
+from tinylm.training.masking import mask_tokens
+
+
+def normalize(s: str) -> str:
+    return " ".join(s.strip().strip(string.punctuation + " ").lower().split())
+
+
+def exact_match(preds: list[str], refs: list[str]) -> float:
+    return sum(normalize(p) == normalize(r) for p, r in zip(preds, refs, strict=True)) / max(1, len(refs))
+
+
+def chrf(preds: list[str], refs: list[str]) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_chrf(preds, [refs]).score
+
+
+def bleu(preds: list[str], refs: list[str]) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(preds, [refs]).score
+
+
+@torch.no_grad()
+def perplexity(model, tokens: np.ndarray, batch_size: int, n_batches: int) -> float:
+    windows = FixedWindows(tokens, model.config.block_size, batch_size, n_batches)
+    total, count = 0.0, 0
+    for b in windows:
+        logits = model(b["input_ids"])
+        total += F.cross_entropy(logits.flatten(0, 1).float(), b["labels"].flatten(), reduction="sum").item()
+        count += b["labels"].numel()
+    return math.exp(total / count)
+
+
+@torch.no_grad()
+def sequence_logprob(model, prompt: list[int], output: list[int], *, seq2seq: bool = False,
+                     start_id: int | None = None) -> float:
+    """sum log p(output | prompt) under teacher forcing (decoder-only, or encoder-decoder with start_id)."""
+    if not output:
+        return 0.0
+    out = torch.tensor([output])
+    if seq2seq:
+        logits = model(torch.tensor([prompt]), torch.tensor([[start_id, *output[:-1]]]))[0]
+    else:
+        logits = model(torch.tensor([prompt + output[:-1]]))[0, len(prompt) - 1:]
+    return F.log_softmax(logits.float(), -1).gather(-1, out[0][:, None]).sum().item()
+
+
+@torch.no_grad()
+def mlm_accuracy(model, tokens: np.ndarray, *, cls_id: int, sep_id: int, mask_id: int, special_ids: list[int],
+                 batch_size: int, n_batches: int, seed: int = 0) -> float:
+    windows = FixedWindows(tokens, model.config.block_size - 2, batch_size, n_batches)
+    g = torch.Generator().manual_seed(seed)
+    correct = chosen = 0
+    for b in windows:
+        x = b["input_ids"]
+        col = torch.ones(x.size(0), 1, dtype=x.dtype)
+        x = torch.cat([col * cls_id, x, col * sep_id], 1)
+        inputs, labels = mask_tokens(x, mask_token_id=mask_id, special_ids=torch.tensor(special_ids),
+                                     vocab_size=model.config.vocab_size, generator=g)
+        keep = labels != -100
+        correct += int((model(inputs).argmax(-1)[keep] == labels[keep]).sum())
+        chosen += int(keep.sum())
+    return correct / max(1, chosen)
