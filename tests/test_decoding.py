@@ -70,6 +70,26 @@ def test_greedy_matches_transformers(gpt, hf, lengths):
     assert (ours[:, ids.size(1):] == EOS).any(), "the test needs some rows to end with EOS"
 
 
+def test_baichuan_preset_matches_transformers_llama():
+    """RoPE positions from the mask, grouped-query attention: greedy and beam equal LlamaForCausalLM's."""
+    torch.manual_seed(0)
+    cfg = presets("baichuan", vocab_size=60, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(8.0)
+    llama = to_hf(model)
+    ids, mask = padded([7, 3, 5, 1], 60)
+    kw = dict(eos_token_id=EOS, pad_token_id=PAD, do_sample=False)
+    greedy = greedy_decode(model, ids, 12, attention_mask=mask, eos_token_id=EOS, pad_token_id=PAD)
+    assert torch.equal(greedy, llama.generate(ids, attention_mask=mask, max_new_tokens=12, **kw))
+    seqs, scores = beam_search(model, ids, 3, 12, eos_token_id=EOS, attention_mask=mask, pad_token_id=PAD,
+                               num_return_sequences=2)
+    out = llama.generate(ids, attention_mask=mask, max_new_tokens=12, num_beams=3, num_return_sequences=2,
+                         output_scores=True, return_dict_in_generate=True, **kw)
+    assert torch.equal(seqs, out.sequences)
+    torch.testing.assert_close(scores, out.sequences_scores, atol=1e-4, rtol=0)
+
+
 def test_padded_rows_decode_as_alone(gpt):
     ids, mask = padded([7, 2, 5], 60)
     batch = greedy_decode(gpt, ids, 12, eos_token_id=EOS, attention_mask=mask, pad_token_id=PAD)

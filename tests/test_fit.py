@@ -118,16 +118,21 @@ def test_same_params_give_identical_results(run, reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path):
-    _, ref_module, ref_history = reference
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path), "8"], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+@pytest.mark.parametrize(("kill_at", "accumulate"), [(8, 1), (12, 2)])
+def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path, kill_at, accumulate):
+    if accumulate == 1:
+        _, ref_module, ref_history = reference
+    else:
+        ref_module, _, ref_history = run(tmp_path / "reference", accumulate=accumulate, say=lambda *_: None)
+    out = tmp_path / "resumed"
+    proc = subprocess.run([sys.executable, str(script), str(out), str(kill_at), str(accumulate)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")
-    assert ckpt["global_step"] == 5  # killed between the checkpoints at 5 and 10
+    ckpt = torch.load(out / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == kill_at // 5 * 5  # the last checkpoint before the kill (ckpt_every=5)
     said = []
-    module, trainer, history = run(tmp_path, say=said.append)
-    assert said == [f"resuming from {tmp_path / 'last.ckpt'}"]
+    module, trainer, history = run(out, accumulate=accumulate, say=said.append)
+    assert said == [f"resuming from {out / 'last.ckpt'}"]
     assert trainer.global_step == 20
     assert history.val == ref_history.val
     assert_same_weights(weights(module), weights(ref_module))

@@ -1,0 +1,134 @@
+"""The `tinylm` command line.
+
+    tinylm info models/decoder-sft
+    tinylm generate --model models/decoder-sft --prompt "Who speaks these lines?\\n..." --decoder beam --num-beams 4
+    tinylm generate --model models/decoder --prompt "ROMEO:" --decoder sample --temperature 0.8 --top-p 0.95
+    tinylm export --model models/decoder --out hf-decoder
+
+A model directory holds model.safetensors, config.json and tokenizer.json (the training stages write them).
+Models fine-tuned with the chat template (decoder-sft) get the prompt wrapped in it unless --raw is given;
+a prompt longer than the context is cut from the left with a warning, or refused with --no-truncate.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _load(model_dir: str):
+    from tinylm.models.io import load_pretrained
+    from tinylm.tokenizer import BPETokenizer
+
+    path = Path(model_dir)
+    if not (path / "tokenizer.json").exists():
+        raise SystemExit(f"error: {path / 'tokenizer.json'} is missing: pass a model directory written by a training "
+                         "stage (e.g. models/decoder-sft after `dvc repro`)")
+    try:
+        return load_pretrained(path), BPETokenizer.load(path / "tokenizer.json")
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def info(args) -> None:
+    path = Path(args.model)
+    model, tok = _load(args.model)
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    print(f"{path}: {type(model).__name__} ({cfg.arch}), {n:,} parameters")
+    print(f"  layers {cfg.n_layer}, heads {cfg.n_head} (kv {cfg.n_kv_head}), width {cfg.n_embd}, mlp {cfg.mlp} "
+          f"{cfg.mlp_hidden}, context {cfg.block_size}, positions {cfg.position}, norm {cfg.norm} ({cfg.norm_placement})")
+    print(f"  tokenizer: vocab {tok.vocab_size}, special tokens {list(tok.special_tokens)}")
+    for name in sorted(p.name for p in path.iterdir()):
+        print(f"  {name}")
+    metrics = path.parent.parent / "reports" / path.name / "metrics.json"
+    if metrics.exists():
+        print(f"  metrics ({metrics}): {json.loads(metrics.read_text())}")
+
+
+def generate(args) -> None:
+    from tinylm.data.chat import ChatTemplate
+    from tinylm.data.special_tokens import EOS
+    from tinylm.decoding import beam_search, greedy_decode, sample
+
+    if args.num_beams < 1:
+        raise SystemExit(f"error: --num-beams must be >= 1, got {args.num_beams}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
+    if args.temperature <= 0:
+        raise SystemExit(f"error: --temperature must be > 0, got {args.temperature}")
+    model, tok = _load(args.model)
+    if model.config.arch != "gpt":
+        raise SystemExit(f"error: {args.model} holds a {model.config.arch} model; generate runs decoder LMs")
+    chat = not args.raw and "sft" in Path(args.model).name
+    ids = ChatTemplate.from_tokenizer(tok).prompt_ids(args.prompt) if chat else tok.encode(args.prompt)
+    room = model.config.block_size - args.max_new_tokens
+    if room < 1:
+        raise SystemExit(f"error: --max-new-tokens={args.max_new_tokens} leaves no room for a prompt in the "
+                         f"context of {model.config.block_size} tokens")
+    if len(ids) > room:
+        if not args.truncate:
+            raise SystemExit(f"error: the prompt has {len(ids)} tokens; with --max-new-tokens={args.max_new_tokens} "
+                             f"at most {room} fit the context: shorten it or drop --no-truncate")
+        print(f"warning: prompt cut to its last {room} of {len(ids)} tokens", file=sys.stderr)
+        ids = ids[-room:]
+    x, eos = torch.tensor([ids]), tok.token_to_id(EOS)
+    with torch.no_grad():
+        if args.decoder == "greedy":
+            out = greedy_decode(model, x, args.max_new_tokens, eos_token_id=eos)
+        elif args.decoder == "beam":
+            out, _ = beam_search(model, x, args.num_beams, args.max_new_tokens, eos_token_id=eos,
+                                 length_penalty=args.length_penalty)
+        else:
+            out = sample(model, x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                         top_p=args.top_p, eos_token_id=eos, seed=args.seed)
+    new = out[0, len(ids):].tolist()
+    print(tok.decode(new[:new.index(eos)] if eos in new else new))
+
+
+def export(args) -> None:
+    import shutil
+
+    from tinylm.interop.hf import save_hf
+
+    model, _ = _load(args.model)
+    try:
+        save_hf(model, args.out)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    shutil.copy(Path(args.model) / "tokenizer.json", Path(args.out) / "tokenizer.json")
+    print(f"wrote {args.out} (load with transformers' AutoModel*.from_pretrained)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="tinylm", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("info", help="what a model directory holds")
+    s.add_argument("model")
+    s.set_defaults(func=info)
+    s = sub.add_parser("generate", help="continue a prompt with a trained decoder")
+    s.add_argument("--model", required=True)
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--decoder", choices=["greedy", "beam", "sample"], default="greedy")
+    s.add_argument("--num-beams", type=int, default=4)
+    s.add_argument("--length-penalty", type=float, default=1.0)
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--raw", action="store_true", help="do not wrap the prompt in the chat template")
+    s.add_argument("--no-truncate", dest="truncate", action="store_false", help="refuse a prompt that does not fit")
+    s.set_defaults(func=generate)
+    s = sub.add_parser("export", help="export to a transformers directory")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=export)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
