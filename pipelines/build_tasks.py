@@ -19,8 +19,8 @@ from tinylm.tracking import flatten, log_dataset, stage_run
 def main(argv: list[str]) -> None:
     cfg = config(argv)
     d = cfg.data
-    params = {"sft": asdict(cfg.sft), "cls": asdict(cfg.cls),
-              "data": {"split_seed": d.split_seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction}}
+    split = {"split_seed": d.split_seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction}
+    params = {"sft": asdict(cfg.sft), "cls": asdict(cfg.cls), "data": split}
     with stage_run("build_tasks", params, experiment=cfg.name):
         corpus = datasets.load_from_disk(str(CORPUS))
         extra = load_instructions(cfg.sft.instructions) if cfg.sft.instructions else []

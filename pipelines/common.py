@@ -18,6 +18,8 @@ TOKENIZER_DIR = Path("artifacts/tokenizer")  # train_tokenizer
 TOKENIZER = TOKENIZER_DIR / "tokenizer.json"
 TOKENS = Path("data/tokens")  # tokenize: {train,val,test}.bin + meta.json (pretraining), sft/, cls/
 METRICS = Path("reports/data")  # numeric JSON metrics of the data stages: <stage>.json
+MODELS = Path("models")  # training stages: models/<name>/ (weights, config, tokenizer, last.ckpt, hf/)
+REPORTS = Path("reports")  # training stages: reports/<name>/ metrics.json, train.csv, val.csv, loss.png
 
 
 def config(argv: list[str]) -> Config:
@@ -26,5 +28,3 @@ def config(argv: list[str]) -> Config:
         return load_config(argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-MODELS = Path("models")  # training stages: models/<name>/ (weights, config, tokenizer, last.ckpt, hf/)
-REPORTS = Path("reports")  # training stages: reports/<name>/ metrics.json, train.csv, val.csv, loss.png

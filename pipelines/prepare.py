@@ -27,7 +27,8 @@ def main(argv: list[str]) -> None:
         mlflow.log_text(corpus["train"][0]["text"][:5000], "sample.txt")
         for split, ds in corpus.items():
             log_dataset(ds, CORPUS / split, f"corpus/{split}", split)
-    print("prepare: " + ", ".join(f"{s} {v['sections']} sections {v['chars']:,} chars" for s, v in stats.items()))
+    print("prepare: " + ", ".join(f"{s} {v['sections']} sections {v['chars']:,} chars"
+                                  for s, v in stats.items()))
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ def main(argv: list[str]) -> None:
             cls = encode_cls(cls_text, TOKENIZER, cfg.cls.max_length, n)
             sft.save_to_disk(str(tmp / "sft"))
             cls.save_to_disk(str(tmp / "cls"))
-        stats = {"pretrain": meta["splits"], "vocab_size": meta["vocab_size"],
-                 "sft": {s: {"items": len(ds), "dropped": len(sft_text[s]) - len(ds),
-                             "response_tokens": sum(len(r) for r in ds["response_ids"])} for s, ds in sft.items()},
+        sft_stats = {s: {"items": len(ds), "dropped": len(sft_text[s]) - len(ds),
+                         "response_tokens": sum(map(len, ds["response_ids"]))} for s, ds in sft.items()}
+        stats = {"pretrain": meta["splits"], "vocab_size": meta["vocab_size"], "sft": sft_stats,
                  "cls": {s: {"items": len(ds)} for s, ds in cls.items()}}
         write_json(METRICS / "tokens.json", stats)
         mlflow.log_metrics(flatten(stats))

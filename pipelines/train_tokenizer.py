@@ -28,8 +28,8 @@ def main(argv: list[str]) -> None:
     with stage_run("train_tokenizer", {"tokenizer": asdict(cfg.tokenizer)}, experiment=cfg.name):
         corpus = datasets.load_from_disk(str(CORPUS))
         t0 = time.perf_counter()
-        tok = BPETokenizer.train(corpus["train"]["text"], vocab_size=cfg.tokenizer.vocab_size,
-                                 special_tokens=list(SPECIAL_TOKENS), min_frequency=cfg.tokenizer.min_frequency)
+        tok = BPETokenizer.train(corpus["train"]["text"], cfg.tokenizer.vocab_size, list(SPECIAL_TOKENS),
+                                 min_frequency=cfg.tokenizer.min_frequency)
         seconds = time.perf_counter() - t0
         with atomic_dir(TOKENIZER_DIR) as tmp:
             tok.save(tmp / TOKENIZER.name)

@@ -126,7 +126,8 @@ def test_pad_collate_seq2seq_and_scalar_labels():
     assert b["tgt_ids"].tolist() == [[1, 9, 9, 9], [1, 9, 3, 3]]
     assert b["tgt_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
     assert b["labels"].tolist() == [[9, 9, 9, 2], [9, 2, -100, -100]]
-    cls = pad_collate(pad_id=0)([{"input_ids": [4, 5], "labels": 2}, {"input_ids": [6], "labels": np.int64(0)}])
+    cls = pad_collate(pad_id=0)([{"input_ids": [4, 5], "labels": 2},
+                                 {"input_ids": [6], "labels": np.int64(0)}])
     assert cls["labels"].tolist() == [2, 0] and cls["input_ids"].tolist() == [[4, 5], [6, 0]]
     custom = pad_collate(pad_id=0, keys_pad={"input_ids": 7})(items[:1] + [{"src_ids": [1], "tgt_ids": [1],
                                                                             "labels": [2]}])
@@ -136,7 +137,8 @@ def test_pad_collate_seq2seq_and_scalar_labels():
 # ---- StepDataModule ----------------------------------------------------------------------------------------
 def test_step_datamodule_without_trainer_windows():
     train = RandomWindows(TOKENS, 16, 4, seed=2)
-    dm = StepDataModule(train, FixedWindows(TOKENS, 16, 4, 3), batch_size=None, seed=2, max_steps=5, accumulate=2)
+    dm = StepDataModule(train, FixedWindows(TOKENS, 16, 4, 3), batch_size=None, seed=2, max_steps=5,
+                        accumulate=2)
     got = list(dm.train_dataloader())
     assert len(got) == 10  # max_steps * accumulate micro-batches, indexed from 0
     for i, b in enumerate(got):
@@ -148,7 +150,8 @@ def test_step_datamodule_without_trainer_windows():
 def test_step_datamodule_without_trainer_items():
     items = [{"input_ids": list(range(1, 2 + i % 5)), "labels": list(range(1, 2 + i % 5))} for i in range(20)]
     collate = pad_collate(pad_id=0)
-    dm = StepDataModule(items, items[:5], batch_size=4, seed=0, max_steps=7, collate=collate, val_batch_size=2)
+    dm = StepDataModule(items, items[:5], batch_size=4, seed=0, max_steps=7, collate=collate,
+                        val_batch_size=2)
     got = list(dm.train_dataloader())
     order = batches(n=20, B=4, seed=0, start=0, stop=7)
     assert len(got) == 7

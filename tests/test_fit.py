@@ -1,12 +1,12 @@
 """`fit`: bit-exact reruns, resume after a hard kill, fingerprints, gradient accumulation, history files."""
 
+import math
 import os
 import runpy
 import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ from tinylm.training.optim import lr_at
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 
-# One script serves every run: imported here (runpy) for in-process runs, executed as a subprocess to be killed.
+# One script serves every run: imported here (runpy) for in-process runs, run as a subprocess to be killed.
 SCRIPT = '''
 import os, signal, sys
 from pathlib import Path
@@ -106,7 +106,7 @@ def test_reference_run_learns_and_records_every_step(reference):
     assert steps(history.train) == list(range(1, 21))
     assert steps(history.val) == [5, 10, 15, 20]
     assert history.val[-1]["val/loss"] < history.val[0]["val/loss"] - 0.3
-    assert history.val[-1]["val/ppl"] == pytest.approx(torch.tensor(history.val[-1]["val/loss"]).exp().item(), rel=1e-6)
+    assert history.val[-1]["val/ppl"] == pytest.approx(math.exp(history.val[-1]["val/loss"]), rel=1e-6)
     assert history.train[2]["train/lr"] == pytest.approx(lr_at(2, 3e-3, 3e-4, 3, 20))
 
 
@@ -126,7 +126,8 @@ def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path, kil
         ref_module, _, ref_history = run(tmp_path / "reference", accumulate=accumulate, say=lambda *_: None)
     out = tmp_path / "resumed"
     proc = subprocess.run([sys.executable, str(script), str(out), str(kill_at), str(accumulate)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     ckpt = torch.load(out / "last.ckpt", weights_only=True, map_location="cpu")
     assert ckpt["global_step"] == kill_at // 5 * 5  # the last checkpoint before the kill (ckpt_every=5)
@@ -168,13 +169,30 @@ def test_resume_path(tmp_path):
 
 
 def test_gradient_accumulation(run, tmp_path):
-    module, trainer, history = run(tmp_path, max_steps=10, accumulate=2, say=lambda *_: None)
-    assert trainer.global_step == 10
-    assert steps(history.train) == list(range(1, 11))  # one row per optimizer step
-    assert steps(history.val) == [5, 10]
+    module, trainer, history = run(tmp_path, max_steps=8, accumulate=2, say=lambda *_: None)
+    assert trainer.global_step == 8
+    assert steps(history.train) == list(range(1, 9))  # one row per optimizer step
+    assert steps(history.val) == [5, 8]  # every val_every steps, and always the final weights
     # the schedule advances once per optimizer step, not per micro-batch
-    assert [r["train/lr"] for r in history.train] == pytest.approx([lr_at(s, 3e-3, 3e-4, 3, 10) for s in range(10)])
+    lrs = [lr_at(s, 3e-3, 3e-4, 3, 8) for s in range(8)]
+    assert [r["train/lr"] for r in history.train] == pytest.approx(lrs)
     assert history.val[-1]["val/loss"] < history.val[0]["val/loss"]
+    ckpt = torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 8
+    saved = [state for key, state in ckpt["callbacks"].items() if "MetricHistory" in key]
+    assert saved == [history.state_dict()]
+
+
+def test_rerunning_a_finished_run_changes_nothing(run, reference, tmp_path):
+    ref_dir, ref_module, ref_history = reference
+    for name in ("last.ckpt", "fingerprint.txt"):
+        shutil.copy(ref_dir / name, tmp_path / name)
+    said = []
+    module, trainer, history = run(tmp_path, say=said.append)
+    assert said == [f"resuming from {tmp_path / 'last.ckpt'}"]
+    assert trainer.global_step == 20
+    assert history.train == ref_history.train and history.val == ref_history.val
+    assert_same_weights(weights(module), weights(ref_module))
 
 
 def test_history_write(reference, tmp_path):

@@ -1,4 +1,4 @@
-"""BERT masked-LM corruption: rates, the 80/10/10 split, specials, labels, determinism (training/masking.py)."""
+"""BERT masked-LM corruption: rate, 80/10/10 split, specials, labels, determinism (training/masking.py)."""
 
 import pytest
 import torch

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -181,6 +182,23 @@ def test_merges_and_vocab_match_hf(vocab_size, min_frequency, special_tokens, pa
     assert ours.special_tokens == list(special_tokens)
 
 
+def test_tie_break_rule_and_min_frequency_stop_as_documented():
+    # Every pair occurs twice. Ties go to the smallest (left id, right id) with ids in code-point order
+    # of the byte characters: "!" (U+0021) before "Ġ" (U+0120, the space byte 0x20), whatever byte order says.
+    texts = ["  ", "ef", "!!", "cd", "  ", "ef", "!!", "cd"]
+    expected = [("!", "!"), ("c", "d"), ("e", "f"), ("Ġ", "Ġ")]
+    assert train_quietly(texts, 300, special_tokens=["<s>"]).merges == expected
+    assert train_quietly(texts[::-1], 300).merges == expected == hf_merges(hf_train(texts, 300))
+    # Training stops at the first pair below min_frequency, even with room left in the vocab.
+    assert train_quietly(texts + ["cd"], 300, min_frequency=3).merges == [("c", "d")]
+    assert hf_merges(hf_train(texts + ["cd"], 300, min_frequency=3)) == [("c", "d")]
+
+
+def test_hf_byte_level_default_adds_a_prefix_space_which_gpt2_does_not():
+    assert pre_tokenizers.ByteLevel().pre_tokenize_str("hi there")[0][0] == "Ġhi"
+    assert Pretokenizer().split("hi there") == ["hi", " there"]
+
+
 def test_ids_are_specials_then_bytes_by_code_point_then_merges(small_tok):
     tokens = sorted(small_tok.vocab, key=small_tok.vocab.__getitem__)
     assert tokens[:2] == list(SPECIALS)
@@ -322,6 +340,20 @@ def test_allowed_special_controls_which_specials_are_recognised(small_tok):
     assert small_tok.decode(as_text) == text
 
 
+def test_encode_batch_in_worker_processes_matches_one_process(small_tok):
+    assert small_tok.encode_batch(CORPUS, num_workers=2) == small_tok.encode_batch(CORPUS)
+
+
+def test_a_pickled_tokenizer_is_rebuilt_from_its_definition(small_tok):
+    clone = pickle.loads(pickle.dumps(small_tok))
+    assert (clone.vocab, clone.merges, clone.special_tokens) == (
+        small_tok.vocab,
+        small_tok.merges,
+        small_tok.special_tokens,
+    )
+    assert clone.encode(CORPUS[1]) == small_tok.encode(CORPUS[1])
+
+
 def test_vocabulary_accessors(small_tok):
     assert small_tok.vocab_size == len(small_tok.vocab) == 1000
     assert small_tok.token_to_id("<pad>") == 1 and small_tok.token_to_id("no such token") is None
@@ -456,6 +488,8 @@ def test_bad_encode_and_decode_arguments_are_refused(small_tok):
         small_tok.decode([-1])
     with pytest.raises(TypeError):
         small_tok.encode(b"bytes")
+    with pytest.raises(ValueError, match="num_workers"):
+        small_tok.encode_batch(["x"], num_workers=0)
 
 
 # -------------------------------------------------------------------------------- the real corpus

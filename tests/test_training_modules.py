@@ -12,7 +12,6 @@ from tinylm.models import BertClassifier, presets
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.classification import SequenceClassificationModule
 from tinylm.training.datamodules import pad_collate
-from tinylm.training.losses import max_z_loss
 from tinylm.training.masked_lm import MaskedLMModule
 from tinylm.training.masking import mask_tokens
 from tinylm.training.optim import lr_at
@@ -94,8 +93,8 @@ def test_training_logs(preset, z_logged):
     assert ("train/z_loss" in m) == z_logged
     if z_logged:
         assert 0 < float(m["train/z_loss"]) < 0.1
-    assert float(m["train/lr"]) == pytest.approx(lr_at(2, **{k: OPTIM[k] for k in
-                                                              ("lr", "min_lr", "warmup_steps", "max_steps")}))
+    sched = {k: OPTIM[k] for k in ("lr", "min_lr", "warmup_steps", "max_steps")}
+    assert float(m["train/lr"]) == pytest.approx(lr_at(2, **sched))  # the third optimizer step's lr
     assert float(m["train/grad_norm"]) > 0 and float(m["train/tokens_per_s"]) > 0
     assert trainer.global_step == 3
 
@@ -111,14 +110,16 @@ def test_sft_loss_counts_response_positions_only():
     logits = module(ids, attn)
     pos = labels != -100
     expected = F.cross_entropy(logits[pos], labels[pos])
-    by_hand = -torch.stack([logits[b, t].log_softmax(-1)[labels[b, t]] for b, t in pos.nonzero().tolist()]).mean()
+    by_hand = -torch.stack([logits[b, t].log_softmax(-1)[labels[b, t]]
+                            for b, t in pos.nonzero().tolist()]).mean()
     loss = module.training_step(batch, 0)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(loss, by_hand)
     assert pos.sum() == 9
-    # what the prompt positions would have predicted does not matter; the response tokens do
-    full = F.cross_entropy(logits[attn.bool()], torch.cat([ids[0, 1:], ids[0, :1], ids[1, 1:7], ids[1, :1]]))
-    assert not torch.isclose(loss, full)
+    # counting the prompt's next tokens too would change the loss: the -100s are what leave them out
+    with_prompt = labels.clone()
+    with_prompt[0, :4] = ids[0, 1:5]
+    assert not torch.isclose(module.training_step({**batch, "labels": with_prompt}, 0), loss)
 
 
 # ---- masked LM, classification, seq2seq --------------------------------------------------------------------
@@ -160,7 +161,8 @@ def test_masks_are_seeded_per_micro_batch(monkeypatch):
 
     monkeypatch.setattr(masked_lm, "mask_tokens", spy)
     for _ in range(2):
-        tiny_trainer(2, accumulate=2).fit(mlm_module(), train_dataloaders=DataLoader([mlm_batch()] * 4, batch_size=None))
+        loader = DataLoader([mlm_batch()] * 4, batch_size=None)
+        tiny_trainer(2, accumulate=2).fit(mlm_module(), train_dataloaders=loader)
     first, second = masks[:4], masks[4:]
     assert len(first) == len(second) == 4
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))  # a pure function of the step
@@ -171,7 +173,8 @@ def test_masks_are_seeded_per_micro_batch(monkeypatch):
 def test_classifier_from_pretrained_mlm_copies_encoder_and_learns():
     mlm = mlm_module()
     train(mlm, mlm_batch(), 5)
-    module = SequenceClassificationModule(cfg("bert"), num_labels=3, optim={**OPTIM, "lr": 2e-3, "max_steps": 1000})
+    optim = {**OPTIM, "lr": 2e-3, "max_steps": 1000}
+    module = SequenceClassificationModule(cfg("bert"), num_labels=3, optim=optim)
     module.model = BertClassifier.from_pretrained_mlm(mlm.model, num_labels=3)
     ours, theirs = module.model.bert.state_dict(), mlm.model.bert.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -180,8 +183,9 @@ def test_classifier_from_pretrained_mlm_copies_encoder_and_learns():
     losses = train(module, batch, 80)
     assert losses[0] == pytest.approx(math.log(3), abs=0.05)
     assert losses[-1] < 0.1
+    # fine-tuning moved the copy only
     assert not torch.equal(module.model.bert.embeddings.word_embeddings.weight,
-                           mlm.model.bert.embeddings.word_embeddings.weight)  # fine-tuning moved the copy only
+                           mlm.model.bert.embeddings.word_embeddings.weight)
 
 
 def test_seq2seq_overfits_a_fixed_batch():
@@ -189,7 +193,8 @@ def test_seq2seq_overfits_a_fixed_batch():
     g = torch.Generator().manual_seed(0)
     items = []
     for n_src, n_tgt in [(6, 5), (4, 7), (7, 3)]:
-        src, resp = torch.randint(4, V, (n_src,), generator=g).tolist(), torch.randint(4, V, (n_tgt,), generator=g).tolist()
+        src = torch.randint(4, V, (n_src,), generator=g).tolist()
+        resp = torch.randint(4, V, (n_tgt,), generator=g).tolist()
         items.append({"src_ids": src, "tgt_ids": [BOS] + resp, "labels": resp + [EOS]})
     batch = pad_collate(pad_id=PAD)(items)
     module = Seq2SeqModule(cfg("transformer"), OPTIM, label_smoothing=0.0)

@@ -1,7 +1,7 @@
 """Typed pipeline config: the Hydra tree in `conf/`, composed into `params.yaml`, validated into dataclasses.
 
-    cfg = load_config(sys.argv[1:])   # overrides given ("decoder=baichuan trainer.max_steps=10"): compose conf/
-                                      # no overrides: read params.yaml (what `dvc repro` uses)
+    cfg = load_config(sys.argv[1:])  # overrides ("decoder=baichuan trainer.max_steps=10"): compose conf/
+                                     # none: read params.yaml (what `dvc repro` uses)
     cfg.decoder.model_config(vocab_size) -> tinylm.models.ModelConfig
     cfg.trainer_for("encoder")        -> TrainerConfig with the group's `train:` overrides applied
 
@@ -69,7 +69,7 @@ class DataConfig:
             _need(bool(self.sha256 and re.fullmatch(r"[0-9a-f]{64}", self.sha256)), "sha256", self.sha256,
                   "the wheel's sha256: 64 lowercase hex digits")
         if self.source == "hub":
-            _need(bool(self.name), "name", self.name, "a Hugging Face dataset name such as 'roneneldan/TinyStories'")
+            _need(bool(self.name), "name", self.name, "a hub dataset name such as 'roneneldan/TinyStories'")
         if self.source == "files":
             _need(bool(self.path), "path", self.path, "a glob of local .txt/.md/.json/.jsonl/.parquet files")
         _need(self.max_documents is None or self.max_documents > 0, "max_documents", self.max_documents,
@@ -88,8 +88,8 @@ class TokenizerConfig:
 
     def __post_init__(self):
         least = 256 + len(SPECIAL_TOKENS)
-        _need(self.vocab_size > least, "vocab_size", self.vocab_size,
-              f"must exceed 256 bytes + {len(SPECIAL_TOKENS)} special tokens {list(SPECIAL_TOKENS)} = {least}")
+        _need(self.vocab_size > least, "vocab_size", self.vocab_size, f"must exceed 256 bytes + "
+              f"{len(SPECIAL_TOKENS)} special tokens {list(SPECIAL_TOKENS)} = {least}")
         _need(self.vocab_size <= 2**32, "vocab_size", self.vocab_size, "must fit in uint32")
         _need(self.min_frequency >= 1, "min_frequency", self.min_frequency, "must be >= 1")
         _need(self.num_proc >= 1, "num_proc", self.num_proc, "must be >= 1")
@@ -141,7 +141,7 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class InstructionsConfig:
-    """Extra instruction data mapped to prompt/response: Alpaca (instruction/input/output) or chat `messages`."""
+    """Extra instruction data for SFT: Alpaca (instruction/input/output) or chat `messages` records."""
 
     source: Literal["files", "hub"]
     path: str | None  # files: a glob of .json/.jsonl/.parquet
@@ -152,9 +152,9 @@ class InstructionsConfig:
     max_items: int | None
 
     def __post_init__(self):
-        _need(self.source != "files" or bool(self.path), "path", self.path, "a glob of .json/.jsonl/.parquet files")
+        _need(self.source != "files" or bool(self.path), "path", self.path, "a glob of .json/.jsonl/.parquet")
         _need(self.source != "hub" or bool(self.name), "name", self.name, "a Hugging Face dataset name")
-        _need(self.max_items is None or self.max_items > 0, "max_items", self.max_items, "a positive integer or null")
+        _need(self.max_items is None or self.max_items > 0, "max_items", self.max_items, "> 0 or null")
 
 
 @dataclass(frozen=True)
@@ -318,7 +318,7 @@ class Config:
         d = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            d[f.name] = v.to_dict() if isinstance(v, ModelSpec) else asdict(v) if hasattr(v, "__dataclass_fields__") else v
+            d[f.name] = v.to_dict() if isinstance(v, ModelSpec) else asdict(v) if f.name != "name" else v
         return d
 
 
@@ -346,7 +346,7 @@ def _build(cls, d: Any, key: str):
 
 
 def _typed(value: Any, tp: Any, key: str) -> Any:
-    """value checked against type tp (int, float, str, bool, None, Literal, list[X], dict, dataclass, unions)."""
+    """value checked against type tp (int, float, str, bool, None, Literal, list, dict, dataclass, union)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -423,7 +423,7 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     """The composed config DVC wrote (or that is committed)."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: not found; run from the repository root, or pass Hydra overrides to compose conf/")
+        raise ConfigError(f"{path}: not found; run from the repository root, or pass overrides to compose")
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 

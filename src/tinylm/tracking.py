@@ -48,7 +48,7 @@ def tracking_uri() -> str:
 
 
 def experiment_id(name: str) -> str:
-    """The id of MLflow experiment `name`, created if needed (embedded store: artifacts under <repo>/mlruns)."""
+    """The id of MLflow experiment `name`, created if needed (embedded store: artifacts in <repo>/mlruns)."""
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(name)
     if exp:
@@ -103,7 +103,8 @@ def pipeline_run_id(experiment: str | None = None) -> str:
     if found:
         return found[0].info.run_id
     name = os.environ.get("DVC_EXP_NAME") or experiment or "pipeline"
-    run = client.create_run(exp_id, run_name=name, tags={PIPELINE_KEY_TAG: key, **_tags("pipeline", None, experiment)})
+    tags = {PIPELINE_KEY_TAG: key, **_tags("pipeline", None, experiment)}
+    run = client.create_run(exp_id, run_name=name, tags=tags)
     return run.info.run_id
 
 
@@ -117,8 +118,8 @@ def stage_run(stage: str, params: Mapping, model_name: str | None = None, run_na
     """
     mlflow.set_tracking_uri(tracking_uri())
     parent = pipeline_run_id(experiment)
-    with mlflow.start_run(experiment_id=experiment_id(stage), run_name=run_name or stage, parent_run_id=parent,
-                          tags=_tags(stage, model_name, experiment)) as run:
+    with mlflow.start_run(experiment_id=experiment_id(stage), run_name=run_name or stage,
+                          parent_run_id=parent, tags=_tags(stage, model_name, experiment)) as run:
         mlflow.log_params({k: _param(v) for k, v in flatten(params).items()})
         mlflow.log_dict(dict(params), "config.json")
         yield run
@@ -132,10 +133,11 @@ def log_dataset(ds, path: str | Path, name: str, context: str) -> None:
     """Record a `datasets.Dataset` saved at `path` as an input of the active run."""
     from mlflow.data.huggingface_dataset import from_huggingface
 
-    with warnings.catch_warnings():  # "file://" matches two equivalent registered sources: MLflow warns
+    with warnings.catch_warnings():  # on "file://" (two equivalent registered sources) and on int columns
         warnings.simplefilter("ignore", UserWarning)
-        dataset = from_huggingface(ds, name=name, digest=ds._fingerprint[:36], source=Path(path).resolve().as_uri())
-    mlflow.log_input(dataset, context=context)
+        source = Path(path).resolve().as_uri()
+        dataset = from_huggingface(ds, name=name, digest=ds._fingerprint[:36], source=source)
+        mlflow.log_input(dataset, context=context)
 
 
 def read_metrics(paths: list[str | Path]) -> dict[str, float]:
@@ -150,7 +152,7 @@ def read_metrics(paths: list[str | Path]) -> dict[str, float]:
     return out
 
 
-def log_pipeline_summary(params: Mapping, metrics_files: list[str | Path], experiment: str | None = None) -> str:
+def log_pipeline_summary(params: Mapping, metrics_files: list, experiment: str | None = None) -> str:
     """Log every param and every metric of the DVC metrics files to the pipeline run; mark it finished."""
     run_id = pipeline_run_id(experiment)
     client = MlflowClient(tracking_uri())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path`; on success it replaces `path`, on error it is removed."""
+    """Yield an empty temporary folder beside `path`; on success it replaces `path`, on error it goes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))

@@ -28,7 +28,7 @@ class ChatTemplate:
         ids = {t: tok.token_to_id(t) for t in (USER, ASSISTANT, EOS)}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
-            raise ValueError(f"the tokenizer lacks the chat special tokens {missing}: retrain it (train_tokenizer)")
+            raise ValueError(f"the tokenizer lacks the chat special tokens {missing}: retrain it")
 
         def encode(text: str) -> list[int]:
             out = tok.encode(text)

@@ -67,7 +67,7 @@ def corpus_rows(raw: str | Path, cfg) -> list[dict]:
     return rows
 
 
-def assign_splits(units: Iterable[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
+def assign_splits(units: Iterable[str], val_fraction: float, test_fraction: float, seed: int) -> dict:
     """{unit: "train" | "val" | "test"} (see the module docstring); needs at least 3 units."""
     units = sorted(set(units))
     if len(units) < 3:
@@ -75,7 +75,8 @@ def assign_splits(units: Iterable[str], val_fraction: float, test_fraction: floa
     ranked = sorted(units, key=lambda u: hashlib.sha256(f"{seed}/{u}".encode()).digest())
     n_val = max(1, round(len(units) * val_fraction))
     n_test = max(1, round(len(units) * test_fraction))
-    return {u: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, u in enumerate(ranked)}
+    return {u: "val" if i < n_val else "test" if i < n_val + n_test else "train"
+            for i, u in enumerate(ranked)}
 
 
 def build_corpus(raw: str | Path, cfg) -> datasets.DatasetDict:
@@ -101,5 +102,5 @@ def corpus_stats(corpus: datasets.DatasetDict) -> dict:
 
 def speeches_of(row: dict) -> list[tuple[str, str]]:
     """(speaker, text) of a corpus row's speeches, stage-direction paragraphs excluded."""
-    return [(s, t) for s, t in zip(row["speakers"], row["speeches"]) if s]
+    return [(s, t) for s, t in zip(row["speakers"], row["speeches"], strict=True) if s]
 

