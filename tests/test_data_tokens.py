@@ -19,7 +19,7 @@ TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of
 @pytest.fixture(scope="module")
 def tok_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    BPETokenizer.train([TEXT] * 10, vocab_size=300, special_tokens=list(SPECIAL_TOKENS), show_progress=False).save(path)
+    BPETokenizer.train([TEXT] * 10, 300, list(SPECIAL_TOKENS), show_progress=False).save(path)
     return path
 
 
@@ -40,14 +40,16 @@ def test_pretrain_memmaps(tmp_path, tok_path):
     assert meta == json.loads((tmp_path / "meta.json").read_text())
     assert meta["splits"] == {"train": {"tokens": len(train), "documents": 2},
                               "val": {"tokens": len(tok.encode("Made glorious")) + 1, "documents": 1}}
-    assert meta["special_tokens"]["<|pad|>"] == tok.token_to_id("<|pad|>") and meta["vocab_size"] == tok.vocab_size
+    assert meta["special_tokens"]["<|pad|>"] == tok.token_to_id("<|pad|>")
+    assert meta["vocab_size"] == tok.vocab_size
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
 
 
 def test_sft_labels_are_shifted_and_masked(tok_path):
     tmpl = ChatTemplate.from_tokenizer(BPETokenizer.load(tok_path))
     items = [{"task": "t", "doc": "d", "prompt": "Who speaks?", "response": "York"},
-             {"task": "t", "doc": "d", "prompt": "Now is the winter of our discontent " * 3, "response": "York"}]
+             {"task": "t", "doc": "d", "prompt": "Now is the winter of our discontent " * 3,
+              "response": "York"}]
     sft = datasets.DatasetDict({"train": datasets.Dataset.from_list(items)})
     p, r = tmpl.prompt_ids("Who speaks?"), tmpl.response_ids("York")
     out = encode_sft(sft, tok_path, max_length=len(p) + len(r) - 1)["train"]

@@ -137,8 +137,10 @@ def model_config_fields() -> tuple[frozenset[str], dict[str, tuple]]:
     fields, choices = set(), {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "ModelConfig":
-            fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CHOICES" for t in node.targets):
+            fields = {s.target.id for s in node.body
+                      if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(t, ast.Name) and t.id == "CHOICES" for t in targets):
             choices = ast.literal_eval(node.value)
     assert fields, "src/tinylm/models/config.py defines no ModelConfig dataclass"
     return frozenset(fields), choices
@@ -184,7 +186,8 @@ def dvc_paths() -> frozenset[str]:
 @cache
 def make_targets() -> frozenset[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    return frozenset(re.findall(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, flags=re.M))
+    targets = re.findall(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, flags=re.M)
+    return frozenset(t for t in targets if not t.startswith("."))
 
 
 @cache
@@ -205,7 +208,7 @@ def check_config_word(word: str) -> str | None:
             return None
         if top not in groups():
             found, _ = lookup(params(), key)
-            return None if found else f"{word!r}: no config group conf/{top}/ and no key {key!r} in params.yaml"
+            return None if found else f"{word!r}: no group conf/{top}/ and no key {key!r} in params.yaml"
         missing = [o for o in value.split(",") if not (ROOT / "conf" / top / f"{o}.yaml").is_file()]
         return f"{word!r}: no conf/{top}/{missing[0]}.yaml" if missing else None
     found, _ = lookup(params(), key)
@@ -223,7 +226,8 @@ def check_config_word(word: str) -> str | None:
     if found:
         return None
     options = sorted((ROOT / "conf" / top).glob("*.yaml")) if top in groups() and top != "experiment" else []
-    if any(lookup(yaml.safe_load(p.read_text(encoding="utf-8")) or {}, key.split(".", 1)[1])[0] for p in options):
+    sub = key.split(".", 1)[1]
+    if any(lookup(yaml.safe_load(p.read_text(encoding="utf-8")) or {}, sub)[0] for p in options):
         return None
     hint = " (a ModelConfig field needs '+')" if top in model_groups() else ""
     return f"{word!r}: no key {key} in params.yaml or in any conf/{top}/*.yaml{hint}"
@@ -279,7 +283,8 @@ def check_command(words: list[str]) -> list[str]:
                 elif a in ("-S", "--set-param", "-n", "--name", "-m", "--message", "-j", "--jobs"):
                     skip = True
                 elif not a.startswith("-") and a not in dvc_stages():
-                    errors.append(f"dvc {' '.join(rest[:2])} {a}: no such stage in dvc.yaml")
+                    cmd = "exp run" if rest[0] == "exp" else rest[0]
+                    errors.append(f"dvc {cmd} {a}: no such stage in dvc.yaml")
         elif w == "-m" and i > 0 and words[i - 1].startswith("python") and rest:
             mod = Path("src", *rest[0].split("."))
             if not ((ROOT / mod).with_suffix(".py").is_file() or (ROOT / mod / "__init__.py").is_file()):
@@ -361,10 +366,10 @@ def test_every_concept_section_cites_code_test_and_config():
         if not code or not test or not config:
             errors.append(f"section {title!r}: needs '- code:', '- test:' and '- config:' lines")
         for ln in code:
-            if not all(re.match(r"\.\./(src|pipelines)/", t) for t in (m.group(1) for m in LINK_RE.finditer(ln))):
+            if not all(re.match(r"\.\./(src|pipelines)/", m.group(1)) for m in LINK_RE.finditer(ln)):
                 errors.append(f"section {title!r}: a '- code:' link must point into src/ or pipelines/: {ln}")
         for ln in test:
-            if not all(re.match(r"\.\./tests/test_\w+\.py$", t) for t in (m.group(1) for m in LINK_RE.finditer(ln))):
+            if not all(re.match(r"\.\./tests/test_\w+\.py$", m.group(1)) for m in LINK_RE.finditer(ln)):
                 errors.append(f"section {title!r}: a '- test:' link must point to tests/test_*.py: {ln}")
     assert not errors, "\n".join(errors)
 
@@ -431,10 +436,10 @@ def test_readme_opens_with_the_quick_start():
     lines = README.read_text(encoding="utf-8").splitlines()
     heading = next((i for i, ln in enumerate(lines) if re.match(r"^#{2,3} .*quick start", ln, re.I)), None)
     assert heading is not None and heading < 15, "README.md must have a 'Quick start' section near the top"
-    assert not any(ln.startswith("## ") for ln in lines[1:heading]), "the quick start must be the first section"
+    assert not any(ln.startswith("## ") for ln in lines[1:heading]), "the quick start must come first"
     start = next(i for i in range(heading + 1, len(lines)) if lines[i].startswith("```"))
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
-    assert not any(ln.startswith("#") for ln in lines[heading + 1:start]), "quick start: the commands come first"
+    assert not any(ln.startswith("#") for ln in lines[heading + 1:start]), "quick start: commands first"
     commands = [ln.split("#")[0].strip() for ln in lines[start + 1:end]]
     assert "make run" in commands and "make test" in commands, commands
     assert {"run", "test"} <= make_targets()

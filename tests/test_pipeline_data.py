@@ -41,7 +41,8 @@ def repo(tmp_path_factory):
     (repo / "params.yaml").write_text(to_yaml(compose(["experiment=smoke"], ROOT / "conf")))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"),
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true")
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
+               MLFLOW_DISABLE_TELEMETRY="true")
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     run(["git", "init", "-q"], repo, env)
     run(["git", "add", "-A"], repo, env)
@@ -93,8 +94,10 @@ def test_mlflow_holds_nested_stage_runs(repo):
         parents.add(r.tags["mlflow.parentRunId"])
     assert len(parents) == 1
     prepare = client.search_runs([client.get_experiment_by_name("prepare").experiment_id])[0]
-    assert prepare.data.params["data.stage_directions"] == "keep" and prepare.data.metrics["train.documents"] == 38
-    assert {i.dataset.name for i in prepare.inputs.dataset_inputs} == {"corpus/train", "corpus/val", "corpus/test"}
+    assert prepare.data.params["data.stage_directions"] == "keep"
+    assert prepare.data.metrics["train.documents"] == 38
+    inputs = {i.dataset.name for i in prepare.inputs.dataset_inputs}
+    assert inputs == {"corpus/train", "corpus/val", "corpus/test"}
     tok = client.search_runs([client.get_experiment_by_name("train_tokenizer").experiment_id])[0]
     assert tok.data.params["tokenizer.vocab_size"] == "1024" and tok.data.metrics["vocab_size"] == 1024
     assert "tokenizer.json" in {a.path for a in client.list_artifacts(tok.info.run_id)}
