@@ -45,7 +45,7 @@ def test_group_options_and_trainer_overrides():
     assert (mc.norm, mc.position, mc.vocab_size) == ("rmsnorm", "rope", 4096)
     assert cfg.trainer_for("decoder") == cfg.trainer
     enc = cfg.trainer_for("encoder")
-    assert enc.max_steps == 600 and enc.precision == cfg.trainer.precision
+    assert enc.max_steps == 500 and enc.precision == cfg.trainer.precision
     assert cfg.trainer_for("seq2seq").label_smoothing == 0.1
     assert Config.from_dict(cfg.to_dict()) == cfg
 
@@ -71,7 +71,7 @@ def bad(default: dict, key: str, value) -> dict:
     ("trainer.batch_size", True, "trainer.batch_size=True: expected an integer, got bool"),
     ("trainer.precision", "fp8", "trainer.precision='fp8': must be one of '32-true', 'bf16-mixed'"),
     ("trainer.devices", "all", "trainer.devices='all': expected an integer or one of 'auto'"),
-    ("trainer.warmup_steps", 5000, "trainer.warmup_steps=5000: must be < max_steps=1500"),
+    ("trainer.warmup_steps", 5000, "trainer.warmup_steps=5000: must be < max_steps=1000"),
     ("trainer.foo", 1, "trainer.foo: unknown key; allowed keys: accelerator, accumulate_grad_batches"),
     ("trainer.seed", KeyError, "trainer.seed: missing key"),
     ("decoder.n_embd", 130, "decoder: model.n_embd=130 must be divisible by model.n_head=4"),

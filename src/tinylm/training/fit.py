@@ -24,9 +24,9 @@ class _StepCheckpoint(ModelCheckpoint):
 
     def on_validation_end(self, trainer, pl_module):
         super().on_validation_end(trainer, pl_module)
-        if (self._last_global_step_saved == trainer.global_step and trainer.state.fn == "fit"
-                and not trainer.sanity_checking):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        step = trainer.global_step  # the same on every rank: saving is collective under DDP
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and step and step % self._every_n_train_steps == 0:
+            trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt", weights_only=False)
 
 
 def resume_path(out_dir: Path, fingerprint: str, say=print) -> Path | None:
