@@ -75,9 +75,3 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         w = self.lm_head.weight
         return F.linear(x, F.normalize(w, dim=-1) if self.config.norm_head else w)  # (B, T, V)
-
-    def num_params(self, non_embedding: bool = True) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding and "wpe" in self.transformer:
-            n -= sum(p.numel() for p in self.transformer.wpe.parameters())
-        return n

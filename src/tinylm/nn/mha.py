@@ -106,7 +106,7 @@ class MultiHeadAttention(nn.Module):
             rep = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         mask = padding_mask(key_mask) if key_mask is not None else None
-        align = "bottom_right" if causal else False
+        align = "bottom_right" if causal and T > 1 else False  # one new query sees every key: no causal mask
         p = self.dropout if self.training else 0.0
         if attn_bias is not None:
             y = _biased_attention(q, k, v, mask, align, attn_bias, p)

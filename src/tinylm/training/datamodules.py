@@ -8,7 +8,7 @@ step s starts at micro-batch s * accumulate_grad_batches and sees exactly the ba
 each DDP rank draws its own batches (Lightning's distributed sampler is turned off).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -153,8 +153,3 @@ class StepDataModule(pl.LightningDataModule):
         if self.val_batch_size is None:
             return self._loader(self.val_set, batch_size=None)
         return self._loader(self.val_set, batch_size=self.val_batch_size, shuffle=False)
-
-
-def as_lists(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
-    """Plain-Python items (lists and ints) from HF dataset rows, keeping only `keys`."""
-    return [{k: r[k] for k in keys} for r in rows]
