@@ -10,7 +10,7 @@ report.md; all logged to MLflow.
 
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict
 
 import datasets
@@ -25,7 +25,7 @@ from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS
 from tinylm.data.tokens import load_tokenizer, read_tokens
 from tinylm.evaluation import report
 from tinylm.evaluation.generation import generate, pad_batch
-from tinylm.evaluation.metrics import bleu, chrf, exact_match, mlm_accuracy, perplexity, sequence_logprob
+from tinylm.evaluation.metrics import bleu, chrf, exact_match, mlm_accuracy, normalize, perplexity, sequence_logprob
 from tinylm.models.io import load_pretrained
 from tinylm.tracking import flatten, stage_run
 from tinylm.training.fit import set_threads
@@ -41,6 +41,18 @@ def test_items(max_items: int) -> dict[str, list[dict]]:
         if len(by_task[row["task"]]) < max_items:
             by_task[row["task"]].append(row)
     return dict(by_task)
+
+
+def majority_baselines(items: dict[str, list[dict]]) -> dict[str, float]:
+    """Exact match of always answering the most frequent training answer of each QA task."""
+    train = datasets.load_from_disk(str(TOKENS / "sft"))["train"].select_columns(["task", "response"]).to_list()
+    out = {}
+    for task, rows in items.items():
+        answers = Counter(normalize(r["response"]) for r in train if r["task"] == task)
+        if task != "continue" and answers:
+            top = answers.most_common(1)[0][0]
+            out[task] = sum(normalize(r["response"]) == top for r in rows) / len(rows)
+    return out
 
 
 def task_metrics(task: str, texts: list[str], refs: list[str], logprobs: list[float], lengths: list[int], gen) -> dict:
@@ -115,6 +127,7 @@ def main(argv: list[str]) -> None:
         generations, metrics = [], {}
         for name, seq2seq in (("decoder-sft", False), ("seq2seq", True)):
             metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok, seq2seq, generations)
+        metrics["majority_baseline"] = majority_baselines(items)
         val = read_tokens(TOKENS, "val")
         n_val = cfg.trainer.val_batches
         metrics["perplexity"] = {n: perplexity(models[n], val, cfg.eval.batch_size, n_val)

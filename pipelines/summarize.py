@@ -1,22 +1,21 @@
-"""Stage summarize (last): log every param and every DVC metrics file (those listed in dvc.yaml) to this
+"""Stage summarize (last): log every param and every DVC metrics file (of every stage in dvc.yaml) to this
 invocation's MLflow pipeline run, so pipeline runs compare side by side; stages DVC skipped still appear.
 
     python pipelines/summarize.py
 """
 
 import sys
-from pathlib import Path
 
-import yaml
 from common import config
+from dvc.repo import Repo
 
 from tinylm.tracking import log_pipeline_summary
 
 
-def metrics_files(dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
-    """Every `metrics:` path of every stage of dvc.yaml."""
-    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-    return [m if isinstance(m, str) else next(iter(m)) for s in stages.values() for m in s.get("metrics", [])]
+def metrics_files() -> list[str]:
+    """Every `metrics:` path of every stage of the pipeline (foreach/templating resolved by DVC)."""
+    with Repo() as repo:
+        return [out.def_path for stage in repo.index.stages for out in stage.outs if out.metric]
 
 
 def main(argv: list[str]) -> None:

@@ -85,6 +85,9 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
     lines += [f"| {r['model']} | {r['task']} | {r['decoder']} | {r['score']:.3f} ({r['metric']}) | "
               f"{r['mean_logprob']:.2f} | {r['mean_length']:.1f} | {r['tokens_per_s']:.0f} | {r['ms_per_item']:.1f} |"
               for r in table]
+    if metrics.get("majority_baseline"):
+        lines += ["", "Majority-answer baseline (always the most frequent training answer): " + ", ".join(
+            f"{t} {v:.3f}" for t, v in metrics["majority_baseline"].items()) + "."]
     lines += ["", "## Did beam search find more likely answers?", "",
               "Share of items where the beam output's log-probability under the model exceeds greedy's "
               "(ties excluded), and where it is lower (possible: beam ranks with a length penalty).", "",

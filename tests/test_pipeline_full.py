@@ -1,0 +1,114 @@
+"""Integration: the whole smoke pipeline (`dvc repro`, all stages through evaluate and summarize) in a
+temporary copy of the repository (the `smoke_repo` fixture, shared with test_pipeline_data.py); then the
+outputs, DVC's cleanliness, the MLflow runs, the Hugging Face exports, the CLI, `dvc exp run -S` composing
+the same params, and a 2-process DDP run (gloo) in which only rank zero writes."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+MODELS = ("decoder", "encoder", "decoder-sft", "encoder-cls", "seq2seq")
+STAGES = {"pretrain": 2, "sft": 1, "classify": 1, "train_seq2seq": 1, "evaluate": 1}
+
+
+@pytest.fixture(scope="module")
+def full(smoke_repo, run):
+    repo, env = smoke_repo
+    run(["dvc", "repro"], repo, env)
+    return repo, env
+
+
+def test_outputs(full):
+    repo, _ = full
+    for name in MODELS:
+        assert {"model.safetensors", "config.json", "tokenizer.json", "last.ckpt"} <= {
+            p.name for p in (repo / "models" / name).iterdir()}, name
+        metrics = json.loads((repo / "reports" / name / "metrics.json").read_text())
+        assert metrics["val_loss"] > 0 and metrics["steps"] > 0, name
+        assert (repo / "reports" / name / "loss.png").stat().st_size > 1000
+    assert metrics["train_seconds"] > 0
+    assert json.loads((repo / "reports/decoder/metrics.json").read_text())["steps"] == 40
+    ev = json.loads((repo / "reports/eval/metrics.json").read_text())
+    assert set(ev["decoder-sft"]["tasks"]) == {"speaker", "play", "continue"}
+    assert set(ev["decoder-sft"]["tasks"]["play"]) == {"greedy", "beam2", "beam4", "sample"}
+    assert 0 <= ev["decoder-sft"]["tasks"]["play"]["beam4"]["exact_match"] <= 1
+    assert ev["perplexity"]["decoder"] > 1 and 0 <= ev["encoder"]["genre_acc"] <= 1
+    report = (repo / "reports/eval/report.md").read_text()
+    assert "| decoder-sft | speaker | beam4 |" in report and "## Examples" in report
+    lines = (repo / "reports/eval/generations.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 3 * 8  # models x tasks x eval.max_items
+    assert set(json.loads(lines[0])["outputs"]) == {"greedy", "beam2", "beam4", "sample"}
+
+
+def test_dvc_clean_and_exp_run_composes_the_same_params(full, run):
+    repo, env = full
+    assert json.loads(run(["dvc", "status", "--json"], repo, env).stdout) == {}
+    out = run(["dvc", "exp", "run", "-S", "experiment=smoke"], repo, env)
+    assert "Running stage 'pretrain@decoder'" not in out.stdout  # same composed params: nothing retrained
+
+
+def test_mlflow_runs_nest_under_the_pipeline_run(full):
+    repo, _ = full
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    parents = set()
+    for stage, n in STAGES.items():
+        runs = client.search_runs([client.get_experiment_by_name(stage).experiment_id])
+        assert len(runs) == n and all(r.info.status == "FINISHED" for r in runs), stage
+        parents |= {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    sft = client.search_runs([client.get_experiment_by_name("sft").experiment_id])[0]
+    assert "train/loss" in sft.data.metrics and sft.data.metrics["final/steps"] == 20
+    assert sft.data.tags["model"] == "decoder-sft" and sft.data.params["trainer.max_steps"] == "20"
+    pipeline = client.get_run(parents.pop())
+    assert "reports/eval/metrics/decoder-sft.tasks.play.greedy.exact_match" in pipeline.data.metrics
+
+
+def test_hf_exports_load_by_path_and_agree(full):
+    repo, _ = full
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    from tinylm.models.io import load_pretrained
+
+    for name, auto in (("decoder", AutoModelForCausalLM), ("decoder-sft", AutoModelForCausalLM),
+                       ("encoder", AutoModelForMaskedLM)):
+        ours, hf = load_pretrained(repo / "models" / name), auto.from_pretrained(repo / "models" / name / "hf")
+        ids = AutoTokenizer.from_pretrained(repo / "models" / name / "hf")("ROMEO:\nWhat light")["input_ids"]
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            assert torch.allclose(ours(x), hf(input_ids=x).logits, atol=1e-4), name
+
+
+def test_cli(full, run):
+    repo, env = full
+    out = run(["tinylm", "generate", "--model", "models/decoder-sft", "--prompt", "Which play is this from?",
+               "--decoder", "beam", "--num-beams", "2", "--max-new-tokens", "8"], repo, env)
+    assert out.returncode == 0
+    info = run(["tinylm", "info", "models/decoder"], repo, env).stdout
+    assert "GPT (gpt)" in info and "last.ckpt" in info
+    bad = run(["tinylm", "generate", "--model", "models/decoder", "--prompt", "x", "--top-p", "1.5"], repo, env,
+              check=False)
+    assert bad.returncode != 0 and "--top-p must be in (0, 1]" in bad.stderr
+
+
+def test_ddp_two_cpu_processes_write_once(full, run):
+    """Lightning's own DDP (gloo, 2 processes): both ranks train, only rank zero logs and writes."""
+    repo, env = full
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("pretrain").experiment_id
+    before = len(client.search_runs([exp]))
+    out = run([sys.executable, "pipelines/pretrain.py", "decoder", "experiment=smoke", "trainer=ddp",
+               "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.max_steps=4",
+               "trainer.val_every=2", "trainer.ckpt_every=2", "trainer.num_workers=0", "trainer.compile=false",
+               "trainer.num_threads=1"], repo, env)
+    assert "GLOBAL_RANK: 1" in out.stderr + out.stdout and out.stdout.count("pretrain decoder:") == 1
+    runs = client.search_runs([exp], order_by=["attributes.start_time DESC"])
+    assert len(runs) == before + 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["trainer.strategy"] == "ddp" and runs[0].data.metrics["final/steps"] == 4
+    assert json.loads((repo / "reports/decoder/metrics.json").read_text())["steps"] == 4
