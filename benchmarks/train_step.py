@@ -94,7 +94,8 @@ def main():
     del hf_model
     pl_step_tps, pl_wall_tps = lightning_loop(cfg, tokens, a.steps, a.block, a.batch)
     print(f"| loop | tokens/s |\n|---|---|\n| tinylm GPT, raw loop | {ours_tps:,.0f} |\n"
-          f"| HF GPT2LMHeadModel, raw loop | {hf_tps:,.0f} |\n| tinylm under Lightning (per step) | {pl_step_tps:,.0f} |\n"
+          f"| HF GPT2LMHeadModel, raw loop | {hf_tps:,.0f} |\n"
+          f"| tinylm under Lightning (per step) | {pl_step_tps:,.0f} |\n"
           f"| tinylm under Lightning (wall, incl. setup) | {pl_wall_tps:,.0f} |")
     print(f"tinylm_vs_hf={ours_tps / hf_tps:.2f}x lightning_vs_raw={pl_step_tps / ours_tps:.3f} "
           f"(shape: {a.n_layer}x{a.n_embd}, block {a.block}, batch {a.batch}, vocab {a.vocab}, threads {a.threads})")

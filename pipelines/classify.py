@@ -56,7 +56,8 @@ def main(argv: list[str]) -> None:
     params = {"cls": {k: v for k, v in cfg.to_dict()["cls"].items() if k != "train"}, "model": encoder.config.to_dict()}
     train(stage="classify", name="encoder-cls", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
           params=params, inputs=[TOKENIZER, MODELS / "encoder" / "model.safetensors",
-                                 *sorted((TOKENS / "cls").rglob("*.arrow"))], export_hf=False, extra_metrics=test_metrics)
+                                 *sorted((TOKENS / "cls").rglob("*.arrow"))],
+          export_hf=False, extra_metrics=test_metrics)
 
 
 if __name__ == "__main__":

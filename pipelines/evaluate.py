@@ -141,7 +141,8 @@ def main(argv: list[str]) -> None:
                                           cfg.eval.batch_size)
         metrics["encoder"] = {
             "mlm_acc": mlm_accuracy(models["encoder"], val, cls_id=tok.token_to_id(CLS), sep_id=tok.token_to_id(SEP),
-                                    mask_id=tok.token_to_id(MASK), special_ids=[tok.token_to_id(t) for t in SPECIAL_TOKENS],
+                                    mask_id=tok.token_to_id(MASK),
+                                    special_ids=[tok.token_to_id(t) for t in SPECIAL_TOKENS],
                                     batch_size=cfg.eval.batch_size, n_batches=n_val, seed=cfg.trainer.seed),
             "genre_acc": enc_acc, "decoder_genre_acc": dec_acc,
             "genre_majority_acc": sum(r["labels"] == majority for r in test) / len(test)}

@@ -36,7 +36,8 @@ def main(argv: list[str]) -> None:
                         seed=tcfg.seed, max_steps=tcfg.max_steps, accumulate=tcfg.accumulate_grad_batches,
                         collate=pad_collate(tok.token_to_id(PAD)), num_workers=tcfg.num_workers,
                         val_batch_size=tcfg.batch_size)
-    params = {"sft": {k: v for k, v in cfg.to_dict()["sft"].items() if k != "train"}, "model": pretrained.config.to_dict()}
+    params = {"sft": {k: v for k, v in cfg.to_dict()["sft"].items() if k != "train"},
+              "model": pretrained.config.to_dict()}
     train(stage="sft", name="decoder-sft", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
           params=params, inputs=[TOKENIZER, MODELS / "decoder" / "model.safetensors",
                                  *sorted((TOKENS / "sft").rglob("*.arrow"))], export_hf=True)

@@ -68,7 +68,8 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
         tps = [r["train/tokens_per_s"] for r in history.train if "train/tokens_per_s" in r]
         metrics = {**final, "steps": trainer.global_step, "train_seconds": round(time.perf_counter() - start, 2),
                    "tokens_per_s": round(sorted(tps)[len(tps) // 2], 1) if tps else 0.0,
-                   "params": sum(p.numel() for p in model.parameters()), **(extra_metrics(module) if extra_metrics else {})}
+                   "params": sum(p.numel() for p in model.parameters()),
+                   **(extra_metrics(module) if extra_metrics else {})}
         write_json(report / "metrics.json", metrics)
         history.write(report)
         mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()})

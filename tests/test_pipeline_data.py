@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tinylm.config import compose, to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("download", "prepare", "build_tasks", "train_tokenizer", "tokenize")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # sqlalchemy
 
 
 def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
@@ -77,6 +78,23 @@ def test_dvc_is_clean_and_a_second_repro_is_a_noop(repo):
     out = run(["dvc", "repro", "tokenize"], repo, env)
     assert time.perf_counter() - t0 < 5
     assert "Running stage" not in out.stdout and "up to date" in out.stdout
+
+
+def test_stages_depend_only_on_their_params(repo):
+    repo, env = repo
+    params = (repo / "params.yaml").read_text()
+    try:
+        for change, stale in [({"decoder": {"n_layer": 3}, "trainer": {"lr": 0.002}}, set()),
+                              ({"tokenizer": {"vocab_size": 1000}}, {"train_tokenizer", "tokenize"}),
+                              ({"sft": {"max_length": 60}}, {"tokenize"})]:
+            d = yaml.safe_load(params)
+            for group, values in change.items():
+                d[group].update(values)
+            (repo / "params.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+            status = run(["dvc", "status", "--with-deps", "--json", "tokenize"], repo, env).stdout
+            assert set(json.loads(status)) == stale
+    finally:
+        (repo / "params.yaml").write_text(params)
 
 
 def test_mlflow_holds_nested_stage_runs(repo):

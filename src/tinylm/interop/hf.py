@@ -195,7 +195,8 @@ def _load_exact(model: nn.Module, state: dict) -> None:
     tied = {"lm_head.weight", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise ValueError(f"weight mismatch converting {type(model).__name__}: missing={missing} unexpected={unexpected}")
+        raise ValueError(f"weight mismatch converting {type(model).__name__}: "
+                         f"missing={missing} unexpected={unexpected}")
 
 
 def _gpt2_from_config(c) -> ModelConfig:

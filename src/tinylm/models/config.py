@@ -65,7 +65,8 @@ class ModelConfig:
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"position='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
         if self.position == "alibi" and self.attention == "flash":
-            raise ValueError("position='alibi' adds a float bias that the flash kernel does not take: use attention='sdpa'")
+            raise ValueError("position='alibi' adds a float bias that the flash kernel does not take: "
+                             "use attention='sdpa'")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.z_loss_weight < 0:

@@ -97,7 +97,7 @@ def loads(text: str) -> dict[str, Any]:
             raise ValueError(f"tokenizer.json sets BPE {key}=true; byte-level BPE here supports only false")
     if document.get("normalizer") is not None:
         raise ValueError("tokenizer.json has a normalizer; byte-level BPE here applies none, remove it")
-    vocab = dict(model["vocab"])
+    vocab = dict(model.get("vocab", {}))
     special_tokens = []
     for token in document.get("added_tokens", []):
         flags = [key for key in ("lstrip", "rstrip", "single_word") if token.get(key)]
@@ -111,7 +111,9 @@ def loads(text: str) -> dict[str, Any]:
                 f"added token {token['content']!r} has id {token['id']}, the model vocab another"
             )
         special_tokens.append(token["content"])
-    merges = [tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in model["merges"]]
+    merges = [
+        tuple(pair.split(" ")) if isinstance(pair, str) else tuple(pair) for pair in model.get("merges", [])
+    ]
     return {
         "vocab": vocab,
         "merges": merges,
