@@ -95,8 +95,78 @@ def test_cli(full, run):
     assert bad.returncode != 0 and "--top-p must be in (0, 1]" in bad.stderr
 
 
+def test_dvc_remote_push_then_pull_in_a_fresh_clone_recomputes_nothing(full, run, tmp_path):
+    repo, env = full
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run([*git, "commit", "-qm", "pipeline results"], repo, env)
+    run(["dvc", "push"], repo, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    run(["dvc", "pull"], clone, env)
+    assert (clone / "models/decoder-sft/model.safetensors").exists()
+    out = run(["dvc", "repro"], clone, env)
+    assert "Running stage" not in out.stdout, out.stdout
+
+
+def test_mlflow_ui_serves_the_runs(full, tmp_path):
+    """`mlflow ui` on 127.0.0.1 with the store the pipeline wrote; runs found through the REST API."""
+    import json as _json
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    repo, env = full
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
+                               f"sqlite:///{repo / 'mlflow.db'}"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def post(path: str, body: dict) -> dict:
+        req = urllib.request.Request(url + path, data=_json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        return _json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        exps = {e["name"]: e["experiment_id"] for e in post("/api/2.0/mlflow/experiments/search",
+                                                             {"max_results": 100})["experiments"]}
+        assert {"pipeline", "pretrain", "sft", "evaluate"} <= set(exps)
+        pipeline = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [exps["pipeline"]]})["runs"]
+        children = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [exps["pretrain"]],
+                                                        "filter": "tags.model = 'decoder'"})["runs"]
+        assert children and {t["key"]: t["value"] for t in children[0]["data"]["tags"]}["mlflow.parentRunId"] in {
+            r["info"]["run_id"] for r in pipeline}
+        assert any(m["key"] == "val/loss" for m in children[0]["data"]["metrics"])
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium:  # a person's view of the runs table
+            shot = repo / "reports" / "mlflow-ui.png"
+            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--no-first-run",
+                            f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,900",
+                            "--virtual-time-budget=15000", f"--screenshot={shot}",
+                            f"{url}/#/experiments/{exps['pipeline']}"], check=True, timeout=120,
+                           capture_output=True)
+            assert shot.stat().st_size > 10_000
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_ddp_two_cpu_processes_write_once(full, run):
-    """Lightning's own DDP (gloo, 2 processes): both ranks train, only rank zero logs and writes."""
+    """Lightning's own DDP (gloo, 2 processes): both ranks train, only rank zero logs and writes.
+    Last in this file: it retrains models/decoder."""
     repo, env = full
     from mlflow import MlflowClient
 
