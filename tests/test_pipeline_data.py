@@ -4,52 +4,21 @@ second repro is a no-op, MLflow holds the stage runs nested under one pipeline r
 stops a stage before any work."""
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import run_cmd as run
 
-from tinylm.config import compose, to_yaml
-
-ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("download", "prepare", "build_tasks", "train_tokenizer", "tokenize")
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]  # sqlalchemy
 
 
-def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and out.returncode:
-        pytest.fail(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
-    return out
-
-
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git repository holding a copy of this working tree, with params.yaml composed for `smoke`."""
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split("\n")
-    for f in filter(None, files):
-        if (ROOT / f).is_file() and not f.startswith((".venv/", "reports/")) and f != "dvc.lock":
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, repo / f)
-    (repo / "params.yaml").write_text(to_yaml(compose(["experiment=smoke"], ROOT / "conf")))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"),
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               MLFLOW_DISABLE_TELEMETRY="true")
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    run(["git", "init", "-q"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run([*git, "commit", "-qm", "copy"], repo, env)
-    run(["dvc", "repro", "tokenize"], repo, env)
-    return repo, env
+def repo(smoke_repo):
+    return smoke_repo
 
 
 def test_outputs(repo):
