@@ -65,9 +65,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=256)
+    p.add_argument("--n-embd", type=int, default=128)  # the default pipeline decoder: 4 x 128, vocab 4096
     p.add_argument("--vocab-size", type=int, default=4096)
-    p.add_argument("--block-size", type=int, default=256)
+    p.add_argument("--block-size", type=int, default=128)
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--beams", type=int, default=4)

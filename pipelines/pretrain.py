@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
     tok = load_tokenizer(TOKENIZER)
     mcfg = spec.model_config(tok.vocab_size)
     prepare(tcfg)
-    train_tokens, val_tokens = read_tokens(TOKENS, "train"), read_tokens(TOKENS, "val")
+    train_tokens, val_tokens = read_tokens(TOKENS, "train", TOKENIZER), read_tokens(TOKENS, "val", TOKENIZER)
     optim = optim_dict(tcfg)
     if group == "decoder":
         module = CausalLMModule(mcfg.to_dict(), optim, seed=tcfg.seed, label_smoothing=tcfg.label_smoothing)

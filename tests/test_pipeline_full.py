@@ -175,6 +175,7 @@ def test_ddp_two_cpu_processes_write_once(full, run):
     before = len(client.search_runs([exp]))
     out = run([sys.executable, "pipelines/pretrain.py", "decoder", "experiment=smoke", "trainer=ddp",
                "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.max_steps=4",
+               "trainer.warmup_steps=1",
                "trainer.val_every=2", "trainer.ckpt_every=2", "trainer.num_workers=0", "trainer.compile=false",
                "trainer.num_threads=1"], repo, env)
     assert "GLOBAL_RANK: 1" in out.stderr + out.stdout and out.stdout.count("pretrain decoder:") == 1

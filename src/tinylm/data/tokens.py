@@ -96,11 +96,29 @@ def write_pretrain(corpus: datasets.DatasetDict, tokenizer_path: str | Path, out
     return meta
 
 
-def read_tokens(folder: str | Path, split: str) -> np.memmap:
-    """The tokens of `<folder>/<split>.bin` (dtype from meta.json), memory-mapped read-only."""
+def read_tokens(folder: str | Path, split: str, tokenizer_path: str | Path | None = None) -> np.memmap:
+    """The tokens of `<folder>/<split>.bin` (dtype from meta.json), memory-mapped read-only.
+
+    Checked before use: meta.json parses and names the split; the file's size is a whole number of tokens
+    and matches meta.json's count; with `tokenizer_path`, that tokenizer is the one the tokens were made
+    with (sha256). Each failure names the file and the fix (re-run the tokenize stage).
+    """
     folder = Path(folder)
-    meta = json.loads((folder / "meta.json").read_text())
-    return np.memmap(folder / f"{split}.bin", dtype=np.dtype(meta["dtype"]), mode="r")
+    fix = "re-run the tokenize stage (`dvc repro tokenize`)"
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        dtype, expected = np.dtype(meta["dtype"]), meta["splits"][split]["tokens"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{folder / 'meta.json'} is missing or unreadable ({type(e).__name__}: {e}): {fix}") from None
+    path = folder / f"{split}.bin"
+    size = path.stat().st_size if path.exists() else -1
+    if size < 0 or size % dtype.itemsize or size // dtype.itemsize != expected:
+        raise ValueError(f"{path} is missing, truncated or corrupt: {size} bytes, meta.json expects {expected} "
+                         f"{dtype.name} tokens ({expected * dtype.itemsize} bytes): {fix}")
+    if tokenizer_path is not None and sha256_file(tokenizer_path) != meta["tokenizer_sha256"]:
+        raise ValueError(f"{tokenizer_path} is not the tokenizer {path} was made with (sha256 differs from "
+                         f"{folder / 'meta.json'}): {fix}")
+    return np.memmap(path, dtype=dtype, mode="r")
 
 
 def _encode_sft(batch: dict, tokenizer_path: str, max_length: int) -> dict:

@@ -48,5 +48,9 @@ def load_pretrained(path: str | Path) -> nn.Module:
     config = json.loads((path / "config.json").read_text())
     cfg = ModelConfig(**config["model"])
     model = BertClassifier(cfg, config["num_labels"]) if "num_labels" in config else build_model(cfg)
-    load_model(model, str(path / "model.safetensors"))
+    try:
+        load_model(model, str(path / "model.safetensors"))
+    except RuntimeError as e:
+        raise ValueError(f"{path / 'model.safetensors'} does not fit {path / 'config.json'} (written for another "
+                         f"model config?): re-run the stage that wrote {path}. Details: {str(e)[:300]}") from None
     return model.eval()
