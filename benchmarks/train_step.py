@@ -1,11 +1,11 @@
 """Training throughput, CPU fp32, same model size, batch and data, one run:
 
-  1. tinylm GPT in a plain PyTorch loop (forward + backward + AdamW step)
+  1. tinylm GPT in a plain PyTorch loop (forward, loss, backward, clipping, AdamW, schedule)
   2. transformers GPT2LMHeadModel with the same shapes in the same plain loop (the named peer)
   3. tinylm's CausalLMModule under Lightning (tinylm.training.fit), to measure Lightning's overhead
 
 Prints tokens/s and the ratios tinylm/HF (target >= 1.2) and Lightning/raw (target >= 0.95).
-Run: python benchmarks/train_step.py [--steps 30] [--threads 2]
+Run: python benchmarks/train_step.py [--steps 30] [--threads 2] [--rounds 3]
 """
 
 import argparse
@@ -22,7 +22,8 @@ from tinylm.models import build_model, presets
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
 from tinylm.training.fit import fit
-from tinylm.training.optim import build_optimizer
+from tinylm.training.losses import label_smoothed_cross_entropy
+from tinylm.training.optim import build_optimizer, build_scheduler
 
 
 def batches(tokens, block, batch, n):
@@ -31,28 +32,27 @@ def batches(tokens, block, batch, n):
 
 
 def raw_loop(model, data, call) -> float:
+    """The work of one Lightning step, by hand: forward, loss, backward, clip, AdamW, schedule."""
     opt = build_optimizer(model, 3e-4, 0.1)
+    sched = build_scheduler(opt, 3e-4, 3e-5, 1, len(data))
     model.train()
-    for b in data[:3]:  # warm-up
+    for i, b in enumerate(data):
+        if i == 3:  # after warm-up
+            t = time.perf_counter()
         call(model, b).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        opt.zero_grad(set_to_none=True)
-    t = time.perf_counter()
-    for b in data[3:]:
-        call(model, b).backward()
-        opt.step()
+        sched.step()
         opt.zero_grad(set_to_none=True)
     return (len(data) - 3) * data[0]["input_ids"].numel() / (time.perf_counter() - t)
 
 
 def ours(model, b):
-    logits = model(b["input_ids"])
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), b["labels"].flatten())
+    return label_smoothed_cross_entropy(model(b["input_ids"]), b["labels"], 0.0)
 
 
 def hf(model, b):
-    logits = model(input_ids=b["input_ids"]).logits
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), b["labels"].flatten())
+    return label_smoothed_cross_entropy(model(input_ids=b["input_ids"]).logits, b["labels"], 0.0)
 
 
 def lightning_loop(cfg, tokens, steps, block, batch) -> float:
@@ -76,23 +76,25 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--n_layer", type=int, default=4)
-    p.add_argument("--n_embd", type=int, default=256)
+    p.add_argument("--n_embd", type=int, default=128)  # the default pipeline decoder
     p.add_argument("--block", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tokens = np.random.default_rng(0).integers(0, a.vocab, 200_000).astype(np.uint16)
     cfg = presets("gpt2", vocab_size=a.vocab, block_size=a.block, n_layer=a.n_layer, n_head=4, n_embd=a.n_embd)
     data = batches(tokens, a.block, a.batch, a.steps + 3)
-    model = build_model(cfg)
-    hf_model = to_hf(model).train()
-    # interleave the two raw loops twice so drift on a shared box hits both alike
-    ours_tps = max(raw_loop(build_model(cfg), data, ours) for _ in range(2))
-    hf_tps = max(raw_loop(to_hf(build_model(cfg)).train(), data, hf) for _ in range(2))
-    del hf_model
-    pl_step_tps, pl_wall_tps = lightning_loop(cfg, tokens, a.steps, a.block, a.batch)
+    # rounds interleave the three loops so that load drift on a shared box hits them alike; best of rounds
+    runs = {"ours": [], "hf": [], "pl": []}
+    for _ in range(a.rounds):
+        runs["ours"].append(raw_loop(build_model(cfg), data, ours))
+        runs["hf"].append(raw_loop(to_hf(build_model(cfg)).train(), data, hf))
+        runs["pl"].append(lightning_loop(cfg, tokens, a.steps, a.block, a.batch))
+    ours_tps, hf_tps = max(runs["ours"]), max(runs["hf"])
+    pl_step_tps, pl_wall_tps = max(r[0] for r in runs["pl"]), max(r[1] for r in runs["pl"])
     print(f"| loop | tokens/s |\n|---|---|\n| tinylm GPT, raw loop | {ours_tps:,.0f} |\n"
           f"| HF GPT2LMHeadModel, raw loop | {hf_tps:,.0f} |\n"
           f"| tinylm under Lightning (per step) | {pl_step_tps:,.0f} |\n"

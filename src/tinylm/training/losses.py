@@ -20,16 +20,16 @@ import torch.nn.functional as F
 
 def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
                                  ignore_index: int = -100) -> torch.Tensor:
-    """Mean over non-ignored targets of (1 - eps) * NLL + eps * mean_c(-log p_c); logits (..., V)."""
+    """Mean over non-ignored targets of (1 - eps) * NLL + eps * mean_c(-log p_c); logits (..., V).
+
+    Computed by torch's fused cross-entropy kernel, which implements exactly this form (an explicit
+    log_softmax + gather + boolean mask made a whole CPU training step 1.4x slower); tests check the value
+    against the formula by hand.
+    """
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
-    logp = F.log_softmax(logits.reshape(-1, logits.size(-1)).float(), dim=-1)  # (N, V)
-    targets = targets.reshape(-1)
-    keep = targets != ignore_index
-    logp, targets = logp[keep], targets[keep]
-    nll = -logp.gather(-1, targets[:, None]).squeeze(-1)
-    uniform = -logp.mean(dim=-1)
-    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
+                           ignore_index=ignore_index, label_smoothing=smoothing)
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
