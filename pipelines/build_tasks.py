@@ -16,6 +16,19 @@ from tinylm.data.tasks import build_cls, build_sft, task_stats
 from tinylm.tracking import flatten, log_dataset, stage_run
 
 
+def check_not_empty(sft: datasets.DatasetDict, cls: datasets.DatasetDict) -> None:
+    """Stop, before anything is written, when a task set has an empty split, saying how to get items."""
+    for split, ds in sft.items():
+        if len(ds) == 0:
+            sys.exit(f"build_tasks: the SFT set has no {split} items. The speaker/play/continue tasks come from "
+                     "plays (SPEAKER: lines); for another corpus add instruction data (-S sft=alpaca, or "
+                     "sft.instructions={source: files, path: ..., format: alpaca}) or use data=plays.")
+    for split, ds in cls.items():
+        if len(ds) == 0:
+            sys.exit(f"build_tasks: the classification set has no {split} items: it needs a label per document "
+                     "(data.label_field names the column; the plays use their genre).")
+
+
 def main(argv: list[str]) -> None:
     cfg = config(argv)
     d = cfg.data
@@ -26,6 +39,7 @@ def main(argv: list[str]) -> None:
         extra = load_instructions(cfg.sft.instructions) if cfg.sft.instructions else []
         sft = build_sft(corpus, cfg.sft, d.split_seed, extra, d.val_fraction, d.test_fraction)
         cls = build_cls(corpus, cfg.cls, d.split_seed)
+        check_not_empty(sft, cls)
         for out, dd in ((SFT, sft), (CLS, cls)):
             with atomic_dir(out) as tmp:
                 dd.save_to_disk(str(tmp))

@@ -68,3 +68,23 @@ def test_model_dir_with_weights_of_another_config(tmp_path):
 def test_missing_model_dir_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"not a tinylm model directory.*dvc repro"):
         load_pretrained(tmp_path / "models" / "decoder")
+
+
+def test_an_empty_task_set_stops_build_tasks_with_the_fix():
+    import sys
+    from pathlib import Path
+
+    import datasets
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
+    from build_tasks import check_not_empty
+
+    sft = datasets.DatasetDict({s: datasets.Dataset.from_dict({"prompt": ["q"] * (s != "val")}) for s in
+                                ("train", "val", "test")})
+    cls = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["a"]})})
+    with pytest.raises(SystemExit, match="SFT set has no val items.*sft=alpaca"):
+        check_not_empty(sft, cls)
+    full = datasets.DatasetDict({s: datasets.Dataset.from_dict({"prompt": ["q"]}) for s in ("train", "val", "test")})
+    check_not_empty(full, cls)
+    with pytest.raises(SystemExit, match="classification set has no train items.*data.label_field"):
+        check_not_empty(full, datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": []})}))
