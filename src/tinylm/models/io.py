@@ -3,14 +3,13 @@ num_labels) and `model.safetensors` (tied tensors stored once). Each file is wri
 temporary file in the same directory, then a rename); other files there (checkpoints) are left alone."""
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from tinylm.data.atomic import atomic_file
 from tinylm.models.bert import BertClassifier
 from tinylm.models.config import ModelConfig
 
@@ -22,18 +21,13 @@ def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, P
     config = {"model": model.config.to_dict()}
     if isinstance(model, BertClassifier):
         config["num_labels"] = model.num_labels
-    writers = {"config.json": lambda p: p.write_text(json.dumps(config, indent=2) + "\n"),
-               "model.safetensors": lambda p: save_model(model, str(p))}
-    writers.update({name: (lambda p, s=src: shutil.copyfile(s, p)) for name, src in (extra_files or {}).items()})
-    for name, write in writers.items():
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=path)
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+    with atomic_file(path / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    with atomic_file(path / "model.safetensors") as tmp:
+        save_model(model, str(tmp))
+    for name, src in (extra_files or {}).items():
+        with atomic_file(path / name) as tmp:
+            shutil.copyfile(src, tmp)
     return path
 
 

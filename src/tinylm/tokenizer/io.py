@@ -17,10 +17,7 @@ is refused with a ``ValueError`` that names it.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from tinylm.tokenizer.pretokenize import GPT2_PATTERN
@@ -156,21 +153,3 @@ def _pattern_of(pre_tokenizer: Any) -> str:
         " use_regex=true) or Sequence[Split(Regex, Isolated), ByteLevel(add_prefix_space=false,"
         " use_regex=false)]"
     )
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a saved tokenizer is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path

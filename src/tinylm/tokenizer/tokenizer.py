@@ -28,6 +28,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Literal
 
+from tinylm.data.atomic import write_text
 from tinylm.tokenizer import io
 from tinylm.tokenizer.bytes_unicode import ALPHABET, BYTE_TO_CHAR, CHAR_TO_BYTE, chars_to_bytes
 from tinylm.tokenizer.encoder import PieceEncoder
@@ -242,7 +243,7 @@ class BPETokenizer:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write HF ``tokenizer.json`` to ``path`` atomically; returns the path."""
         text = io.dumps(self._vocab, self._merges, self._special_tokens, self.pattern)
-        return io.write_text_atomic(path, text)
+        return write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
