@@ -19,6 +19,7 @@ run: $(STAMP)
 	else echo "the pipeline is not built yet (dvc.yaml is missing)"; fi
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests pipelines benchmarks
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q
 
 test-fast: $(STAMP)
