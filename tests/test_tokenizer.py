@@ -19,6 +19,7 @@ import sys
 import warnings
 import zipfile
 
+import numpy as np
 import pytest
 import regex
 import transformers
@@ -342,6 +343,27 @@ def test_allowed_special_controls_which_specials_are_recognised(small_tok):
 
 def test_encode_batch_in_worker_processes_matches_one_process(small_tok):
     assert small_tok.encode_batch(CORPUS, num_workers=2) == small_tok.encode_batch(CORPUS)
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_encode_arrays_yields_the_ids_of_each_text_in_order(small_tok, num_workers):
+    texts = iter(CORPUS + ["", "<|endoftext|> and more"])  # any iterable, consumed lazily
+    arrays = list(small_tok.encode_arrays(texts, np.uint16, num_workers=num_workers))
+    assert all(a.dtype == np.uint16 and a.ndim == 1 for a in arrays)
+    assert [a.tolist() for a in arrays] == small_tok.encode_batch(CORPUS + ["", "<|endoftext|> and more"])
+    plain = next(small_tok.encode_arrays(["<|endoftext|>"], allowed_special=(), num_workers=num_workers))
+    assert plain.tolist() == small_tok.encode("<|endoftext|>", allowed_special=())
+
+
+def test_encode_arrays_checks_its_arguments_before_any_work(small_tok):
+    with pytest.raises(ValueError, match="uint8 cannot hold token ids up to"):
+        small_tok.encode_arrays(["x"], np.uint8)
+    with pytest.raises(ValueError, match="float32 cannot hold"):
+        small_tok.encode_arrays(["x"], np.float32)
+    with pytest.raises(ValueError, match="not special tokens"):
+        small_tok.encode_arrays(["x"], allowed_special={"<|nope|>"}, num_workers=2)
+    with pytest.raises(ValueError, match="num_workers"):
+        small_tok.encode_arrays(["x"], num_workers=0)
 
 
 def test_a_pickled_tokenizer_is_rebuilt_from_its_definition(small_tok):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
 import datasets
@@ -71,26 +70,27 @@ def documents(ds: datasets.Dataset) -> Iterator[str]:
         yield "\n\n".join(parts)
 
 
-def write_pretrain(corpus: datasets.DatasetDict, tokenizer_path: str | Path, out: Path,
-                   batch_docs: int = 16) -> dict:
-    """Write `<split>.bin` for each corpus split and meta.json into `out/` (a fresh folder); returns meta."""
+def write_pretrain(corpus: datasets.DatasetDict, tokenizer_path: str | Path, out: Path, num_proc: int = 1) -> dict:
+    """Write `<split>.bin` for each corpus split and meta.json into `out/` (a fresh folder); returns meta.
+
+    Documents are encoded whole, in `num_proc` processes (BPETokenizer.encode_arrays), and streamed to disk.
+    """
     tok = load_tokenizer(tokenizer_path)
     vocab_size = tok.vocab_size
     dtype, eos = token_dtype(vocab_size), special_ids(tok)[EOS]
     meta = {"vocab_size": vocab_size, "dtype": dtype.name, "special_tokens": special_ids(tok),
             "tokenizer_sha256": sha256_file(tokenizer_path), "splits": {}}
+    eos_ids = np.asarray([eos], dtype)
     for split, ds in corpus.items():
         n_tokens = n_docs = 0
-        docs = documents(ds)
         with open(out / f"{split}.bin", "wb") as f, tqdm(desc=f"tokenize {split}", unit="doc") as bar:
-            while batch := list(islice(docs, batch_docs)):
-                for ids in tok.encode_batch(batch):
-                    ids = np.asarray([*ids, eos], dtype=dtype)
-                    ids.tofile(f)
-                    n_tokens += len(ids)
-                n_docs += len(batch)
-                bar.update(len(batch))
-                bar.set_postfix(tokens=n_tokens)
+            for ids in tok.encode_arrays(documents(ds), dtype, num_workers=num_proc):
+                ids.tofile(f)
+                eos_ids.tofile(f)
+                n_tokens += len(ids) + 1
+                n_docs += 1
+                bar.update()
+                bar.set_postfix(tokens=n_tokens, refresh=False)
         meta["splits"][split] = {"tokens": n_tokens, "documents": n_docs}
     write_json(out / "meta.json", meta)
     return meta
