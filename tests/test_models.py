@@ -138,6 +138,16 @@ def test_gpt_kv_cache_with_left_padding(gpt):
     torch.testing.assert_close(torch.cat([prefix, *steps], 1)[real], full[real], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("keep", [1, 3, 8])
+def test_gpt_logits_to_keep_gives_the_last_positions(gpt, keep):
+    x, mask = ids(2, 8), torch.tensor([[1] * 8, [0, 0, 1, 1, 1, 1, 1, 1]])
+    full = gpt(x, attention_mask=mask)
+    torch.testing.assert_close(gpt(x, attention_mask=mask, logits_to_keep=keep), full[:, -keep:])
+    for bad in (-1, 1.0, True):
+        with pytest.raises(ValueError, match="logits_to_keep"):
+            gpt(x, logits_to_keep=bad)
+
+
 def test_gpt_padding_gives_unpadded_logits(gpt):
     x = ids(1, 5)
     alone = gpt(x)[0]

@@ -72,10 +72,10 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
     steps.reorder(torch.arange(B, device=device).repeat_interleave(K))
     V = logits.size(-1)
     fill = pad_token_id if pad_token_id is not None else eos_token_id if eos_token_id is not None else 0
-    run_seq = torch.full((B, K, N), fill, dtype=torch.long, device=device)  # running beams' new tokens
-    run_score = torch.full((B, K), MASK, device=device)
+    run_score = torch.full((B, K), MASK, device=device)  # the running beams' tokens live in steps.ids
     run_score[:, 0] = 0.0
-    fin_seq, fin_score = run_seq.clone(), torch.full((B, K), MASK, device=device)
+    fin_seq = torch.full((B, K, N), fill, dtype=torch.long, device=device)
+    fin_score = torch.full((B, K), MASK, device=device)
     fin_len = torch.zeros(B, K, dtype=torch.long, device=device)
     fin_done = torch.zeros(B, K, dtype=torch.bool, device=device)  # slot holds a finished hypothesis
     improvable = torch.ones(B, 1, dtype=torch.bool, device=device)  # item not done by the step-5 test
@@ -87,8 +87,6 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
         scores = (torch.log_softmax(logits, -1).view(B, K, V) + run_score[..., None]).view(B, K * V)
         cand_score, cand = scores.topk(2 * K)  # (B, 2K), best first
         cand_beam, cand_tok = cand // V, cand % V
-        cand_seq = run_seq.gather(1, cand_beam[..., None].expand(B, 2 * K, N))
-        cand_seq[:, :, t] = cand_tok
         if t == N - 1:
             ends = torch.ones_like(cand_tok, dtype=torch.bool)
         else:
@@ -96,18 +94,22 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
 
         live = cand_score + MASK * ends
         keep = live.topk(K).indices
-        run_seq = cand_seq.gather(1, keep[..., None].expand(B, K, N))
         run_score, parent = live.gather(1, keep), cand_beam.gather(1, keep)
 
         admit = ends & in_top_k
-        full = fin_done.all(1, keepdim=True) & (early_stopping is True)
-        new_score = cand_score / lp(t + 1) + MASK * full + MASK * ~improvable + MASK * ~admit
-        merged = torch.cat([fin_score, new_score], 1)
-        best = merged.topk(K).indices
-        fin_score = merged.gather(1, best)
-        fin_seq = torch.cat([fin_seq, cand_seq], 1).gather(1, best[..., None].expand(B, K, N))
-        fin_len = torch.cat([fin_len, torch.full_like(cand_tok, t + 1)], 1).gather(1, best)
-        fin_done = torch.cat([fin_done, admit], 1).gather(1, best)
+        if bool(admit.any()):  # else no slot can change: every non-admitted score is <= MASK
+            generated = steps.ids[:, steps.prompt_len:].view(B, K, N)
+            cand_seq = generated.gather(1, cand_beam[..., None].expand(B, 2 * K, N))
+            cand_seq[:, :, t] = cand_tok
+            cand_seq[:, :, t + 1:] = fill
+            full = fin_done.all(1, keepdim=True) & (early_stopping is True)
+            new_score = cand_score / lp(t + 1) + MASK * full + MASK * ~improvable + MASK * ~admit
+            merged = torch.cat([fin_score, new_score], 1)
+            best = merged.topk(K).indices
+            fin_score = merged.gather(1, best)
+            fin_seq = torch.cat([fin_seq, cand_seq], 1).gather(1, best[..., None].expand(B, K, N))
+            fin_len = torch.cat([fin_len, torch.full_like(cand_tok, t + 1)], 1).gather(1, best)
+            fin_done = torch.cat([fin_done, admit], 1).gather(1, best)
 
         best_len = N if early_stopping == "never" and length_penalty > 0 else t + 1
         worst = torch.where(fin_done, fin_score.min(1, keepdim=True).values, MASK)
@@ -116,7 +118,7 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
         if not bool(improvable.any()) or all_full or bool(ends.all()):
             break
         steps.reorder((first_row + parent).view(-1))
-        steps.append(run_seq[:, :, t].reshape(-1))
+        steps.append(cand_tok.gather(1, keep).view(-1))
 
     n = num_return_sequences
     width = int(fin_len[:, :n].max())

@@ -65,7 +65,7 @@ class Stepper:
             logits = self.model.decode(ids, self.memory, self.src_mask, cache=self.cache)
         else:
             mask = self.mask[:, :self.n] if self.mask is not None else None
-            logits = self.model(ids, attention_mask=mask, cache=self.cache)
+            logits = self.model(ids, attention_mask=mask, cache=self.cache, logits_to_keep=1)
         return logits[:, -1].float()
 
     def append(self, tokens: torch.Tensor) -> None:

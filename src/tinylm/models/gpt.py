@@ -51,12 +51,18 @@ class GPT(nn.Module):
         return KVCache(self.config.block_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, V). attention_mask (B, past + T): 1 = real token, 0 = padding."""
+                cache: KVCache | None = None, logits_to_keep: int = 0) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, V). attention_mask (B, past + T): 1 = real token, 0 = padding.
+
+        logits_to_keep = n > 0: logits of the last n positions only, (B, n, V) (as in `transformers`):
+        a decoding prefill needs one, and the output layer is the largest matmul of a small model.
+        """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} tokens exceeds block_size={self.config.block_size}")
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be an int >= 0 (0 = all positions), got {logits_to_keep!r}")
         if attention_mask is not None and attention_mask.size(-1) != past + T:
             raise ValueError(f"attention_mask covers {attention_mask.size(-1)} tokens, expected past + T = {past + T}")
         key_pos = positions_from_mask(attention_mask, past, T, input_ids.device)  # (Tk,) or (B, Tk)
@@ -72,6 +78,6 @@ class GPT(nn.Module):
             extra = dict(attn_bias=alibi_bias(self.config.n_head, pos, key_pos))
         for i, block in enumerate(self.transformer.h):
             x = block(x, key_mask=attention_mask, causal=True, cache=cache, layer=i, **extra)
-        x = self.transformer.ln_f(x)
+        x = self.transformer.ln_f(x[:, -logits_to_keep:])  # logits_to_keep = 0 keeps all: x[:, -0:] is x
         w = self.lm_head.weight
         return F.linear(x, F.normalize(w, dim=-1) if self.config.norm_head else w)  # (B, T, V)

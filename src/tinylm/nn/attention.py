@@ -100,6 +100,6 @@ def sdpa_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p:
     if full is not None and full.dim() < 2:  # SDPA rejects a 1-D (Tk,) key mask; (1, Tk) broadcasts the same
         full = full.reshape(1, -1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=full, dropout_p=dropout_p)
-    if full is not None:
+    if full is not None and q.device.type != "cpu":  # torch's CPU kernels already give no-key rows zeros
         out = out.masked_fill(~full.any(dim=-1, keepdim=True), 0.0)  # no-key rows -> zeros, not NaN
     return out
