@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from common import MODELS, REPORTS, TOKENIZER
 from pytorch_lightning.utilities import rank_zero_only
 
-from tinylm.data.atomic import write_json
+from tinylm.data.atomic import atomic_dir, check_writable, write_json
 from tinylm.models.io import save_pretrained
 from tinylm.tracking import stage_run, tracking_uri
 from tinylm.training.fit import fit, set_threads
@@ -48,6 +48,9 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
     extra_metrics(module) -> dict: more final numbers for metrics.json (e.g. test accuracy).
     """
     out, report = MODELS / name, REPORTS / name
+    if rank_zero_only.rank == 0:
+        check_writable(out)  # fail before training, not after
+        check_writable(report)
     fingerprint = hashlib.sha256(json.dumps(
         {"params": params, "trainer": asdict(tcfg), "inputs": [file_sha256(p) for p in inputs]},
         sort_keys=True).encode()).hexdigest()[:16]
@@ -81,17 +84,18 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
 
 
 def export(model, path: Path) -> None:
-    """Hugging Face export: the transformers model and its fast tokenizer, loadable by path. An architecture
-    with no transformers counterpart (e.g. gpt2 with RoPE) is skipped with a message, not an error."""
+    """Hugging Face export: the transformers model and its fast tokenizer, loadable by path, written as one
+    atomic folder. An architecture with no transformers counterpart (e.g. gpt2 with RoPE) is skipped with a
+    message, not an error."""
     from transformers import PreTrainedTokenizerFast
 
     from tinylm.data.special_tokens import EOS, MASK, PAD
     from tinylm.interop.hf import save_hf
 
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), eos_token=EOS, pad_token=PAD, mask_token=MASK)
     try:
-        save_hf(model, path)
+        with atomic_dir(path) as tmp:
+            save_hf(model, tmp)
+            tok.save_pretrained(tmp)
     except ValueError as e:
         print(f"no Hugging Face export: {e}")
-        return
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), eos_token=EOS, pad_token=PAD, mask_token=MASK)
-    tok.save_pretrained(path)

@@ -1,8 +1,11 @@
 """Atomic outputs: write into a temporary sibling, rename over the target at the end.
 
-An interrupted or failing stage leaves the previous output (or none), never a half-written one.
+An interrupted or failing stage leaves the previous output (or none), never a half-written one, and no
+temporary file behind. A full disk, or an output folder that cannot be written (permissions, a read-only
+filesystem), raises OSError (same errno) whose message names the output and the fix.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -11,15 +14,51 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+@contextmanager
+def _explained(path: str | Path, creating: bool = False) -> Iterator[None]:
+    """Re-raise a full disk met while writing `path` (and, when `creating` it, an unwritable folder) as an
+    OSError naming `path` and the fix; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        path = Path(path)
+        if e.errno in DISK_FULL:
+            msg = (f"cannot write {path}: the disk is full ({e.strerror}); free space on it and re-run "
+                   f"(the previous {path.name}, if any, is unchanged)")
+        elif creating and e.errno in NOT_WRITABLE:
+            folder = Path(e.filename).parent if e.filename else path.parent
+            msg = (f"cannot write {path}: folder {folder} is not writable ({e.strerror}); make it writable "
+                   f"(chmod u+w {folder}, or remount it read-write) or run from a writable copy")
+        else:
+            raise
+        raise OSError(e.errno, msg) from e
+
+
+def check_writable(folder: str | Path) -> None:
+    """Create `folder` if needed and check that a file can be made in it, so that a stage fails before its
+    work, not after, with the message of an unwritable folder."""
+    folder = Path(folder)
+    with _explained(folder, creating=True):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path`, on error it goes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    with _explained(path, creating=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
-        yield tmp
+        with _explained(path):
+            yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             path.rename(old)
@@ -36,11 +75,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; on success it replaces `path` (mode 0644), on error it goes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    with _explained(path, creating=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
+        with _explained(path):
+            yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp, path)
     finally:

@@ -1,8 +1,9 @@
 """The evaluate stage's human-readable outputs: plot data (CSV), PNG charts and report.md."""
 
 import csv
-import os
 from pathlib import Path
+
+from tinylm.data.atomic import atomic_file
 
 
 def score_of(task_metrics: dict) -> tuple[str, float]:
@@ -25,12 +26,10 @@ def rows(metrics: dict, models: list[str]) -> list[dict]:
 
 
 def write_csv(path: Path, table: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(table[0]))
         w.writeheader()
         w.writerows(table)
-    os.replace(tmp, path)
 
 
 def plot(table: list[dict], out: Path) -> list[Path]:
@@ -69,10 +68,9 @@ def plot(table: list[dict], out: Path) -> list[Path]:
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: list[str]) -> str:

@@ -1,9 +1,11 @@
 """A model directory: `config.json` (the ModelConfig, plus what the model needs beyond it, e.g.
-num_labels) and `model.safetensors` (tied tensors stored once). Each file is written atomically (a
-temporary file in the same directory, then a rename); other files there (checkpoints) are left alone."""
+num_labels) and `model.safetensors` (tied tensors stored once). `save_pretrained` writes every file into a
+temporary sibling first and renames them into place only when all are written, so an error (a full disk) or
+Ctrl-C leaves the previous files, never a mix; other files there (checkpoints) are left alone."""
 
 import json
 import shutil
+from contextlib import ExitStack
 from pathlib import Path
 
 from safetensors.torch import load_model, save_model
@@ -17,17 +19,14 @@ from tinylm.models.config import ModelConfig
 def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
     """Write model.safetensors + config.json (+ copies of extra_files, e.g. the tokenizer) into `path`."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     config = {"model": model.config.to_dict()}
     if isinstance(model, BertClassifier):
         config["num_labels"] = model.num_labels
-    with atomic_file(path / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-    with atomic_file(path / "model.safetensors") as tmp:
-        save_model(model, str(tmp))
-    for name, src in (extra_files or {}).items():
-        with atomic_file(path / name) as tmp:
-            shutil.copyfile(src, tmp)
+    with ExitStack() as files:  # on leaving, each temporary file is renamed into place (or removed on error)
+        files.enter_context(atomic_file(path / "config.json")).write_text(json.dumps(config, indent=2) + "\n")
+        save_model(model, str(files.enter_context(atomic_file(path / "model.safetensors"))))
+        for name, src in (extra_files or {}).items():
+            shutil.copyfile(src, files.enter_context(atomic_file(path / name)))
     return path
 
 

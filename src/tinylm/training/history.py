@@ -6,10 +6,11 @@ duplicates nothing. `write(dir)` writes train.csv / val.csv (x = step) and loss.
 """
 
 import csv
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
+
+from tinylm.data.atomic import atomic_file
 
 
 class MetricHistory(pl.Callback):
@@ -52,12 +53,10 @@ class MetricHistory(pl.Callback):
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     keys = sorted({k for r in rows for k in r} - {"step"})
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["step", *keys])
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _plot(path: Path, train: list[dict], val: list[dict]) -> None:
@@ -76,7 +75,6 @@ def _plot(path: Path, train: list[dict], val: list[dict]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
