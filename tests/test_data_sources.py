@@ -88,9 +88,8 @@ def test_files_source_errors(tmp_path, data_cfg):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_bytes(b"ok\n")
     (tmp_path / "in" / "b.txt").write_bytes(b"caf\xe9\n")
-    download(cfg, tmp_path / "raw")
-    with pytest.raises(ValueError, match=r"b\.txt: not valid UTF-8 at byte 3"):
-        build_corpus(tmp_path / "raw", cfg)
+    with pytest.raises(ValueError, match=r"in/b\.txt: not valid UTF-8 at byte 3"):  # the user's file, not the copy
+        download(cfg, tmp_path / "raw")
     (tmp_path / "in" / "b.txt").write_text("   \n")
     (tmp_path / "in" / "a.txt").write_text("\n")
     download(cfg, tmp_path / "raw")

