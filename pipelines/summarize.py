@@ -20,6 +20,7 @@ def metrics_files() -> list[str]:
 
 def main(argv: list[str]) -> None:
     cfg = config(argv)
+    print("summarize: logging the params and every metrics file to the MLflow pipeline run", flush=True)
     files = metrics_files()
     run_id = log_pipeline_summary(cfg.to_dict(), files, experiment=cfg.name)
     print(f"summarize: {len(files)} metrics files -> MLflow pipeline run {run_id}")

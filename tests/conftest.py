@@ -71,3 +71,18 @@ def smoke_repo(tmp_path_factory):
     run_cmd([*git, "commit", "-qm", "copy"], repo, env)
     run_cmd(["dvc", "repro", "tokenize"], repo, env)
     return repo, env
+
+
+@pytest.fixture(scope="session")
+def full(smoke_repo):
+    """`smoke_repo` after the whole smoke pipeline (`dvc repro`): every model, report and MLflow run."""
+    repo, env = smoke_repo
+    run_cmd(["dvc", "repro"], repo, env)
+    return repo, env
+
+
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A copy of the pipeline repository `src` at `dest` (outputs, MLflow store and git history, without DVC's
+    cache), where a test may run stages without disturbing the tests that share `src`."""
+    shutil.copytree(src, dest, symlinks=True, ignore=lambda d, names: ["cache"] if Path(d).name == ".dvc" else [])
+    return dest

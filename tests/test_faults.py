@@ -4,10 +4,21 @@ disk, a read-only output folder, Ctrl-C during every stage, non-UTF-8 corpus fil
 
 import errno
 import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from conftest import ROOT, copy_repo, run_cmd
 
 from tinylm.data.atomic import atomic_dir, atomic_file, write_json, write_text
 from tinylm.data.tokens import read_tokens
@@ -228,3 +239,184 @@ def test_an_unreachable_hub_fails_within_seconds_not_after_retries(tmp_path):
     seconds, error = hub_download(tmp_path, HF_ENDPOINT=endpoint)
     assert seconds < 20, seconds
     assert f"the Hugging Face hub ({endpoint}) is unreachable" in error and "data=files data.path=" in error
+
+
+# --- Ctrl-C during every stage, and a read-only output folder: the stage commands of dvc.yaml run as
+# subprocesses in copies of the smoke pipeline repository after `dvc repro` (the session's `full` fixture).
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+STAGES = [f"{name}@{item}" if item else name for name, spec in DVC.items() for item in spec.get("foreach", [None])]
+# What a stage prints once it is at work, and the seconds to wait after that before Ctrl-C; None: the sign is
+# the stage's running MLflow run (it prints nothing while it works, or too little of its work is left then).
+WORKING = {"download": ("pip download", 0), "prepare": ("parse plays", 0), "build_tasks": (None, 0),
+           "train_tokenizer": ("BPE merges", 0), "tokenize": ("tokenize train", 0.3),  # after the pool's fork
+           **dict.fromkeys(["pretrain@decoder", "pretrain@encoder", "sft", "classify", "train_seq2seq"],
+                           ("GPU available", 0.5)),  # Lightning's Trainer is built: training starts
+           "evaluate": (None, 0.5), "summarize": ("summarize: logging", 0)}
+# Hydra overrides that keep the expensive stages short: 10 training steps, 2 evaluation items.
+SHORTER = {"pretrain@decoder": ["trainer.max_steps=10"], "pretrain@encoder": ["encoder.train.max_steps=10"],
+           "sft": ["sft.train.max_steps=10"], "classify": ["cls.train.max_steps=10"],
+           "train_seq2seq": ["seq2seq.train.max_steps=10"], "evaluate": ["eval.max_items=2", "eval.beams=[2]"]}
+
+
+def stage(name: str) -> tuple[list[str], list[str]]:
+    """The command (with SHORTER's overrides) and the output paths (outs, metrics, plots) of a dvc.yaml stage."""
+    base, _, item = name.partition("@")
+    spec = json.loads(json.dumps(DVC[base]["do"] if item else DVC[base]).replace("${item}", item))
+    outs = [next(iter(o)) if isinstance(o, dict) else o for k in ("outs", "metrics", "plots") for o in spec.get(k, [])]
+    shorter = ["experiment=smoke", *SHORTER[name]] if name in SHORTER else []
+    return [*spec["cmd"].split(), *shorter], outs
+
+
+def check_readable(path: Path) -> None:
+    """Read an output back as the pipeline does; raises if it is incomplete or corrupt."""
+    import csv
+
+    import datasets
+
+    from tinylm.data.sources import sha256_file
+    from tinylm.tokenizer import BPETokenizer
+
+    if path.suffix == ".json":
+        json.loads(path.read_text())
+    elif path.suffix == ".jsonl":
+        assert [json.loads(line) for line in path.read_text().splitlines()]
+    elif path.suffix == ".csv":
+        assert list(csv.DictReader(path.open()))
+    elif path.suffix == ".png":
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG") and data[-8:-4] == b"IEND", path
+    elif path.suffix == ".md":
+        assert path.read_text().strip()
+    elif path.name == "raw":
+        for name, sha in json.loads((path / "manifest.json").read_text())["files"].items():
+            assert sha256_file(next(path.rglob(name))) == sha
+    elif path.name == "tokenizer":
+        BPETokenizer.load(path / "tokenizer.json")
+    elif path.name == "tokens":
+        for split in json.loads((path / "meta.json").read_text())["splits"]:
+            read_tokens(path, split, path.parent.parent / "artifacts/tokenizer/tokenizer.json")
+        datasets.load_from_disk(str(path / "sft")), datasets.load_from_disk(str(path / "cls"))
+    elif path.parent.name == "models":
+        load_pretrained(path)
+    else:
+        datasets.load_from_disk(str(path))
+
+
+def leftovers(repo: Path) -> list[Path]:
+    """Temporary files and folders of atomic writes left in the output folders."""
+    return [p for top in ("data", "artifacts", "models", "reports") for p in (repo / top).rglob("*")
+            if ".tmp" in p.name or ".old-" in p.name or ".write-check-" in p.name]
+
+
+def mlflow_running(repo: Path, experiment: str) -> bool:
+    with closing(sqlite3.connect(f"file:{repo / 'mlflow.db'}?mode=ro", uri=True)) as db:
+        return db.execute("SELECT count(*) FROM runs JOIN experiments ON runs.experiment_id = experiments.experiment_id"
+                          " WHERE experiments.name = ? AND runs.status = 'RUNNING'", (experiment,)).fetchone()[0] > 0
+
+
+def ctrl_c(cmd: list[str], repo: Path, env: dict, working, delay: float) -> tuple[int, str]:
+    """Start `cmd` in its own process group; once working(output so far) is true and `delay` seconds more have
+    passed, send SIGINT to the group, as Ctrl-C in a terminal does. Returns the exit code and the output."""
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    chunks = []
+
+    def pump():
+        while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+            chunks.append(chunk)
+
+    def output() -> str:
+        return b"".join(chunks).decode(errors="replace")
+
+    reader = threading.Thread(target=pump)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and not working(output()):
+        time.sleep(0.02)
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        reader.join()
+    return proc.returncode, output()
+
+
+def ctrl_c_then_rerun(name: str, full: tuple[Path, dict], tmp: Path) -> None:
+    """In a copy of the pipeline: Ctrl-C stage `name` at work; its outputs must be the previous ones or whole
+    new ones, never half-written, with no temporary file left; then the stage must run through."""
+    repo = copy_repo(full[0], tmp / "repo")
+    env = {**full[1], "PYTHONPATH": str(repo / "src")}
+    cmd, outs = stage(name)
+    for out in outs:
+        assert (repo / out).exists(), out  # the previous, complete outputs
+        if out.startswith("models/"):
+            (repo / out / "last.ckpt").unlink()  # the stage then trains afresh instead of resuming at the end
+    text, delay = WORKING[name]
+    code, output = ctrl_c(cmd, repo, env, (lambda out: text in out) if text else
+                          (lambda out: mlflow_running(repo, name)), delay)
+    assert code != 0 and "KeyboardInterrupt" in output, f"{name} not interrupted ({code}):\n{output[-3000:]}"
+    for out in outs:
+        check_readable(repo / out)
+    assert not leftovers(repo)
+    run_cmd(cmd, repo, env)
+    for out in outs:
+        check_readable(repo / out)
+    assert not leftovers(repo)
+    shutil.rmtree(repo)
+
+
+@pytest.fixture(scope="module")
+def ctrl_c_results(full, tmp_path_factory) -> dict[str, BaseException | None]:
+    """`ctrl_c_then_rerun` of every stage, two at a time (each stage runs on one core; CI has two): name -> the
+    failure, or None."""
+    with ThreadPoolExecutor(2) as pool:
+        runs = {name: pool.submit(ctrl_c_then_rerun, name, full, tmp_path_factory.mktemp("ctrl-c")) for name in STAGES}
+    return {name: run.exception() for name, run in runs.items()}
+
+
+def test_every_stage_of_dvc_yaml_has_a_ctrl_c_test():
+    assert sorted(STAGES) == sorted(WORKING)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STAGES)
+def test_ctrl_c_during_a_stage_leaves_whole_outputs_and_a_rerun_recovers(name, ctrl_c_results):
+    if ctrl_c_results[name]:
+        raise ctrl_c_results[name]
+
+
+def unprivileged(cmd: list[str]) -> list[str]:
+    """`cmd` run so that folder permissions bind: as it is for a user; for root, without CAP_DAC_OVERRIDE."""
+    if os.geteuid():
+        return cmd
+    drop = ["setpriv", "--inh-caps=-dac_override", "--bounding-set=-dac_override", "--"]
+    if not shutil.which("setpriv") or subprocess.run([*drop, "true"], capture_output=True).returncode:
+        pytest.skip("as root, a read-only folder needs setpriv (util-linux) able to drop CAP_DAC_OVERRIDE")
+    return [*drop, *cmd]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, folder, out", [("prepare", "data", "data/corpus"),
+                                               ("pretrain@encoder", "models/encoder", "models/encoder")],
+                         ids=["prepare", "pretrain@encoder"])
+def test_a_read_only_output_folder_stops_the_stage_with_the_fix_and_loses_nothing(name, folder, out, full, tmp_path):
+    """prepare finds data/ read-only when it writes data/corpus; pretrain checks models/encoder before training."""
+    repo = copy_repo(full[0], tmp_path / "repo")
+    env = {**full[1], "PYTHONPATH": str(repo / "src")}
+    cmd = unprivileged(stage(name)[0])
+    before = files_of(repo / folder)
+    (repo / folder).chmod(0o555)
+    try:
+        done = run_cmd(cmd, repo, env, check=False)
+    finally:
+        (repo / folder).chmod(0o755)
+    error = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and "GPU available" not in done.stdout + done.stderr  # pretrain: before training
+    assert error == (f"PermissionError: [Errno 13] cannot write {out}: folder {folder} is not writable (Permission "
+                     f"denied); make it writable (chmod u+w {folder}, or remount it read-write) or run from a "
+                     "writable copy"), error
+    assert files_of(repo / folder) == before and not leftovers(repo)

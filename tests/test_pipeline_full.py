@@ -1,5 +1,5 @@
 """Integration: the whole smoke pipeline (`dvc repro`, all stages through evaluate and summarize) in a
-temporary copy of the repository (the `smoke_repo` fixture, shared with test_pipeline_data.py); then the
+temporary copy of the repository (the `full` fixture of conftest.py, shared with test_faults.py); then the
 outputs, DVC's cleanliness, the MLflow runs, the Hugging Face exports, the CLI, `dvc exp run -S` composing
 the same params, and a 2-process DDP run (gloo) in which only rank zero writes."""
 
@@ -12,13 +12,6 @@ import torch
 pytestmark = pytest.mark.slow
 MODELS = ("decoder", "encoder", "decoder-sft", "encoder-cls", "seq2seq")
 STAGES = {"pretrain": 2, "sft": 1, "classify": 1, "train_seq2seq": 1, "evaluate": 1}
-
-
-@pytest.fixture(scope="module")
-def full(smoke_repo, run):
-    repo, env = smoke_repo
-    run(["dvc", "repro"], repo, env)
-    return repo, env
 
 
 def test_outputs(full):

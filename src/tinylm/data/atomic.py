@@ -19,18 +19,17 @@ NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @contextmanager
-def _explained(path: str | Path, creating: bool = False) -> Iterator[None]:
-    """Re-raise a full disk met while writing `path` (and, when `creating` it, an unwritable folder) as an
-    OSError naming `path` and the fix; other errors pass unchanged."""
+def _explained(path: Path, creating_in: Path | None = None) -> Iterator[None]:
+    """Re-raise a full disk met while writing `path` (and, while creating files in folder `creating_in`, an
+    unwritable folder) as an OSError naming `path` and the fix; other errors pass unchanged."""
     try:
         yield
     except OSError as e:
-        path = Path(path)
         if e.errno in DISK_FULL:
             msg = (f"cannot write {path}: the disk is full ({e.strerror}); free space on it and re-run "
                    f"(the previous {path.name}, if any, is unchanged)")
-        elif creating and e.errno in NOT_WRITABLE:
-            folder = Path(e.filename).parent if e.filename else path.parent
+        elif creating_in and e.errno in NOT_WRITABLE:
+            folder = next(p for p in (creating_in, *creating_in.parents) if p.exists())  # the one that refused
             msg = (f"cannot write {path}: folder {folder} is not writable ({e.strerror}); make it writable "
                    f"(chmod u+w {folder}, or remount it read-write) or run from a writable copy")
         else:
@@ -42,7 +41,7 @@ def check_writable(folder: str | Path) -> None:
     """Create `folder` if needed and check that a file can be made in it, so that a stage fails before its
     work, not after, with the message of an unwritable folder."""
     folder = Path(folder)
-    with _explained(folder, creating=True):
+    with _explained(folder, creating_in=folder):
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
     os.close(fd)
@@ -53,7 +52,7 @@ def check_writable(folder: str | Path) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path`, on error it goes."""
     path = Path(path)
-    with _explained(path, creating=True):
+    with _explained(path, creating_in=path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
@@ -75,7 +74,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; on success it replaces `path` (mode 0644), on error it goes."""
     path = Path(path)
-    with _explained(path, creating=True):
+    with _explained(path, creating_in=path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
