@@ -143,13 +143,13 @@ def test_mlflow_ui_serves_the_runs(full, tmp_path):
             r["info"]["run_id"] for r in pipeline}
         assert any(m["key"] == "val/loss" for m in children[0]["data"]["metrics"])
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if chromium:  # a person's view of the runs table
+        if chromium:  # a person's view of the runs table: pretrain's decoder and encoder runs, side by side
             shot = repo / "reports" / "mlflow-ui.png"
             subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync", "--no-first-run",
                             f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,900",
                             "--virtual-time-budget=15000", f"--screenshot={shot}",
-                            f"{url}/#/experiments/{exps['pipeline']}"], check=True, timeout=120,
+                            f"{url}/#/experiments/{exps['pretrain']}/runs"], check=True, timeout=120,
                            capture_output=True)
             assert shot.stat().st_size > 10_000
     finally:
