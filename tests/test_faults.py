@@ -373,8 +373,15 @@ def ctrl_c_then_rerun(name: str, full: tuple[Path, dict], tmp: Path) -> None:
 def ctrl_c_results(full, tmp_path_factory) -> dict[str, BaseException | None]:
     """`ctrl_c_then_rerun` of every stage, two at a time (each stage runs on one core; CI has two): name -> the
     failure, or None."""
-    with ThreadPoolExecutor(2) as pool:
-        runs = {name: pool.submit(ctrl_c_then_rerun, name, full, tmp_path_factory.mktemp("ctrl-c")) for name in STAGES}
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:  # inherited (a runner started in the background): the stages would inherit it and ignore Ctrl-C
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            runs = {n: pool.submit(ctrl_c_then_rerun, n, full, tmp_path_factory.mktemp("ctrl-c")) for n in STAGES}
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return {name: run.exception() for name, run in runs.items()}
 
 
