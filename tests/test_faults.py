@@ -253,7 +253,7 @@ WORKING = {"download": ("pip download", 0), "prepare": ("parse plays", 0), "buil
            **dict.fromkeys(["pretrain@decoder", "pretrain@encoder", "sft", "classify", "train_seq2seq"],
                            ("GPU available", 0.5)),  # Lightning's Trainer is built: training starts
            "evaluate": (None, 0.5), "summarize": ("summarize: logging", 0)}
-# Hydra overrides that keep the expensive stages short: 10 training steps, 2 evaluation items.
+# Hydra overrides that keep the expensive stages short: 10 training steps, 2 evaluation items, 1 val batch.
 SHORTER = {"pretrain@decoder": ["trainer.max_steps=10"], "pretrain@encoder": ["encoder.train.max_steps=10"],
            "sft": ["sft.train.max_steps=10"], "classify": ["cls.train.max_steps=10"],
            "train_seq2seq": ["seq2seq.train.max_steps=10"], "evaluate": ["eval.max_items=2", "eval.beams=[2]"]}
@@ -264,7 +264,7 @@ def stage(name: str) -> tuple[list[str], list[str]]:
     base, _, item = name.partition("@")
     spec = json.loads(json.dumps(DVC[base]["do"] if item else DVC[base]).replace("${item}", item))
     outs = [next(iter(o)) if isinstance(o, dict) else o for k in ("outs", "metrics", "plots") for o in spec.get(k, [])]
-    shorter = ["experiment=smoke", *SHORTER[name]] if name in SHORTER else []
+    shorter = ["experiment=smoke", "trainer.val_batches=1", *SHORTER[name]] if name in SHORTER else []
     return [*spec["cmd"].split(), *shorter], outs
 
 
@@ -377,8 +377,8 @@ def ctrl_c_results(full, tmp_path_factory) -> dict[str, BaseException | None]:
     if ignored:  # inherited (a runner started in the background): the stages would inherit it and ignore Ctrl-C
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with ThreadPoolExecutor(2) as pool:
-            runs = {n: pool.submit(ctrl_c_then_rerun, n, full, tmp_path_factory.mktemp("ctrl-c")) for n in STAGES}
+        with ThreadPoolExecutor(2) as pool:  # the last stages first: they take longest
+            runs = {n: pool.submit(ctrl_c_then_rerun, n, full, tmp_path_factory.mktemp("ctrl-c")) for n in STAGES[::-1]}
     finally:
         if ignored:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
