@@ -40,7 +40,8 @@ def main(argv: list[str]) -> None:
     train_tokens, val_tokens = read_tokens(TOKENS, "train", TOKENIZER), read_tokens(TOKENS, "val", TOKENIZER)
     optim = optim_dict(tcfg)
     if group == "decoder":
-        module = CausalLMModule(mcfg.to_dict(), optim, seed=tcfg.seed, label_smoothing=tcfg.label_smoothing)
+        module = CausalLMModule(mcfg.to_dict(), optim, seed=tcfg.seed, label_smoothing=tcfg.label_smoothing,
+                                loss_average=tcfg.loss_average)
         window, collate = mcfg.block_size, None
     else:
         special = [tok.token_to_id(t) for t in SPECIAL_TOKENS]

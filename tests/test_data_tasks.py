@@ -40,17 +40,22 @@ def test_sft_items_come_from_their_split(setup):
         speeches = scene_of(corpus, split)
         others = {t for s in {"train", "val", "test"} - {split} for r in corpus[s] for t in r["speeches"]}
         for item in sft[split]:
-            passage = item["prompt"].split("\n", 1)[1]
-            if item["task"] == "continue":
-                passage = passage.split("\n", 1)[1]
+            body = item["prompt"].split("\n", 1)[1]
+            if item["task"] == "speaker":  # A:\n<a>\n\nB:\n<b>\n\n<passage>
+                *exchange, passage = body.split("\n\n")
+            else:  # SPEAKER:\n<passage>
+                named, passage = body.split(":\n", 1)
             assert passage in speeches and passage not in others
             row = speeches[passage]
+            i = row["speeches"].index(passage)
             if item["task"] == "speaker":
-                assert item["response"] == row["speakers"][row["speeches"].index(passage)]
+                assert item["response"] == row["speakers"][i] != row["speakers"][i - 1] and i >= 2
+                assert exchange == [f"{row['speakers'][j]}:\n{row['speeches'][j]}" for j in (i - 2, i - 1)]
+            else:
+                assert named == row["speakers"][i]
             if item["task"] == "play":
                 assert item["response"] == row["doc"] == item["doc"]
             if item["task"] == "continue":
-                i = row["speeches"].index(passage)
                 assert item["response"] == f"{row['speakers'][i + 1]}:\n{row['speeches'][i + 1]}"
 
 
@@ -63,7 +68,7 @@ def test_sft_caps_and_determinism(setup):
     assert stats["sft"]["train"] == {"items": 10, "continue": 5, "speaker": 5}
     assert stats["sft"]["val"] == {"items": 4, "continue": 2, "speaker": 2}
     speaker = sft["train"].filter(lambda t: t == "speaker", input_columns="task")
-    assert all(p.count("\n") == 1 for p in speaker["prompt"])
+    assert all(p.count("\n") == 7 for p in speaker["prompt"])  # question, two speakers with a line each, a line
     assert build_sft(corpus, small, seed=0)["train"]["prompt"] == sft["train"]["prompt"]
     assert build_sft(corpus, small, seed=1)["train"]["prompt"] != sft["train"]["prompt"]
 

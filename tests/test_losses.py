@@ -83,6 +83,20 @@ def test_sft_loss_smoothing_and_all_ignored_batch():
         sft_loss(logits, torch.full((1, 3), -100))
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_sft_loss_sample_average_weighs_every_sample_once(eps):
+    logits = torch.randn(3, 4, 6)
+    labels = torch.tensor([[-100, -100, 2, 5], [-100, 1, -100, -100], [-100, -100, -100, -100]])
+    per_sample = [szegedy(logits[0:1], labels[0:1], eps), szegedy(logits[1:2], labels[1:2], eps)]  # row 3: none
+    expected = sum(per_sample) / 2
+    assert sft_loss(logits, labels, eps, average="sample").item() == pytest.approx(expected, rel=1e-5)
+    assert sft_loss(logits, labels, eps, average="token").item() != pytest.approx(expected, rel=1e-3)
+    full = torch.randint(0, 6, (3, 4))  # every position labelled (pretraining rows): both averages agree
+    torch.testing.assert_close(sft_loss(logits, full, eps, "sample"), sft_loss(logits, full, eps, "token"))
+    with pytest.raises(ValueError, match="average must be 'token' or 'sample'"):
+        sft_loss(logits, labels, average="batch")
+
+
 def test_mlm_loss_only_masked_positions():
     logits = torch.randn(2, 5, 9)
     labels = torch.full((2, 5), -100)

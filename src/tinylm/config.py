@@ -108,6 +108,7 @@ class TrainerConfig:
     betas: list[float]
     grad_clip: float  # 0: off
     label_smoothing: float
+    loss_average: Literal["token", "sample"]  # SFT/seq2seq: mean over response tokens, or per sample first
     accumulate_grad_batches: int
     val_every: int
     val_batches: int

@@ -1,12 +1,18 @@
 """Task sets built from the corpus, the split respected: items of split s come only from scenes of split s.
 
-SFT (prompt -> response), from the plays' speeches:
-- speaker:  "Who speaks these lines?\\n<passage>"                -> the speaker's name
-- play:     "Which play is this from?\\n<passage>"               -> the play's title
+SFT (prompt -> response), from the plays' speeches, written as the script writes them ("NAME:\\nlines"):
+- speaker:  "Who speaks the last lines?\\n<A>:\\n<a>\\n\\n<B>:\\n<b>\\n\\n<passage>"  -> the speaker's name
+- play:     "Which play is this from?\\n<SPEAKER>:\\n<passage>"   -> the play's title
 - continue: "Continue the scene.\\n<SPEAKER>:\\n<passage>"        -> "<NEXT SPEAKER>:\\n<their passage>"
 A passage is the first `passage_lines` verse lines of a speech (stage directions left out), at least 40
-characters. Optional instruction data (tinylm.data.instructions) is added as task "instructions", split
-by hash with the corpus's fractions. Splits: train (at most max_train_items per task), val and test (at
+characters; <a> and <b> are the first passage_lines // 2 (at least one) lines of the two speeches before
+it, by A and B (B is not the speaker; A may be: 63% of such turns in the training plays go back to A).
+The speaker task shows the exchange before the lines and the play task the speaker: the clues a reader of
+the script has. Without them, naming the speaker of four bare lines among ~700 characters, or their play
+among 38, is beyond a model of a few million parameters: the one trained by the default pipeline answered
+(nearly) every item with the same name, at or below the majority answer's accuracy.
+Optional instruction data (tinylm.data.instructions) is added as task "instructions", split by hash with
+the corpus's fractions. Splits: train (at most max_train_items per task), val and test (at
 most max_eval_items per task each).
 
 Classification (passage -> genre, for the encoder): windows of `passage_lines` verse lines (plays: speaker
@@ -24,7 +30,7 @@ import datasets
 from tinylm.data.corpus import SPLITS, assign_splits, speeches_of, to_dataset
 
 SFT_FEATURES = datasets.Features({k: datasets.Value("string") for k in ("task", "doc", "prompt", "response")})
-PROMPTS = {"speaker": "Who speaks these lines?", "play": "Which play is this from?",
+PROMPTS = {"speaker": "Who speaks the last lines?", "play": "Which play is this from?",
            "continue": "Continue the scene."}
 MIN_PASSAGE_CHARS = 40
 
@@ -44,15 +50,17 @@ def play_items(rows, tasks: list[str], n_lines: int) -> dict[str, list[dict]]:
     out = {t: [] for t in tasks}
     for row in rows:
         speeches = [(s, passage(t, n_lines)) for s, t in speeches_of(row)]
+        context = [f"{s}:\n{passage(t, max(1, n_lines // 2))}" for s, t in speeches_of(row)]
         for i, (speaker, text) in enumerate(speeches):
             if len(text) < MIN_PASSAGE_CHARS:
                 continue
             item = {"doc": row["doc"]}
-            if "speaker" in out:
-                out["speaker"].append({**item, "prompt": f"{PROMPTS['speaker']}\n{text}",
-                                       "response": speaker})
+            if "speaker" in out and i >= 2 and speeches[i - 1][0] != speaker:
+                prompt = "\n\n".join([f"{PROMPTS['speaker']}\n{context[i - 2]}", context[i - 1], text])
+                out["speaker"].append({**item, "prompt": prompt, "response": speaker})
             if "play" in out:
-                out["play"].append({**item, "prompt": f"{PROMPTS['play']}\n{text}", "response": row["doc"]})
+                out["play"].append({**item, "prompt": f"{PROMPTS['play']}\n{speaker}:\n{text}",
+                                    "response": row["doc"]})
             if "continue" in out and i + 1 < len(speeches):
                 nxt, reply = speeches[i + 1]
                 if nxt != speaker and len(reply) >= MIN_PASSAGE_CHARS:

@@ -3,24 +3,26 @@
     loss = mean over t with labels[t] != -100 of CE_eps(logits[t], labels[t])  (+ Baichuan max-z loss)
 
 Pretraining batches label every next token; SFT batches put -100 on prompt and padding so only response
-tokens count (the course's "SFT loss"). Validation reports plain cross-entropy and perplexity exp(loss).
+tokens count (the course's "SFT loss"), averaged per token or per sample (`loss_average`, see sft_loss).
+Validation reports plain cross-entropy and perplexity exp(loss).
 """
 
 from tinylm.models import ModelConfig, build_model
 from tinylm.training.base import TinyLMModule
-from tinylm.training.losses import label_smoothed_cross_entropy, max_z_loss
+from tinylm.training.losses import label_smoothed_cross_entropy, max_z_loss, sft_loss
 
 
 class CausalLMModule(TinyLMModule):
     log_ppl = True
 
-    def __init__(self, model_config: dict, optim: dict, seed: int = 0, label_smoothing: float = 0.0):
+    def __init__(self, model_config: dict, optim: dict, seed: int = 0, label_smoothing: float = 0.0,
+                 loss_average: str = "token"):
         super().__init__(optim, seed)
         self.save_hyperparameters()
         self.model = build_model(ModelConfig(**model_config))
         if self.model.config.arch != "gpt":
             raise ValueError(f"CausalLMModule trains decoder-only models, got arch={self.model.config.arch!r}")
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.loss_average = label_smoothing, loss_average
 
     def forward(self, input_ids, attention_mask=None):
         return self.model(input_ids, attention_mask)
@@ -28,7 +30,7 @@ class CausalLMModule(TinyLMModule):
     def training_step(self, batch, batch_idx):
         logits = self.model(batch["input_ids"], batch.get("attention_mask"))
         labels = batch["labels"]
-        loss = label_smoothed_cross_entropy(logits, labels, self.label_smoothing)
+        loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average)
         self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
         w = self.model.config.z_loss_weight
         if w:

@@ -7,8 +7,11 @@ The Annotated Transformer instead builds q with eps / (V - 2) on every class exc
 padding index and minimises KL(q || p) = H(q, p) - H(q): a different constant (the entropy of q), a
 slightly different q, and gradients that differ accordingly; we follow torch so values are comparable.
 
-SFT loss: labels[t] is the target of logits[t] (already shifted); -100 marks prompt and padding, so the
-mean runs over response tokens only.
+SFT loss: labels[t] is the target of logits[t] (already shifted); -100 marks prompt and padding, so only
+response tokens count. average="token": the mean over every response token of the batch (long responses
+weigh more); average="sample": the mean over samples of each sample's mean over its response tokens, so a
+one-token answer (a speaker's name) counts as much as a four-line continuation. For pretraining rows, all
+of one length, the two are equal.
 MLM loss: cross-entropy at masked positions only (labels -100 elsewhere).
 Max-z loss (Baichuan 2): z_weight * mean_t(max_c logits_tc ^ 2), which keeps logits from drifting large
 and stabilises training and inference-time sampling.
@@ -32,11 +35,23 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, sm
                            ignore_index=ignore_index, label_smoothing=smoothing)
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over response tokens: logits (B, T, V), labels (B, T) with -100 elsewhere."""
-    if not (labels != -100).any():
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0,
+             average: str = "token") -> torch.Tensor:
+    """Cross-entropy over response tokens, averaged per token or per sample (see the module docstring):
+    logits (B, T, V), labels (B, T) with -100 elsewhere."""
+    counts = (labels != -100).sum(-1)  # (B,)
+    if not bool(counts.any()):
         raise ValueError("sft_loss got a batch with no response tokens (every label is -100): drop such samples")
-    return label_smoothed_cross_entropy(logits, labels, smoothing)
+    if average == "token":
+        return label_smoothed_cross_entropy(logits, labels, smoothing)
+    if average != "sample":
+        raise ValueError(f"average must be 'token' or 'sample', got {average!r}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+    per_token = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100,
+                                label_smoothing=smoothing, reduction="none").view(labels.shape)  # 0 where ignored
+    kept = counts > 0
+    return (per_token.sum(-1)[kept] / counts[kept]).mean()
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

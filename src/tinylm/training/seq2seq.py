@@ -4,25 +4,26 @@ Validation reports plain cross-entropy and perplexity."""
 
 from tinylm.models import ModelConfig, build_model
 from tinylm.training.base import TinyLMModule
-from tinylm.training.losses import label_smoothed_cross_entropy
+from tinylm.training.losses import label_smoothed_cross_entropy, sft_loss
 
 
 class Seq2SeqModule(TinyLMModule):
     log_ppl = True
 
-    def __init__(self, model_config: dict, optim: dict, seed: int = 0, label_smoothing: float = 0.1):
+    def __init__(self, model_config: dict, optim: dict, seed: int = 0, label_smoothing: float = 0.1,
+                 loss_average: str = "token"):
         super().__init__(optim, seed)
         self.save_hyperparameters()
         self.model = build_model(ModelConfig(**model_config))
         if self.model.config.arch != "seq2seq":
             raise ValueError(f"Seq2SeqModule trains encoder-decoders, got arch={self.model.config.arch!r}")
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.loss_average = label_smoothing, loss_average
 
     def _logits(self, batch):
         return self.model(batch["src_ids"], batch["tgt_ids"], batch.get("src_mask"), batch.get("tgt_mask"))
 
     def training_step(self, batch, batch_idx):
-        loss = label_smoothed_cross_entropy(self._logits(batch), batch["labels"], self.label_smoothing)
+        loss = sft_loss(self._logits(batch), batch["labels"], self.label_smoothing, self.loss_average)
         self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
         self.count_tokens(batch["src_ids"].numel() + batch["tgt_ids"].numel())
         return self.check_finite(loss)
