@@ -76,8 +76,9 @@ class GPT(nn.Module):
             extra = dict(rope=self.rope, positions=pos)
         elif self.config.position == "alibi":
             extra = dict(attn_bias=alibi_bias(self.config.n_head, pos, key_pos))
+        key_mask = attention_mask.bool() if attention_mask is not None else None  # once, not once per layer
         for i, block in enumerate(self.transformer.h):
-            x = block(x, key_mask=attention_mask, causal=True, cache=cache, layer=i, **extra)
+            x = block(x, key_mask=key_mask, causal=True, cache=cache, layer=i, **extra)
         x = self.transformer.ln_f(x[:, -logits_to_keep:])  # logits_to_keep = 0 keeps all: x[:, -0:] is x
         w = self.lm_head.weight
         return F.linear(x, F.normalize(w, dim=-1) if self.config.norm_head else w)  # (B, T, V)

@@ -4,8 +4,7 @@ A decoder's self-attention at step t needs the keys and values of every earlier 
 costs O(T) forward passes per step; caching them makes each step one token. Buffers are preallocated per
 layer as (B, H_kv, max_len, D) on first use and filled left to right; cross-attention keys/values (computed
 once from the encoder output) are kept per layer too. `reorder(index)` picks batch rows, as beam search
-needs after each step: in place, copying only the rows that change (index[r] != r) and only their filled
-positions, since most beams usually continue their own row and the buffers are sized for the whole call.
+needs after each step.
 """
 
 import torch
@@ -40,23 +39,9 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (LongTensor (B',)) in every buffer, in that order (rows may repeat)."""
-        rows = next(iter(self.k.values()), None)
-        if rows is None or index.numel() != rows.size(0):  # a new batch size (prefill -> beams): copy all
-            for store in (self.k, self.v):
-                for layer, buf in store.items():
-                    store[layer] = buf.index_select(0, index)
-            for layer, (k, v) in self.cross.items():
-                self.cross[layer] = (k.index_select(0, index), v.index_select(0, index))
-            return
-        moved = (index != torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)
-        if moved.numel() == 0:
-            return
-        source = index[moved]
-        for layer in self.k:
-            for buf in (self.k[layer], self.v[layer]):
-                filled = buf[:, :, :self.lengths[layer]]
-                filled.index_copy_(0, moved, filled.index_select(0, source))  # gather first: sources may move
-        for k, v in self.cross.values():
-            for buf in (k, v):
-                buf.index_copy_(0, moved, buf.index_select(0, source))
+        """Keep batch rows `index` (LongTensor (B',)) in every buffer, in that order."""
+        for store in (self.k, self.v):
+            for layer, buf in store.items():
+                store[layer] = buf.index_select(0, index)
+        for layer, (k, v) in self.cross.items():
+            self.cross[layer] = (k.index_select(0, index), v.index_select(0, index))
