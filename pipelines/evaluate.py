@@ -3,15 +3,19 @@ the SFT decoder and the encoder-decoder; perplexity of the pretrained and SFT de
 and genre accuracy beside the majority class and the SFT decoder's zero-shot answer to the same question.
 
 Writes reports/eval/: metrics.json (model/task/decoder), generations.jsonl, by_decoder.csv, PNG charts and
-report.md; all logged to MLflow.
+report.md, all made in a staging folder and then renamed into place together (an interrupted run leaves the
+previous set, not a mix); all logged to MLflow.
 
     python pipelines/evaluate.py [hydra overrides, e.g. eval.max_items=20]
 """
 
 import json
+import os
 import sys
+import tempfile
 from collections import Counter, defaultdict
 from dataclasses import asdict
+from pathlib import Path
 
 import datasets
 import mlflow
@@ -32,6 +36,7 @@ from tinylm.training.fit import set_threads
 
 OUT = REPORTS / "eval"
 GENRE_PROMPT = "Which genre is this passage from?\n"
+SHORT_ANSWERS = {"speaker", "play"}  # a name or a title: eval.max_answer_tokens, the rest eval.max_new_tokens
 
 
 def test_items(max_items: int) -> dict[str, list[dict]]:
@@ -68,13 +73,14 @@ def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders:
     out = {"tasks": {}, "beam_vs_greedy": {}}
     logps = defaultdict(list)  # decoder -> log-probs over all items, in order
     for task, rows in items.items():
-        keep = model.config.block_size - (1 if seq2seq else cfg.eval.max_new_tokens)  # prompt + answer <= context
+        new_tokens = cfg.eval.max_answer_tokens if task in SHORT_ANSWERS else cfg.eval.max_new_tokens
+        keep = model.config.block_size - (1 if seq2seq else new_tokens)  # prompt + answer <= context
         prompts = [(r["src_ids"] if seq2seq else r["prompt_ids"])[-keep:] for r in rows]
         refs = [r["response"] for r in rows]
         out["tasks"][task] = {}
         texts_by = {}
         for d in decoders:
-            gen = generate(model, prompts, d, eos_id=eos, pad_id=pad, max_new_tokens=cfg.eval.max_new_tokens,
+            gen = generate(model, prompts, d, eos_id=eos, pad_id=pad, max_new_tokens=new_tokens,
                            batch_size=cfg.eval.batch_size, length_penalty=cfg.eval.length_penalty, seq2seq=seq2seq,
                            start_id=eos, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                            seed=cfg.trainer.seed)
@@ -147,15 +153,19 @@ def main(argv: list[str]) -> None:
             "genre_acc": enc_acc, "decoder_genre_acc": dec_acc,
             "genre_majority_acc": sum(r["labels"] == majority for r in test) / len(test)}
         table = report.rows(metrics, ["decoder-sft", "seq2seq"])
-        write_json(OUT / "metrics.json", metrics)
-        write_text(OUT / "generations.jsonl", "".join(json.dumps(g) + "\n" for g in generations))
-        report.write_csv(OUT / "by_decoder.csv", table)
-        pngs = report.plot(table, OUT)
         per_task = defaultdict(list)
         for g in generations:
             per_task[(g["model"], g["task"])].append(g)
         examples = [g for group in per_task.values() for g in group[:2]]
-        write_text(OUT / "report.md", report.markdown(metrics, table, examples, decoders))
+        with tempfile.TemporaryDirectory(dir=OUT) as staged:  # every output made first, then renamed together
+            staged = Path(staged)
+            write_json(staged / "metrics.json", metrics)
+            write_text(staged / "generations.jsonl", "".join(json.dumps(g) + "\n" for g in generations))
+            report.write_csv(staged / "by_decoder.csv", table)
+            pngs = [OUT / p.name for p in report.plot(table, staged)]
+            write_text(staged / "report.md", report.markdown(metrics, table, examples, decoders))
+            for made in sorted(staged.iterdir()):
+                os.replace(made, OUT / made.name)
         mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items()})
         mlflow.log_table({"model": [g["model"] for g in generations], "task": [g["task"] for g in generations],
                           "prompt": [g["prompt"] for g in generations],

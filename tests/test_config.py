@@ -88,6 +88,8 @@ def bad(default: dict, key: str, value) -> dict:
     ("sft.tasks", ["poem"], "sft.tasks=['poem']: each task one of ['speaker', 'play', 'continue']"),
     ("sft.instructions", {"source": "files"}, "sft.instructions.path: missing key"),
     ("eval.max_new_tokens", 128, "eval.max_new_tokens=128: must be < decoder.block_size=128"),
+    ("eval.max_answer_tokens", 200, "eval.max_answer_tokens=200: must be < decoder.block_size=128"),
+    ("eval.max_answer_tokens", 0, "max_answer_tokens"),
     ("cls", None, "cls=None: expected a mapping of ClsConfig fields"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, message):

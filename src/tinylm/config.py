@@ -197,7 +197,8 @@ class EvalConfig:
     """Greedy vs beam search on the SFT test set (group `eval`)."""
 
     max_items: int  # per task
-    max_new_tokens: int
+    max_new_tokens: int  # continuations (and instruction answers)
+    max_answer_tokens: int  # a name or a title (speaker, play): a short budget leaves the prompt its context
     beams: list[int]  # beam widths compared with greedy (and sampling)
     temperature: float  # sampling
     top_p: float
@@ -209,7 +210,7 @@ class EvalConfig:
               "a non-empty list of beam widths >= 2 (width 1 is greedy)")
         _need(self.temperature > 0, "temperature", self.temperature, "must be > 0")
         _need(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
-        for key in ("max_items", "max_new_tokens", "batch_size"):
+        for key in ("max_items", "max_new_tokens", "max_answer_tokens", "batch_size"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
 
 
@@ -304,9 +305,10 @@ class Config:
             if n > limit:
                 raise ConfigError(f"{key}={n}: samples must fit the model's context, {limit_key}={limit}; "
                                   f"lower {key} or raise {limit_key}")
-        if self.eval.max_new_tokens >= models["decoder"].block_size:
-            raise ConfigError(f"eval.max_new_tokens={self.eval.max_new_tokens}: must be < decoder.block_size="
-                              f"{models['decoder'].block_size} (prompt and answer share the context)")
+        for key in ("max_new_tokens", "max_answer_tokens"):
+            if getattr(self.eval, key) >= models["decoder"].block_size:
+                raise ConfigError(f"eval.{key}={getattr(self.eval, key)}: must be < decoder.block_size="
+                                  f"{models['decoder'].block_size} (prompt and answer share the context)")
 
     def trainer_for(self, group: str) -> TrainerConfig:
         """The trainer config of a training group ("decoder", "encoder", "seq2seq", "sft", "cls")."""
