@@ -23,6 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
@@ -294,6 +295,9 @@ _worker: tuple[BPETokenizer, np.dtype, Literal["all"] | Collection[str]] | None 
 
 
 def _start_worker(tokenizer: BPETokenizer, dtype: np.dtype, allowed_special: Literal["all"] | Collection[str]) -> None:
+    # Ctrl-C reaches the whole process group: only the parent handles it (closing the pool terminates the
+    # workers); a worker dying of KeyboardInterrupt mid-task would leave the pool waiting for its result.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     global _worker
     _worker = (tokenizer, dtype, allowed_special)
 
