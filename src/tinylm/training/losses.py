@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 
 def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, smoothing: float,
-                                 ignore_index: int = -100) -> torch.Tensor:
+                                 ignore_index: int = -100, reduction: str = "mean") -> torch.Tensor:
     """Mean over non-ignored targets of (1 - eps) * NLL + eps * mean_c(-log p_c); logits (..., V).
+    reduction="none": the per-target values instead, flat, 0 at ignored targets.
 
     Computed by torch's fused cross-entropy kernel, which implements exactly this form (an explicit
     log_softmax + gather + boolean mask made a whole CPU training step 1.4x slower); tests check the value
@@ -32,7 +33,7 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, sm
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                           ignore_index=ignore_index, label_smoothing=smoothing)
+                           ignore_index=ignore_index, label_smoothing=smoothing, reduction=reduction)
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0,
@@ -46,10 +47,7 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0,
         return label_smoothed_cross_entropy(logits, labels, smoothing)
     if average != "sample":
         raise ValueError(f"average must be 'token' or 'sample', got {average!r}")
-    if not 0.0 <= smoothing < 1.0:
-        raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
-    per_token = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100,
-                                label_smoothing=smoothing, reduction="none").view(labels.shape)  # 0 where ignored
+    per_token = label_smoothed_cross_entropy(logits, labels, smoothing, reduction="none").view(labels.shape)
     kept = counts > 0
     return (per_token.sum(-1)[kept] / counts[kept]).mean()
 
