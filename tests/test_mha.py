@@ -139,8 +139,33 @@ def test_kv_cache_reorder_picks_rows():
     torch.testing.assert_close(k_all[:, :, :4], k[index])
     torch.testing.assert_close(v_all[:, :, :4], v[index])
     assert (k_all[:, :, 4] == 0).all() and (v_all[:, :, 4] == 1).all()
-    torch.testing.assert_close(cache.cross[0][0], k[index])
-    torch.testing.assert_close(cache.cross[0][1], v[index])
+    torch.testing.assert_close(cache.cross_kv(0)[0], k[index])
+    torch.testing.assert_close(cache.cross_kv(0)[1], v[index])
+
+
+def test_kv_cache_reorders_within_groups_like_eager_gathers():
+    """Lazy gathers into reused buffers, skipping the shared prefix, equal gathering everything each step."""
+    g = torch.Generator().manual_seed(0)
+    groups, per, prefix = 2, 3, 4
+    cache, rows = KVCache(max_len=12), groups * per
+    k = torch.randn(groups, 2, prefix, 5, generator=g).repeat_interleave(per, 0)  # each group shares a prefix
+    v = torch.randn(groups, 2, prefix, 5, generator=g).repeat_interleave(per, 0)
+    cross = (torch.randn(groups, 2, 7, 5, generator=g).repeat_interleave(per, 0),) * 2
+    cache.update(0, k, v)
+    cache.cross[0] = cross
+    ref_k, ref_v = k, v
+    for step in range(6):
+        index = torch.cat([grp * per + torch.randint(0, per, (per,), generator=g) for grp in range(groups)])
+        cache.reorder(index, shared=prefix)
+        if step % 2:  # two reorders between reads compose
+            index2 = torch.cat([grp * per + torch.randint(0, per, (per,), generator=g) for grp in range(groups)])
+            cache.reorder(index2, shared=prefix)
+            index = index[index2]
+        new_k, new_v = torch.randn(rows, 2, 1, 5, generator=g), torch.randn(rows, 2, 1, 5, generator=g)
+        ref_k, ref_v = torch.cat([ref_k[index], new_k], 2), torch.cat([ref_v[index], new_v], 2)
+        k_all, v_all = cache.update(0, new_k, new_v)
+        assert torch.equal(k_all, ref_k) and torch.equal(v_all, ref_v)
+        assert torch.equal(cache.cross_kv(0)[0], cross[0])
 
 
 def test_kv_cache_overflow_raises():

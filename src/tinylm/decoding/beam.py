@@ -117,7 +117,7 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
         all_full = early_stopping is True and bool(fin_done.all())
         if not bool(improvable.any()) or all_full or bool(ends.all()):
             break
-        steps.reorder((first_row + parent).view(-1))
+        steps.reorder((first_row + parent).view(-1), within_items=True)
         steps.append(cand_tok.gather(1, keep).view(-1))
 
     n = num_return_sequences

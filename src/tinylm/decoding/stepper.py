@@ -54,7 +54,7 @@ class Stepper:
                              f"{max(block - max_new_tokens, 0)} prompt tokens")
         self.ids = torch.cat([prompt, prompt.new_zeros(B, max_new_tokens)], dim=1)
         self.n = self.prompt_len  # tokens so far
-        # sized for this call, not block_size: beam search copies the whole cache when it reorders rows
+        # sized for this call, not block_size: beam search keeps two sets of buffers (see KVCache.reorder)
         self.cache = KVCache(self.prompt_len + max_new_tokens) if use_cache else None
 
     def next_logits(self) -> torch.Tensor:
@@ -73,13 +73,18 @@ class Stepper:
         self.ids[:, self.n] = tokens
         self.n += 1
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep rows `index` (LongTensor) of everything, in that order (rows may repeat)."""
-        for name in ("ids", "mask", "memory", "src_mask"):
+    def reorder(self, index: torch.Tensor, within_items: bool = False) -> None:
+        """Keep rows `index` (LongTensor) of everything, in that order (rows may repeat).
+
+        within_items: every row i and row index[i] continue the same input (beams of one item), so their
+        prompt, masks, encoder output and the prompt's keys and values are equal and stay where they are.
+        """
+        names = ("ids",) if within_items else ("ids", "mask", "memory", "src_mask")
+        for name in names:
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name).index_select(0, index))
         if self.cache is not None:
-            self.cache.reorder(index)
+            self.cache.reorder(index, shared=self.prompt_len if within_items else 0)
 
     def output(self) -> torch.Tensor:
         """(rows, n): prompt (decoder-only) or decoder start token (encoder-decoder) + generated tokens."""
