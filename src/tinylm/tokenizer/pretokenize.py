@@ -66,11 +66,12 @@ class Pretokenizer:
                 "every alternative must consume at least one character"
             )
         self.pattern = pattern
-        self._findall = regex.compile(_matches_and_gaps(pattern)).findall
         ascii_pattern = _ASCII_TRANSCRIPTIONS.get(pattern)
-        self._findall_ascii = (
-            re.compile(_matches_and_gaps(ascii_pattern), re.ASCII).findall if ascii_pattern else self._findall
-        )
+        if ascii_pattern:  # a built-in pattern: it matches every character, so there are no gaps to catch
+            self._findall = regex.compile(pattern).findall
+            self._findall_ascii = re.compile(ascii_pattern, re.ASCII).findall
+        else:
+            self._findall = self._findall_ascii = regex.compile(_matches_and_gaps(pattern)).findall
 
     def split(self, text: str) -> list[str]:
         """The pre-tokens of ``text``, in order; they concatenate back to ``text``."""

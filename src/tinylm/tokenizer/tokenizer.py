@@ -20,13 +20,14 @@ Contract:
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import re
 import signal
 import warnings
+from array import array
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from itertools import chain
 from pathlib import Path
 from typing import Literal
 
@@ -89,7 +90,10 @@ class BPETokenizer:
         self._pieces = PieceEncoder(
             byte_ids=[self._vocab[BYTE_TO_CHAR[b]] for b in range(256)],
             merges=[(self._vocab[a], self._vocab[b], self._vocab[a + b]) for a, b in self._merges],
+            typecode="H" if len(self._vocab) <= 1 << 16 else "I",
         )
+        self._id_dtype = np.dtype(np.uint16 if self._pieces.typecode == "H" else np.uint32)
+        self._special_ids = {t: array(self._pieces.typecode, [self._vocab[t]]).tobytes() for t in specials}
         self._all_specials = _special_splitter(self._special_tokens)
 
     # ----------------------------------------------------------------------------------------- training
@@ -145,18 +149,20 @@ class BPETokenizer:
     def encode(self, text: str, allowed_special: Literal["all"] | Collection[str] = "all") -> list[int]:
         """Token ids of ``text``. ``allowed_special``: the special tokens to recognise in it ("all", or a
         collection of registered special tokens; others are encoded as plain text)."""
+        return self._encode_array(text, allowed_special).tolist()
+
+    def _encode_array(self, text: str, allowed_special: Literal["all"] | Collection[str]) -> np.ndarray:
+        """The ids of ``text`` as a read-only uint16 (uint32 past 65,536 tokens) array over the joined bytes."""
         if not isinstance(text, str):
             raise TypeError(f"encode takes a str, got {type(text).__name__}")
         splitter = self._all_specials if allowed_special == "all" else self._splitter(allowed_special)
         if splitter is None:
-            return self._encode_ordinary(text)
-        ids: list[int] = []
-        for n, part in enumerate(splitter.split(text)):
-            if n % 2:
-                ids.append(self._vocab[part])
-            elif part:
-                ids += self._encode_ordinary(part)
-        return ids
+            return np.frombuffer(self._encode_ordinary(text), self._id_dtype)
+        parts = [
+            self._special_ids[part] if n % 2 else self._encode_ordinary(part)
+            for n, part in enumerate(splitter.split(text))
+        ]
+        return np.frombuffer(b"".join(parts), self._id_dtype)
 
     def encode_batch(
         self,
@@ -191,11 +197,11 @@ class BPETokenizer:
         if allowed_special != "all":
             self._splitter(allowed_special)  # raises on tokens that are not specials, before any work
         if num_workers == 1:
-            return (np.asarray(self.encode(text, allowed_special), dtype) for text in texts)
+            return (self._encode_array(text, allowed_special).astype(dtype) for text in texts)
         return _encode_in_pool(num_workers, (self, dtype, allowed_special), texts)
 
-    def _encode_ordinary(self, text: str) -> list[int]:
-        return list(chain.from_iterable(map(self._pieces.__getitem__, self._pretokenizer.split(text))))
+    def _encode_ordinary(self, text: str) -> bytes:
+        return b"".join(map(self._pieces.__getitem__, self._pretokenizer.split(text)))
 
     def _splitter(self, allowed_special: Collection[str]) -> re.Pattern[str] | None:
         if isinstance(allowed_special, str):
@@ -303,10 +309,18 @@ def _start_worker(tokenizer: BPETokenizer, dtype: np.dtype, allowed_special: Lit
 
 
 def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.ndarray]:
-    with multiprocessing.Pool(n, initializer=_start_worker, initargs=worker) as pool:
+    # Forked workers share the parent's heap copy-on-write; a garbage collection in a worker writes to every
+    # object it traverses, copying the pages of everything it inherited (Python's gc docs: freeze before
+    # fork). Frozen objects are left out of collections.
+    gc.freeze()
+    try:
+        pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
+    finally:
+        gc.unfreeze()
+    with pool:
         yield from pool.imap(_encode_in_worker, texts)
 
 
 def _encode_in_worker(text: str) -> np.ndarray:
     tokenizer, dtype, allowed_special = _worker
-    return np.asarray(tokenizer.encode(text, allowed_special), dtype)
+    return tokenizer._encode_array(text, allowed_special).astype(dtype)
