@@ -63,19 +63,16 @@ class PieceEncoder(dict[str, bytes]):
     def _merge_short(self, ids: list[int]) -> list[int]:
         code = self._code.get
         codes = list(map(code, pairwise(ids), repeat(_NO_MERGE)))
-        while codes:
-            best = min(codes)
-            if best == _NO_MERGE:
-                break
+        codes.append(_NO_MERGE)  # codes[i]: the pair (ids[i], ids[i + 1]); the last symbol has none
+        best = min(codes)
+        while best != _NO_MERGE:
             j = codes.index(best)
-            new = best & _LOW
-            ids[j : j + 2] = (new,)
-            if j + 1 < len(ids):
-                codes[j : j + 2] = (code((new, ids[j + 1]), _NO_MERGE),)
-            else:
-                del codes[j]
+            new = ids[j] = best & _LOW
+            del ids[j + 1], codes[j + 1]
+            codes[j] = code((new, ids[j + 1]), _NO_MERGE) if j + 1 < len(ids) else _NO_MERGE
             if j:
                 codes[j - 1] = code((ids[j - 1], new), _NO_MERGE)
+            best = min(codes)
         return ids
 
     def _merge_long(self, ids: list[int]) -> list[int]:
