@@ -47,8 +47,8 @@ def raw_loop(model, data, call) -> float:
     return (len(data) - 3) * data[0]["input_ids"].numel() / (time.perf_counter() - t)
 
 
-def ours(model, b):
-    return label_smoothed_cross_entropy(model(b["input_ids"]), b["labels"], 0.0)
+def ours(model, b):  # as CausalLMModule.training_step: the output layer fused with the loss
+    return model(b["input_ids"], targets=b["labels"])
 
 
 def hf(model, b):

@@ -15,6 +15,7 @@ from tinylm.models.config import ModelConfig
 from tinylm.models.init import init_weights
 from tinylm.nn.block import Block
 from tinylm.nn.kv_cache import KVCache
+from tinylm.nn.linear_cross_entropy import linear_cross_entropy
 from tinylm.nn.norms import build_norm
 from tinylm.nn.positions import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding, alibi_bias
 
@@ -51,11 +52,15 @@ class GPT(nn.Module):
         return KVCache(self.config.block_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, logits_to_keep: int = 0) -> torch.Tensor:
+                cache: KVCache | None = None, logits_to_keep: int = 0, targets: torch.Tensor | None = None,
+                target_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
         """input_ids (B, T) -> logits (B, T, V). attention_mask (B, past + T): 1 = real token, 0 = padding.
 
         logits_to_keep = n > 0: logits of the last n positions only, (B, n, V) (as in `transformers`):
         a decoding prefill needs one, and the output layer is the largest matmul of a small model.
+        targets (B, T) (-100 = ignored): return the loss sum_t w_t CE_eps(logits_t, targets_t) instead, with
+        w = target_weights (B, T) (default: the mean over non-ignored targets) and eps = label_smoothing,
+        computed chunk by chunk with the output layer (`tinylm.nn.linear_cross_entropy`): no (B, T, V) logits.
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
@@ -81,4 +86,8 @@ class GPT(nn.Module):
             x = block(x, key_mask=key_mask, causal=True, cache=cache, layer=i, **extra)
         x = self.transformer.ln_f(x[:, -logits_to_keep:])  # logits_to_keep = 0 keeps all: x[:, -0:] is x
         w = self.lm_head.weight
-        return F.linear(x, F.normalize(w, dim=-1) if self.config.norm_head else w)  # (B, T, V)
+        w = F.normalize(w, dim=-1) if self.config.norm_head else w
+        if targets is not None:
+            weights = target_weights.flatten() if target_weights is not None else None
+            return linear_cross_entropy(x.flatten(0, 1), w, targets.flatten(), weights, label_smoothing)
+        return F.linear(x, w)  # (B, T, V)

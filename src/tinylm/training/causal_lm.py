@@ -9,7 +9,7 @@ Validation reports plain cross-entropy and perplexity exp(loss).
 
 from tinylm.models import ModelConfig, build_model
 from tinylm.training.base import TinyLMModule
-from tinylm.training.losses import label_smoothed_cross_entropy, max_z_loss, sft_loss
+from tinylm.training.losses import max_z_loss, sft_loss, target_weights
 
 
 class CausalLMModule(TinyLMModule):
@@ -28,20 +28,23 @@ class CausalLMModule(TinyLMModule):
         return self.model(input_ids, attention_mask)
 
     def training_step(self, batch, batch_idx):
-        logits = self.model(batch["input_ids"], batch.get("attention_mask"))
-        labels = batch["labels"]
-        loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average)
-        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
         w = self.model.config.z_loss_weight
-        if w:
+        if w:  # the max-z loss needs the logits
+            logits = self.model(ids, mask)
+            loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average)
             z = max_z_loss(logits, w, mask=(labels != -100).float())
+        else:  # the output layer fused with the loss: no (B, T, V) logits
+            loss = self.model(ids, mask, targets=labels, target_weights=target_weights(labels, self.loss_average),
+                              label_smoothing=self.label_smoothing)
+        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        if w:
             self.log("train/z_loss", z, on_step=True, rank_zero_only=True)
             loss = loss + z
-        self.count_tokens(batch["input_ids"].numel())
+        self.count_tokens(ids.numel())
         return self.check_finite(loss)
 
     def validation_step(self, batch, batch_idx):
-        logits = self.model(batch["input_ids"], batch.get("attention_mask"))
         n = (batch["labels"] != -100).sum()
-        loss = label_smoothed_cross_entropy(logits, batch["labels"], 0.0)
+        loss = self.model(batch["input_ids"], batch.get("attention_mask"), targets=batch["labels"])
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=int(n), sync_dist=True)

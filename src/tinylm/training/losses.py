@@ -36,20 +36,28 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, sm
                            ignore_index=ignore_index, label_smoothing=smoothing, reduction=reduction)
 
 
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0,
-             average: str = "token") -> torch.Tensor:
-    """Cross-entropy over response tokens, averaged per token or per sample (see the module docstring):
-    logits (B, T, V), labels (B, T) with -100 elsewhere."""
-    counts = (labels != -100).sum(-1)  # (B,)
+def target_weights(labels: torch.Tensor, average: str = "token") -> torch.Tensor:
+    """Per-target weights w (B, T) with sft_loss = sum_t w_t CE_eps(logits_t, labels_t): "token": 1 / the
+    number of response tokens; "sample": 1 / (the sample's response tokens x the samples that have any)."""
+    valid = labels != -100
+    counts = valid.sum(-1)  # (B,)
     if not bool(counts.any()):
         raise ValueError("sft_loss got a batch with no response tokens (every label is -100): drop such samples")
     if average == "token":
-        return label_smoothed_cross_entropy(logits, labels, smoothing)
+        return valid / counts.sum()
     if average != "sample":
         raise ValueError(f"average must be 'token' or 'sample', got {average!r}")
+    return valid / (counts.clamp(min=1) * (counts > 0).sum())[:, None]
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0,
+             average: str = "token") -> torch.Tensor:
+    """Cross-entropy over response tokens, averaged per token or per sample (see the module docstring):
+    logits (B, T, V), labels (B, T) with -100 elsewhere. GPT.forward(targets=...) computes the same value
+    without materialising the logits."""
+    weights = target_weights(labels, average)
     per_token = label_smoothed_cross_entropy(logits, labels, smoothing, reduction="none").view(labels.shape)
-    kept = counts > 0
-    return (per_token.sum(-1)[kept] / counts[kept]).mean()
+    return (per_token * weights).sum()
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
