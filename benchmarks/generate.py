@@ -7,7 +7,7 @@ machine load. Throughput = batch x new tokens / seconds (returned sequences for 
 of this process by default (--clock cpu: robust on a shared machine; with several threads it sums them) or
 in wall seconds (--clock wall).
 
-    OMP_NUM_THREADS=1 python benchmarks/generate.py [--threads 1] [--n-layer 4] [--batches 1 8] [--clock wall]
+    OMP_NUM_THREADS=1 python benchmarks/generate.py [--threads 1] [--n-head 4] [--batches 1 8] [--clock wall]
 """
 
 import argparse
@@ -65,7 +65,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n-layer", type=int, default=4)
-    p.add_argument("--n-embd", type=int, default=128)  # the default pipeline decoder: 4 x 128, vocab 4096
+    p.add_argument("--n-embd", type=int, default=128)  # the default pipeline decoder: 4 x 128, 4 heads, vocab 4096
+    p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--block-size", type=int, default=128)
     p.add_argument("--prompt-len", type=int, default=32)
@@ -78,12 +79,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
     torch.manual_seed(0)
-    cfg = presets("gpt2", n_layer=args.n_layer, n_head=args.n_embd // 64, n_embd=args.n_embd,
+    cfg = presets("gpt2", n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
                   vocab_size=args.vocab_size, block_size=args.block_size)
     model = build_model(cfg).eval()
     hf = to_hf(model)
-    print(f"gpt2 preset: {args.n_layer} layers, n_embd {args.n_embd}, vocab {args.vocab_size}, block "
-          f"{args.block_size}; prompts <= {args.prompt_len} tokens (left-padded), {args.new_tokens} new "
+    print(f"gpt2 preset: {args.n_layer} layers, n_embd {args.n_embd}, {args.n_head} heads, vocab {args.vocab_size}, "
+          f"block {args.block_size}; prompts <= {args.prompt_len} tokens (left-padded), {args.new_tokens} new "
           f"tokens, {torch.get_num_threads()} thread(s), {args.clock} time, torch {torch.__version__}")
     print(f"{'decoder':<10}{'batch':>6}{'tinylm tok/s':>14}{'HF tok/s':>11}{'ratio':>8}")
     for batch in args.batches:
