@@ -8,7 +8,7 @@ once from the encoder output) are kept per layer too.
 `reorder(index)` picks batch rows, as beam search needs after each step. It is lazy: a layer's rows are
 gathered when that layer next reads its cache (`update`, `cross_kv`), so the freshly gathered keys and
 values are still in the CPU cache when attention reads them (gathering every layer up front left them in
-DRAM: beam search at 32 rows spent 2-3x longer in attention). A gather copies only the filled positions,
+DRAM: beam search at 32 rows spent about 2x longer in attention). A gather copies only the filled positions,
 and with `shared` only those from `shared` on (beams of one item share their prompt), into the buffers the
 previous gather replaced (a fresh allocation per buffer and step, 1.5 MB at 32 rows, is a fresh mmap whose
 page faults cost about as much as the copy).
