@@ -60,8 +60,8 @@ class KVCache:
         """Keep batch rows `index` (LongTensor (B',)) in every buffer, in that order (applied lazily).
 
         shared > 0 promises that `index` moves rows only within groups (the beams of one item) whose rows
-        hold equal keys and values at positions < shared and equal cross-attention keys and values, and have
-        since the rows took their current number: those are not copied.
+        have held equal keys and values at positions < shared, and equal cross-attention keys and values,
+        ever since the batch took its current number of rows: those are not copied.
         """
         for layer in self.k.keys() | self.cross.keys():
             pending, before = self._order.get(layer, (None, shared))
