@@ -29,20 +29,18 @@ class CausalLMModule(TinyLMModule):
 
     def training_step(self, batch, batch_idx):
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
-        w = self.model.config.z_loss_weight
+        w, z = self.model.config.z_loss_weight, 0.0
         if w:  # the max-z loss needs the logits
             logits = self.model(ids, mask)
             loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average)
             z = max_z_loss(logits, w, mask=(labels != -100).float())
+            self.log("train/z_loss", z, on_step=True, rank_zero_only=True)
         else:  # the output layer fused with the loss: no (B, T, V) logits
             loss = self.model(ids, mask, targets=labels, target_weights=target_weights(labels, self.loss_average),
                               label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
-        if w:
-            self.log("train/z_loss", z, on_step=True, rank_zero_only=True)
-            loss = loss + z
         self.count_tokens(ids.numel())
-        return self.check_finite(loss)
+        return self.check_finite(loss + z)
 
     def validation_step(self, batch, batch_idx):
         n = (batch["labels"] != -100).sum()

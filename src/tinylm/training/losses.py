@@ -42,7 +42,7 @@ def target_weights(labels: torch.Tensor, average: str = "token") -> torch.Tensor
     valid = labels != -100
     counts = valid.sum(-1)  # (B,)
     if not bool(counts.any()):
-        raise ValueError("sft_loss got a batch with no response tokens (every label is -100): drop such samples")
+        raise ValueError("the SFT loss got a batch with no response tokens (every label is -100): drop such samples")
     if average == "token":
         return valid / counts.sum()
     if average != "sample":
