@@ -128,44 +128,82 @@ def test_kv_cache_incremental_equals_full(kernel, chunks):
     torch.testing.assert_close(torch.cat(outs, dim=1), full, rtol=1e-5, atol=1e-5)
 
 
-def test_kv_cache_reorder_picks_rows():
+class PrefixKV:
+    """Keys and values as a decoder makes them: a function of the input (group) and the tokens up to the
+    position, so rows whose tokens agree on a prefix agree there (the contract of KVCache.reorder)."""
+
+    def __init__(self, seed=0):
+        self.g, self.memo = torch.Generator().manual_seed(seed), {}
+
+    def __call__(self, group: int, tokens: list[int]) -> torch.Tensor:  # (2, H_kv=2, len(tokens), D=5)
+        cols = [self.memo.setdefault((group, tuple(tokens[:p + 1])), torch.randn(2, 2, 5, generator=self.g))
+                for p in range(len(tokens))]
+        return torch.stack(cols, 2)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_kv_cache_expand_reorder_equals_gathering_every_row(share):
+    """expand + reorder (reassigned rows, copies from the first differing position) against keys and values
+    recomputed from each beam's tokens, over steps with 2 inputs x 3 beams and a 2-token vocabulary (beams
+    often share histories, so the copies start at different positions)."""
+    g, kv = torch.Generator().manual_seed(1), PrefixKV()
+    groups, beams, prompt = 2, 3, 4
+    tokens = torch.randint(0, 2, (groups, prompt), generator=g)
+    cache = KVCache(max_len=16)
+    first = torch.stack([kv(i, tokens[i].tolist()) for i in range(groups)])  # (G, 2, H, P, D)
+    cache.update(0, first[:, 0], first[:, 1])
+    cache.expand(beams, share=share)
+    assert bool(cache.prefix) == share
+    tokens = tokens.repeat_interleave(beams, 0)
+    for step in range(8):
+        if step:
+            index = torch.cat([grp * beams + torch.randint(0, beams, (beams,), generator=g) for grp in range(groups)])
+            cache.reorder(index, tokens=tokens)
+            tokens = tokens[index]
+        tokens = torch.cat([tokens, torch.randint(0, 2, (groups * beams, 1), generator=g)], 1)
+        want = torch.stack([kv(row // beams, tokens[row].tolist()) for row in range(groups * beams)])
+        rows = cache.holders if cache.holders is not None else torch.arange(groups * beams)
+        k_all, v_all = cache.update(0, want[rows, 0, :, -1:], want[rows, 1, :, -1:])  # buffer order in
+        slots = cache.slots if cache.slots is not None else torch.arange(groups * beams)
+        k_all, v_all = k_all[slots], v_all[slots]  # logical order out
+        if share:
+            k_pre, v_pre = (t.repeat_interleave(beams, 0) for t in cache.prefix[0])
+            k_all, v_all = torch.cat([k_pre, k_all], 2), torch.cat([v_pre, v_all], 2)
+        assert torch.equal(k_all, want[:, 0]) and torch.equal(v_all, want[:, 1])
+
+
+def test_kv_cache_reorder_copies_only_what_differs(monkeypatch):
+    """A child that takes a childless beam's row gets its parent's keys from where their tokens differ."""
     cache = KVCache(max_len=8)
-    k, v = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 4, 5)
-    cache.update(0, k, v)
-    cache.cross[0] = (k.clone(), v.clone())
-    index = torch.tensor([2, 0, 2])
-    cache.reorder(index)
-    k_all, v_all = cache.update(0, torch.zeros(3, 2, 1, 5), torch.ones(3, 2, 1, 5))
-    torch.testing.assert_close(k_all[:, :, :4], k[index])
-    torch.testing.assert_close(v_all[:, :, :4], v[index])
-    assert (k_all[:, :, 4] == 0).all() and (v_all[:, :, 4] == 1).all()
-    torch.testing.assert_close(cache.cross_kv(0)[0], k[index])
-    torch.testing.assert_close(cache.cross_kv(0)[1], v[index])
+    cache.update(0, torch.zeros(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))  # a prompt of 2
+    cache.expand(2, share=False)
+    cache.update(0, torch.tensor([1.0, 2.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
+    cache.update(0, torch.tensor([3.0, 4.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
+    copied = []
+    monkeypatch.setattr(torch.Tensor, "index_copy_", lambda self, dim, index, src: copied.append(self.size(2)))
+    tokens = torch.tensor([[0, 0, 5, 6], [0, 0, 5, 7]])  # the two beams differ from position 3 on
+    cache.reorder(torch.tensor([0, 0]), tokens=tokens)
+    assert cache.slots.tolist() == [0, 1] and copied == [1, 1]  # keys and values of position 3 only
 
 
-def test_kv_cache_reorders_within_groups_like_eager_gathers():
-    """Lazy gathers into reused buffers, skipping the shared prefix, equal gathering everything each step."""
-    g = torch.Generator().manual_seed(0)
-    groups, per, prefix = 2, 3, 4
-    cache, rows = KVCache(max_len=12), groups * per
-    k = torch.randn(groups, 2, prefix, 5, generator=g).repeat_interleave(per, 0)  # each group shares a prefix
-    v = torch.randn(groups, 2, prefix, 5, generator=g).repeat_interleave(per, 0)
-    cross = (torch.randn(groups, 2, 7, 5, generator=g).repeat_interleave(per, 0),) * 2
-    cache.update(0, k, v)
-    cache.cross[0] = cross
-    ref_k, ref_v = k, v
-    for step in range(6):
-        index = torch.cat([grp * per + torch.randint(0, per, (per,), generator=g) for grp in range(groups)])
-        cache.reorder(index, shared=prefix)
-        if step % 2:  # two reorders between reads compose
-            index2 = torch.cat([grp * per + torch.randint(0, per, (per,), generator=g) for grp in range(groups)])
-            cache.reorder(index2, shared=prefix)
-            index = index[index2]
-        new_k, new_v = torch.randn(rows, 2, 1, 5, generator=g), torch.randn(rows, 2, 1, 5, generator=g)
-        ref_k, ref_v = torch.cat([ref_k[index], new_k], 2), torch.cat([ref_v[index], new_v], 2)
-        k_all, v_all = cache.update(0, new_k, new_v)
-        assert torch.equal(k_all, ref_k) and torch.equal(v_all, ref_v)
-        assert torch.equal(cache.cross_kv(0)[0], cross[0])
+def test_kv_cache_reorder_needs_expand_and_stays_in_groups():
+    cache = KVCache(max_len=8)
+    cache.update(0, torch.randn(2, 1, 3, 2), torch.randn(2, 1, 3, 2))
+    with pytest.raises(ValueError, match="call expand first"):
+        cache.reorder(torch.tensor([0, 0]))
+    cache.expand(2)
+    with pytest.raises(ValueError, match="already expanded"):
+        cache.expand(2)
+    with pytest.raises(ValueError, match="outside its group"):
+        cache.reorder(torch.tensor([0, 2, 2, 3]))
+
+
+def test_kv_cache_expand_repeats_cross_attention_keys():
+    cache, k = KVCache(max_len=8), torch.randn(2, 1, 5, 3)
+    cache.cross[0] = (k, k + 1)
+    cache.expand(3)
+    assert torch.equal(cache.cross[0][0], k.repeat_interleave(3, 0))
+    assert torch.equal(cache.cross[0][1], (k + 1).repeat_interleave(3, 0))
 
 
 def test_kv_cache_overflow_raises():

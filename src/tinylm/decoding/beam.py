@@ -25,8 +25,9 @@ masked with -1e9 exactly as `transformers` does, so results (ties included) matc
 
 Returns the num_return_sequences best finished hypotheses per item, best first: sequences (prompt + tokens,
 padded with pad_token_id, default EOS, to the longest returned) and their scores.
-Cost: about K x greedy decoding (K rows through the KV cache per step, reordered after each step) plus a
-top-2K over K x V per item.
+Cost: about K x greedy decoding (K rows through the KV cache per step, the prompt's keys and values read
+once for the K beams, rows reassigned after each step: `tinylm.nn.kv_cache`) plus a top-2K over K x V per
+item.
 """
 
 import torch
@@ -69,7 +70,7 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
     steps = Stepper(model, input_ids, attention_mask, max_new_tokens, decoder_start_token_id, use_cache)
     B, K, N, device = input_ids.size(0), num_beams, max_new_tokens, input_ids.device
     logits = steps.next_logits().repeat_interleave(K, dim=0)  # prefill once per item, then K rows per item
-    steps.reorder(torch.arange(B, device=device).repeat_interleave(K))
+    steps.expand(K)
     V = logits.size(-1)
     fill = pad_token_id if pad_token_id is not None else eos_token_id if eos_token_id is not None else 0
     run_score = torch.full((B, K), MASK, device=device)  # the running beams' tokens live in steps.ids
@@ -117,7 +118,7 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
         all_full = early_stopping is True and bool(fin_done.all())
         if not bool(improvable.any()) or all_full or bool(ends.all()):
             break
-        steps.reorder((first_row + parent).view(-1), within_items=True)
+        steps.reorder((first_row + parent).view(-1))
         steps.append(cand_tok.gather(1, keep).view(-1))
 
     n = num_return_sequences

@@ -7,7 +7,8 @@ the sinusoidal Seq2SeqTransformer; the target starts with a decoder start token)
 `next_logits()` runs the model on the tokens the cache has not seen yet: the whole prompt on the first call
 (prefill), then one token per step, so a step costs one token's forward pass. With use_cache=False it
 re-runs the whole prefix every step (O(T) per token): the reference the cache is tested against.
-`reorder(index)` keeps rows `index` of all the state, as beam search needs after each step.
+`expand(K)` turns each row into K beams and `reorder(index)` makes beam i continue beam index[i] of the same
+input, as beam search needs after each step.
 """
 
 import torch
@@ -54,37 +55,43 @@ class Stepper:
                              f"{max(block - max_new_tokens, 0)} prompt tokens")
         self.ids = torch.cat([prompt, prompt.new_zeros(B, max_new_tokens)], dim=1)
         self.n = self.prompt_len  # tokens so far
-        # sized for this call, not block_size: beam search keeps two sets of buffers (see KVCache.reorder)
+        # sized for this call, not block_size
         self.cache = KVCache(self.prompt_len + max_new_tokens) if use_cache else None
 
     def next_logits(self) -> torch.Tensor:
         """float32 logits (rows, V) for the token after the first n."""
         start = self.cache.length if self.cache is not None else 0
         ids = self.ids[:, start:self.n]
+        moved = self.cache is not None and self.cache.slots is not None  # run the cache's rows in buffer order
+        if moved:  # (only within groups of equal masks and memory, which therefore need no reordering)
+            ids = ids.index_select(0, self.cache.holders)
         if self.memory is not None:
             logits = self.model.decode(ids, self.memory, self.src_mask, cache=self.cache)
         else:
             mask = self.mask[:, :self.n] if self.mask is not None else None
             logits = self.model(ids, attention_mask=mask, cache=self.cache, logits_to_keep=1)
-        return logits[:, -1].float()
+        logits = logits[:, -1]
+        return (logits.index_select(0, self.cache.slots) if moved else logits).float()
 
     def append(self, tokens: torch.Tensor) -> None:
         """Add one token (rows,) to every row."""
         self.ids[:, self.n] = tokens
         self.n += 1
 
-    def reorder(self, index: torch.Tensor, within_items: bool = False) -> None:
-        """Keep rows `index` (LongTensor) of everything, in that order (rows may repeat).
-
-        within_items: every row i and row index[i] continue the same input (beams of one item), so their
-        prompt, masks, encoder output and the prompt's keys and values are equal and stay where they are.
-        """
-        names = ("ids",) if within_items else ("ids", "mask", "memory", "src_mask")
-        for name in names:
+    def expand(self, group: int) -> None:
+        """Every row becomes `group` consecutive rows (the beams of one input), sharing the cached prefix."""
+        for name in ("ids", "mask", "memory", "src_mask"):
             if getattr(self, name) is not None:
-                setattr(self, name, getattr(self, name).index_select(0, index))
+                setattr(self, name, getattr(self, name).repeat_interleave(group, dim=0))
         if self.cache is not None:
-            self.cache.reorder(index, shared=self.prompt_len if within_items else 0)
+            self.cache.expand(group)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """After expand: row i continues row index[i] (LongTensor) of its own group, whose masks and encoder
+        output are equal and stay where they are."""
+        if self.cache is not None:
+            self.cache.reorder(index, tokens=self.ids[:, :self.n])
+        self.ids = self.ids.index_select(0, index)
 
     def output(self) -> torch.Tensor:
         """(rows, n): prompt (decoder-only) or decoder start token (encoder-decoder) + generated tokens."""

@@ -16,7 +16,8 @@ Combining masks is a logical AND. A query row with no key to attend to gives zer
 
 Three implementations share one signature `f(q, k, v, *, mask=None, causal=False)` on (B, H, T, D):
 `naive_attention` materialises the (Tq, Tk) score matrix, `sdpa_attention` calls PyTorch's fused
-kernel, `flash_attention` is the tiled online-softmax algorithm (see `flash.py`).
+kernel, `flash_attention` is the tiled online-softmax algorithm (see `flash.py`). `prefix_attention` is the
+beam-search decoding step, where the beams of one prompt read that prompt's keys and values once.
 """
 
 import math
@@ -33,6 +34,7 @@ __all__ = [
     "naive_attention",
     "sdpa_attention",
     "flash_attention",
+    "prefix_attention",
 ]
 
 
@@ -103,3 +105,27 @@ def sdpa_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p:
     if full is not None and q.device.type != "cpu":  # torch's CPU kernels already give no-key rows zeros
         out = out.masked_fill(~full.any(dim=-1, keepdim=True), 0.0)  # no-key rows -> zeros, not NaN
     return out
+
+
+def prefix_attention(q, k_prefix, v_prefix, k, v, *, mask=None, bias=None):
+    """One query per row over [k_prefix; k], the prefix shared by each group of consecutive rows.
+
+    q (R, H, 1, D); k, v (R, H, L, D) per row; k_prefix, v_prefix (G, H, P, D), one per group of R / G rows
+    (the beams of one prompt), so a group's prefix is read once for all its rows:
+        s = [q k_prefix^T, q k^T] / sqrt(D) + bias,  -inf where mask (broadcastable to (R, H, 1, P + L)) is False
+        out = softmax(s)[..., :P] v_prefix + softmax(s)[..., P:] v
+    Every row must see at least one key (a decoding step sees its own token).
+    """
+    R, H, _, D = q.shape
+    G, P = k_prefix.size(0), k_prefix.size(2)
+    n = R // G  # rows per group
+    q_groups = q.reshape(G, n, H, D).transpose(1, 2)  # (G, H, n, D)
+    s_prefix = (q_groups @ k_prefix.transpose(-2, -1)).transpose(1, 2).reshape(R, H, 1, P)
+    s = torch.cat([s_prefix, q @ k.transpose(-2, -1)], dim=-1) * (1.0 / math.sqrt(D))  # (R, H, 1, P + L)
+    if bias is not None:
+        s = s + bias
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    y_prefix = p[..., :P].reshape(G, n, H, P).transpose(1, 2) @ v_prefix  # (G, H, n, D)
+    return y_prefix.transpose(1, 2).reshape(R, H, 1, D) + p[..., P:] @ v  # (R, H, 1, D)

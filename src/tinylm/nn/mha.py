@@ -19,6 +19,7 @@ from tinylm.nn.attention import (
     flash_attention,
     naive_attention,
     padding_mask,
+    prefix_attention,
     sdpa_attention,
 )
 from tinylm.nn.kv_cache import KVCache
@@ -71,7 +72,7 @@ class MultiHeadAttention(nn.Module):
             q, k, v = qkv.split([self.n_head * self.head_dim, *(2 * [self.n_kv_head * self.head_dim])], -1)
             return self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
         q = self._heads(self.q_proj(x), self.n_head)
-        if self.cross and cache is not None and (cached := cache.cross_kv(layer)) is not None:
+        if self.cross and cache is not None and (cached := cache.cross.get(layer)) is not None:
             return (q, *cached)
         src = memory if self.cross else x
         k, v = self._heads(self.k_proj(src), self.n_kv_head), self._heads(self.v_proj(src), self.n_kv_head)
@@ -103,15 +104,21 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self._project(x, memory, cache, layer)  # (B, nh, T, hs), (B, nkv, Tk, hs)
         if rope is not None:
             q, k = rope(q, positions), rope(k, positions)
+        prefix = ()
         if cache is not None and not self.cross:
             k, v = cache.update(layer, k, v)
+            prefix = cache.prefix.get(layer, ())  # beam search: keys, values shared by each group of rows
         if self.n_kv_head != self.n_head:
             rep = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            k, v, *prefix = (t.repeat_interleave(rep, dim=1) for t in (k, v, *prefix))
         mask = padding_mask(key_mask) if key_mask is not None else None
         align = "bottom_right" if causal and T > 1 else False  # one new query sees every key: no causal mask
         p = self.dropout if self.training else 0.0
-        if attn_bias is not None:
+        if prefix:
+            if T != 1:
+                raise ValueError(f"a cache with a shared prefix (after expand) takes one token per step, got {T}")
+            y = prefix_attention(q, *prefix, k, v, mask=mask, bias=attn_bias)
+        elif attn_bias is not None:
             y = _biased_attention(q, k, v, mask, align, attn_bias, p)
         elif self.kernel == "flash":
             y = flash_attention(q, k, v, mask=mask, causal=align)
