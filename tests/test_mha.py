@@ -172,22 +172,26 @@ def test_kv_cache_expand_reorder_equals_gathering_every_row(share):
         assert torch.equal(k_all, want[:, 0]) and torch.equal(v_all, want[:, 1])
 
 
-def test_kv_cache_reorder_copies_only_what_differs(monkeypatch):
-    """A child that takes a childless beam's row gets its parent's keys from where their tokens differ."""
+@pytest.mark.parametrize("share", [True, False])
+def test_kv_cache_reorder_copies_only_what_differs(share):
+    """A child that takes a childless beam's row gets its parent's keys from where their tokens differ: the
+    keys before that position (made unequal here on purpose, to see them) stay."""
     cache = KVCache(max_len=8)
     cache.update(0, torch.zeros(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))  # a prompt of 2
-    cache.expand(2, share=False)
+    cache.expand(2, share=share)
     cache.update(0, torch.tensor([1.0, 2.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
     cache.update(0, torch.tensor([3.0, 4.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
-    copied = []
-    monkeypatch.setattr(torch.Tensor, "index_copy_", lambda self, dim, index, src: copied.append(self.size(2)))
     tokens = torch.tensor([[0, 0, 5, 6], [0, 0, 5, 7]])  # the two beams differ from position 3 on
     cache.reorder(torch.tensor([0, 0]), tokens=tokens)
-    assert cache.slots.tolist() == [0, 1] and copied == [1, 1]  # keys and values of position 3 only
+    assert cache.slots.tolist() == [0, 1] and cache.holders.tolist() == [0, 1]
+    positions_2_3 = cache.k[0][:, 0, 2 - cache.offset:4 - cache.offset, 0]
+    assert positions_2_3.tolist() == [[1.0, 3.0], [2.0, 3.0]]  # position 2 kept, position 3 copied
 
 
 def test_kv_cache_reorder_needs_expand_and_stays_in_groups():
     cache = KVCache(max_len=8)
+    with pytest.raises(ValueError, match="run the prefill first"):
+        cache.expand(2)
     cache.update(0, torch.randn(2, 1, 3, 2), torch.randn(2, 1, 3, 2))
     with pytest.raises(ValueError, match="call expand first"):
         cache.reorder(torch.tensor([0, 0]))
@@ -200,6 +204,7 @@ def test_kv_cache_reorder_needs_expand_and_stays_in_groups():
 
 def test_kv_cache_expand_repeats_cross_attention_keys():
     cache, k = KVCache(max_len=8), torch.randn(2, 1, 5, 3)
+    cache.update(0, torch.randn(2, 1, 1, 3), torch.randn(2, 1, 1, 3))
     cache.cross[0] = (k, k + 1)
     cache.expand(3)
     assert torch.equal(cache.cross[0][0], k.repeat_interleave(3, 0))

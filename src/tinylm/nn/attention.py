@@ -117,15 +117,17 @@ def prefix_attention(q, k_prefix, v_prefix, k, v, *, mask=None, bias=None):
     Every row must see at least one key (a decoding step sees its own token).
     """
     R, H, _, D = q.shape
-    G, P = k_prefix.size(0), k_prefix.size(2)
-    n = R // G  # rows per group
-    q_groups = q.reshape(G, n, H, D).transpose(1, 2)  # (G, H, n, D)
-    s_prefix = (q_groups @ k_prefix.transpose(-2, -1)).transpose(1, 2).reshape(R, H, 1, P)
-    s = torch.cat([s_prefix, q @ k.transpose(-2, -1)], dim=-1) * (1.0 / math.sqrt(D))  # (R, H, 1, P + L)
+    G, P, L = k_prefix.size(0), k_prefix.size(2), k.size(2)
+    n = R // G  # rows per group; bmm on (batch, rows, cols) views: matmul's reshaping costs more than it does
+    q_groups = q.reshape(G, n, H, D).transpose(1, 2).reshape(G * H, n, D)
+    s_prefix = torch.bmm(q_groups, k_prefix.flatten(0, 1).transpose(1, 2)).view(G, H, n, P).transpose(1, 2)
+    s_own = torch.bmm(q.reshape(R * H, 1, D), k.flatten(0, 1).transpose(1, 2)).view(G, n, H, L)
+    s = torch.cat([s_prefix, s_own], dim=-1).view(R, H, 1, P + L) * (1.0 / math.sqrt(D))
     if bias is not None:
         s = s + bias
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
-    p = torch.softmax(s, dim=-1)
-    y_prefix = p[..., :P].reshape(G, n, H, P).transpose(1, 2) @ v_prefix  # (G, H, n, D)
-    return y_prefix.transpose(1, 2).reshape(R, H, 1, D) + p[..., P:] @ v  # (R, H, 1, D)
+    p = torch.softmax(s, dim=-1).view(G, n, H, P + L)
+    y_prefix = torch.bmm(p[..., :P].transpose(1, 2).reshape(G * H, n, P), v_prefix.flatten(0, 1))  # (G H, n, D)
+    y_own = torch.bmm(p[..., P:].reshape(R * H, 1, L), v.flatten(0, 1))  # (R H, 1, D)
+    return (y_own.view(G, n, H, D) + y_prefix.view(G, H, n, D).transpose(1, 2)).view(R, H, 1, D)
