@@ -37,6 +37,8 @@ class KVCache:
         self.slots: torch.Tensor | None = None  # buffer row of each logical row; None: row i is buffer row i
         self.holders: torch.Tensor | None = None  # logical row held by each buffer row (slots' inverse)
         self.rows_kv: torch.Tensor | None = None  # after expand: every layer's per-row keys and values
+        self._slots: list[int] = []  # slots and holders as lists, for reorder's bookkeeping
+        self._holders: list[int] = []
 
     @property
     def length(self) -> int:
@@ -88,7 +90,7 @@ class KVCache:
         self.cross = {layer: (k.repeat_interleave(group, 0), v.repeat_interleave(group, 0))
                       for layer, (k, v) in self.cross.items()}
         self.group = group
-        self._slots = self._holders = list(range(b * group))
+        self._slots, self._holders = list(range(b * group)), list(range(b * group))
 
     def reorder(self, index: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
         """After expand(K): logical row i continues logical row index[i] (LongTensor (B * K,)) of its own group.
