@@ -21,7 +21,6 @@ from tinylm.nn.attention import (
     flash_attention,
     naive_attention,
     padding_mask,
-    prefix_attention,
     sdpa_attention,
 )
 
@@ -454,31 +453,6 @@ def test_flash_property(b, h, tq, tk, d, bs, causal, kind, seed):
     exp = torch.autograd.grad(want, (q, k, v), g)
     for a, e in zip(got, exp, strict=True):
         torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-8)
-
-
-@settings(max_examples=40, deadline=None)
-@given(groups=st.integers(1, 3), per=st.integers(1, 4), h=st.integers(1, 3), p=st.integers(0, 6),
-       tk=st.integers(0, 6), d=st.integers(1, 8), biased=st.booleans(), seed=st.integers(0, 2**16))
-def test_prefix_attention_equals_attention_over_the_concatenated_keys(groups, per, h, p, tk, d, biased, seed):
-    """Each row's one query over [its group's prefix; its own keys], with padding and an additive bias,
-    against the float64 definition on the concatenated keys."""
-    if p + tk == 0:
-        return
-    g = torch.Generator().manual_seed(seed)
-    rows = groups * per
-    q = torch.randn(rows, h, 1, d, generator=g, dtype=torch.float64)
-    kp, vp = (torch.randn(groups, h, p, d, generator=g, dtype=torch.float64) for _ in range(2))
-    k, v = (torch.randn(rows, h, tk, d, generator=g, dtype=torch.float64) for _ in range(2))
-    keep = torch.rand(rows, p + tk, generator=g) < 0.7
-    keep[:, -1] = True  # a decoding step sees its own token
-    bias = torch.randn(rows, h, 1, p + tk, generator=g, dtype=torch.float64) if biased else None
-    out = prefix_attention(q, kp, vp, k, v, mask=keep[:, None, None, :], bias=bias)
-    k_all = torch.cat([kp.repeat_interleave(per, 0), k], 2)
-    v_all = torch.cat([vp.repeat_interleave(per, 0), v], 2)
-    s = torch.einsum("rhid,rhjd->rhij", q, k_all) / math.sqrt(d) + (0 if bias is None else bias)
-    e = torch.where(keep[:, None, None, :], torch.exp(s - s.amax(-1, keepdim=True)), 0.0)
-    want = torch.einsum("rhij,rhjd->rhid", e / e.sum(-1, keepdim=True), v_all)
-    torch.testing.assert_close(out, want, atol=1e-12, rtol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------- GPU

@@ -8,7 +8,6 @@ from transformers.utils import logging as hf_logging
 from tinylm.decoding import beam_search, greedy_decode, sample, top_k_filter, top_p_filter
 from tinylm.interop.hf import to_hf
 from tinylm.models import build_model, presets
-from tinylm.nn import kv_cache
 
 hf_logging.set_verbosity_error()
 EOS, PAD, START = 3, 1, 2
@@ -51,13 +50,6 @@ def padded(lengths: list[int], vocab_size: int, seed: int = 1, left: bool = True
     return ids.masked_fill(mask == 0, PAD), mask
 
 
-@pytest.fixture(params=["shared", "copied"])
-def prefix(request, monkeypatch):
-    """Beam search with the prompt's keys and values shared by its beams, or copied into each beam's rows."""
-    monkeypatch.setattr(kv_cache, "SHARE_MIN_BYTES", 0 if request.param == "shared" else float("inf"))
-    return request.param
-
-
 @pytest.fixture(scope="module")
 def gpt():
     return tiny_gpt()
@@ -78,7 +70,7 @@ def test_greedy_matches_transformers(gpt, hf, lengths):
     assert (ours[:, ids.size(1):] == EOS).any(), "the test needs some rows to end with EOS"
 
 
-def test_baichuan_preset_matches_transformers_llama(prefix):
+def test_baichuan_preset_matches_transformers_llama():
     """RoPE positions from the mask, grouped-query attention: greedy and beam equal LlamaForCausalLM's."""
     torch.manual_seed(0)
     cfg = presets("baichuan", vocab_size=60, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
@@ -118,7 +110,7 @@ def decode_all_ways(model, ids, mask, use_cache):
 
 
 @pytest.mark.parametrize("kind", ["gpt", "alibi", "seq2seq"])
-def test_kv_cache_equals_no_cache(gpt, kind, prefix):
+def test_kv_cache_equals_no_cache(gpt, kind):
     model = {"gpt": lambda: gpt, "seq2seq": tiny_seq2seq,
              "alibi": lambda: build_model(presets("baichuan", vocab_size=60, block_size=64, n_layer=2, n_head=4,
                                                   n_embd=32, position="alibi")).eval()}[kind]()

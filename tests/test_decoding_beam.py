@@ -5,7 +5,7 @@ import itertools
 
 import pytest
 import torch
-from test_decoding import EOS, PAD, START, padded, prefix, tiny_gpt, tiny_seq2seq  # noqa: F401 (fixture)
+from test_decoding import EOS, PAD, START, padded, tiny_gpt, tiny_seq2seq
 
 from tinylm.decoding import beam_search
 from tinylm.interop.hf import to_hf
@@ -41,7 +41,6 @@ def exhaustive(model, prompt, eos, lp) -> list[tuple[tuple[int, ...], float]]:
     (1.0, "never", "power"), (2.0, "never", "power"), (0.0, False, "power"), (-1.0, False, "power"),
     (0.6, "never", "gnmt"),
 ])
-@pytest.mark.usefixtures("prefix")
 def test_beam_with_k_at_least_v_pow_t_is_exhaustive(kind, eos, length_penalty, early_stopping, penalty_type):
     """With K >= V^T nothing is pruned; the stopping rule is exact for "never" and for length_penalty <= 0."""
     model = tiny_gpt(vocab_size=V, eos_drift=0.0) if kind == "gpt" else tiny_seq2seq(V, eos_bias=0.25)
@@ -77,7 +76,6 @@ def gpt_and_hf():
 @pytest.mark.parametrize("num_beams, num_return_sequences", [(2, 1), (4, 3), (5, 1)])
 @pytest.mark.parametrize("length_penalty", [1.0, 0.0, 2.0, -1.0])
 @pytest.mark.parametrize("early_stopping", [False, True, "never"])
-@pytest.mark.usefixtures("prefix")
 def test_beam_matches_transformers(gpt_and_hf, num_beams, num_return_sequences, length_penalty,
                                    early_stopping):
     model, hf = gpt_and_hf

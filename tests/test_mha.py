@@ -141,9 +141,18 @@ class PrefixKV:
         return torch.stack(cols, 2)
 
 
-@pytest.mark.parametrize("share", [True, False])
-def test_kv_cache_expand_reorder_equals_gathering_every_row(share):
-    """expand + reorder (reassigned rows, copies from the first differing position) against keys and values
+def beam_keys(cache: KVCache, keys: torch.Tensor) -> torch.Tensor:
+    """Each logical beam's keys (B K, H, L, D), in positions order, from update's (G, H, P + K j, D)."""
+    K, P, rows = cache.group, cache.offset, len(cache._slots)
+    out = []
+    for row in (cache.slots if cache.slots is not None else torch.arange(rows)).tolist():
+        g, s = divmod(row, K)
+        out.append(torch.cat([keys[g, :, :P], keys[g, :, P + s::K]], 1))
+    return torch.stack(out)
+
+
+def test_kv_cache_expand_reorder_equals_gathering_every_row():
+    """expand + reorder (reassigned slots, copies from the first differing position) against keys and values
     recomputed from each beam's tokens, over steps with 2 inputs x 3 beams and a 2-token vocabulary (beams
     often share histories, so the copies start at different positions)."""
     g, kv = torch.Generator().manual_seed(1), PrefixKV()
@@ -152,8 +161,7 @@ def test_kv_cache_expand_reorder_equals_gathering_every_row(share):
     cache = KVCache(max_len=16)
     first = torch.stack([kv(i, tokens[i].tolist()) for i in range(groups)])  # (G, 2, H, P, D)
     cache.update(0, first[:, 0], first[:, 1])
-    cache.expand(beams, share=share)
-    assert bool(cache.prefix) == share
+    cache.expand(beams)
     tokens = tokens.repeat_interleave(beams, 0)
     for step in range(8):
         if step:
@@ -164,28 +172,39 @@ def test_kv_cache_expand_reorder_equals_gathering_every_row(share):
         want = torch.stack([kv(row // beams, tokens[row].tolist()) for row in range(groups * beams)])
         rows = cache.holders if cache.holders is not None else torch.arange(groups * beams)
         k_all, v_all = cache.update(0, want[rows, 0, :, -1:], want[rows, 1, :, -1:])  # buffer order in
-        slots = cache.slots if cache.slots is not None else torch.arange(groups * beams)
-        k_all, v_all = k_all[slots], v_all[slots]  # logical order out
-        if share:
-            k_pre, v_pre = (t.repeat_interleave(beams, 0) for t in cache.prefix[0])
-            k_all, v_all = torch.cat([k_pre, k_all], 2), torch.cat([v_pre, v_all], 2)
-        assert torch.equal(k_all, want[:, 0]) and torch.equal(v_all, want[:, 1])
+        assert k_all.shape == (groups, 2, prompt + beams * (step + 1), 5)  # one sequence per input
+        assert torch.equal(beam_keys(cache, k_all), want[:, 0]) and torch.equal(beam_keys(cache, v_all), want[:, 1])
 
 
-@pytest.mark.parametrize("share", [True, False])
-def test_kv_cache_reorder_copies_only_what_differs(share):
-    """A child that takes a childless beam's row gets its parent's keys from where their tokens differ: the
+def test_kv_cache_reorder_copies_only_what_differs():
+    """A child that takes a childless beam's slot gets its parent's keys from where their tokens differ: the
     keys before that position (made unequal here on purpose, to see them) stay."""
     cache = KVCache(max_len=8)
     cache.update(0, torch.zeros(1, 1, 2, 1), torch.zeros(1, 1, 2, 1))  # a prompt of 2
-    cache.expand(2, share=share)
+    cache.expand(2)
     cache.update(0, torch.tensor([1.0, 2.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
-    cache.update(0, torch.tensor([3.0, 4.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
+    k_all, _ = cache.update(0, torch.tensor([3.0, 4.0]).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
+    assert k_all[0, 0, :, 0].tolist() == [0.0, 0.0, 1.0, 2.0, 3.0, 4.0]  # prompt, then the 2 slots per step
     tokens = torch.tensor([[0, 0, 5, 6], [0, 0, 5, 7]])  # the two beams differ from position 3 on
     cache.reorder(torch.tensor([0, 0]), tokens=tokens)
     assert cache.slots.tolist() == [0, 1] and cache.holders.tolist() == [0, 1]
-    positions_2_3 = cache.k[0][:, 0, 2 - cache.offset:4 - cache.offset, 0]
-    assert positions_2_3.tolist() == [[1.0, 3.0], [2.0, 3.0]]  # position 2 kept, position 3 copied
+    assert cache.k[0][0, 0, :6, 0].tolist() == [0.0, 0.0, 1.0, 2.0, 3.0, 3.0]  # position 2 kept, 3 copied
+
+
+def test_kv_cache_beam_masks():
+    """Slot s of an input sees the prompt keys its row sees and the generated keys of slot s; the bias of
+    generated position j goes to all K keys of step j."""
+    cache = KVCache(max_len=8)
+    cache.update(0, torch.zeros(2, 1, 2, 1), torch.zeros(2, 1, 2, 1))  # 2 inputs, prompts of 2
+    cache.expand(2)
+    key_mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    bias = torch.arange(4.0).expand(4, 1, 1, 4)  # (B K, H, 1, L): position j -> j
+    mask, grouped = cache.beam_masks(key_mask, bias, n_keys=6)
+    assert mask.shape == (2, 1, 2, 6)
+    assert mask[0, 0].int().tolist() == [[0, 1, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1]]
+    assert mask[1, 0].int().tolist() == [[1, 1, 1, 0, 1, 0], [1, 1, 0, 1, 0, 1]]
+    assert grouped.shape == (2, 1, 1, 6) and grouped[0, 0, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    assert cache.beam_masks(key_mask, bias, n_keys=6)[0] is mask  # the other layers reuse it
 
 
 def test_kv_cache_reorder_needs_expand_and_stays_in_groups():

@@ -16,8 +16,7 @@ Combining masks is a logical AND. A query row with no key to attend to gives zer
 
 Three implementations share one signature `f(q, k, v, *, mask=None, causal=False)` on (B, H, T, D):
 `naive_attention` materialises the (Tq, Tk) score matrix, `sdpa_attention` calls PyTorch's fused
-kernel, `flash_attention` is the tiled online-softmax algorithm (see `flash.py`). `prefix_attention` is the
-beam-search decoding step, where the beams of one prompt read that prompt's keys and values once.
+kernel, `flash_attention` is the tiled online-softmax algorithm (see `flash.py`).
 """
 
 import math
@@ -34,7 +33,6 @@ __all__ = [
     "naive_attention",
     "sdpa_attention",
     "flash_attention",
-    "prefix_attention",
 ]
 
 
@@ -106,28 +104,3 @@ def sdpa_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p:
         out = out.masked_fill(~full.any(dim=-1, keepdim=True), 0.0)  # no-key rows -> zeros, not NaN
     return out
 
-
-def prefix_attention(q, k_prefix, v_prefix, k, v, *, mask=None, bias=None):
-    """One query per row over [k_prefix; k], the prefix shared by each group of consecutive rows.
-
-    q (R, H, 1, D); k, v (R, H, L, D) per row; k_prefix, v_prefix (G, H, P, D), one per group of R / G rows
-    (the beams of one prompt), so a group's prefix is read once for all its rows:
-        s = [q k_prefix^T, q k^T] / sqrt(D) + bias,  -inf where mask (broadcastable to (R, H, 1, P + L)) is False
-        out = softmax(s)[..., :P] v_prefix + softmax(s)[..., P:] v
-    Every row must see at least one key (a decoding step sees its own token).
-    """
-    R, H, _, D = q.shape
-    G, P, L = k_prefix.size(0), k_prefix.size(2), k.size(2)
-    n = R // G  # rows per group; bmm on (batch, rows, cols) views: matmul's reshaping costs more than it does
-    q_groups = q.reshape(G, n, H, D).transpose(1, 2).reshape(G * H, n, D)
-    s_prefix = torch.bmm(q_groups, k_prefix.flatten(0, 1).transpose(1, 2)).view(G, H, n, P).transpose(1, 2)
-    s_own = torch.bmm(q.reshape(R * H, 1, D), k.flatten(0, 1).transpose(1, 2)).view(G, n, H, L)
-    s = torch.cat([s_prefix, s_own], dim=-1).view(R, H, 1, P + L) * (1.0 / math.sqrt(D))
-    if bias is not None:
-        s = s + bias
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
-    p = torch.softmax(s, dim=-1).view(G, n, H, P + L)
-    y_prefix = torch.bmm(p[..., :P].transpose(1, 2).reshape(G * H, n, P), v_prefix.flatten(0, 1))  # (G H, n, D)
-    y_own = torch.bmm(p[..., P:].reshape(R * H, 1, L), v.flatten(0, 1))  # (R H, 1, D)
-    return (y_own.view(G, n, H, D) + y_prefix.view(G, H, n, D).transpose(1, 2)).view(R, H, 1, D)

@@ -5,23 +5,21 @@ costs O(T) forward passes per step; caching them makes each step one token. Buff
 layer as (B, H_kv, max_len, D) on first use and filled left to right; cross-attention keys/values (computed
 once from the encoder output) are kept per layer too.
 
-Beam search turns each row into K rows, the beams of one input, that share a prompt and then part ways.
-`expand(K)` keeps the keys and values cached so far once per input, as `prefix[layer]` (B, H_kv, P, D) that
-attention reads once for all K beams (`tinylm.nn.attention.prefix_attention`), with per-beam buffers
-(B * K, H_kv, max_len - P, D) for later positions; for small caches, which stay in the CPU's cache anyway,
-it copies them into every beam's rows instead (SHARE_MIN_BYTES). After each step `reorder(index)` makes beam
-i continue beam index[i] of the same input. Most beams continue their parent, so rows are not gathered but
-reassigned: each parent's buffer row goes to its first child; a later child of the same parent takes the
-row of a beam that left no child and gets the parent's keys and values copied in, from the first position
-where the two histories differ, all layers in one copy (default decoder, batch 8, K = 4, 64 new tokens:
-about 15 of 32 rows per step, 2.5% of the bytes a full gather moves). Logical row i then lives in buffer
-row `slots[i]`: the caller feeds the model its rows in buffer order (`holders`) and reads logical rows
-`slots` of the output.
+Beam search turns each input into K beams that share a prompt and then part ways. After `expand(K)` the
+cache holds one sequence of keys per input (group): the prompt's P positions once, then every beam's token
+of each step side by side (the key of beam slot s at generated position j sits at P + j K + s), and attention
+runs each input's K beams as K queries over that sequence (`beam_masks`: a beam sees the prompt and its own
+slot's keys). So the prompt is read once per input, not once per beam (`transformers` holds and reads K
+copies), and one attention call serves all beams. After each step `reorder(index)` makes beam i continue beam
+index[i] of the same input without moving what stays: each parent keeps its slot for its first child; a
+later child of the same parent takes the slot of a beam that left no child and gets the parent's keys and
+values copied in, from the first position where the two token histories differ, all layers in one copy
+(default decoder, batch 8, K = 4, 64 new tokens: about 15 of 32 beams per step, 2.5% of the bytes of a full
+gather). Logical beam i then lives in buffer row `slots[i]` (input i // K, slot slots[i] % K): the caller
+feeds the model its rows in buffer order (`holders`) and reads logical rows `slots` of the output.
 """
 
 import torch
-
-SHARE_MIN_BYTES = 256 * 1024  # the crossover measured on CPU: 4 inputs x 4 beams x 32 prompt tokens, n_embd 128
 
 
 class KVCache:
@@ -31,66 +29,80 @@ class KVCache:
         self.v: dict[int, torch.Tensor] = {}
         self.lengths: dict[int, int] = {}
         self.cross: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.prefix: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # keys, values shared by each group
-        self.group = 0  # rows per group after expand(); 0: not expanded
-        self.offset = 0  # positions held in `prefix`, before the per-row buffers start
+        self.group = 0  # beams per input after expand(); 0: rows are independent sequences
+        self.offset = 0  # after expand: the prompt's length P
+        self.beams_kv: torch.Tensor | None = None  # after expand: all layers' keys, values (2 x layers, G, H, N, D)
         self.slots: torch.Tensor | None = None  # buffer row of each logical row; None: row i is buffer row i
         self.holders: torch.Tensor | None = None  # logical row held by each buffer row (slots' inverse)
-        self.rows_kv: torch.Tensor | None = None  # after expand: every layer's per-row keys and values
         self._slots: list[int] = []  # slots and holders as lists, for reorder's bookkeeping
         self._holders: list[int] = []
+        self._masks: tuple = ()  # beam_masks' last answer, reused by the other layers of a step
 
     @property
     def length(self) -> int:
-        """Tokens cached so far (in layer 0; all layers agree after a full forward)."""
+        """Tokens cached so far per row (in layer 0; all layers agree after a full forward)."""
         return self.lengths.get(0, 0)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Append k, v (B, H_kv, T, D) (rows in buffer order) for `layer`; return the per-row keys and values
-        (B, H_kv, L + T - offset, D), i.e. all of them unless `prefix` holds the first `offset`."""
+        """Append k, v (B, H_kv, T, D) (rows in buffer order) for `layer`; return all keys and values:
+        (B, H_kv, L + T, D), or after expand (G, H_kv, P + K (L + 1 - P), D), one sequence per input."""
         start = self.lengths.get(layer, 0)
         end = start + k.size(2)
         if end > self.max_len:
             raise ValueError(f"KV cache is full: {end} tokens exceed max_len={self.max_len} (the model's block_size)")
-        if layer not in self.k:
-            b, h, _, d = k.shape
-            self.k[layer] = k.new_empty(b, h, self.max_len - self.offset, d)
-            self.v[layer] = v.new_empty(b, h, self.max_len - self.offset, d)
-        k_buf, v_buf = self.k[layer], self.v[layer]
-        k_buf[:, :, start - self.offset:end - self.offset] = k
-        v_buf[:, :, start - self.offset:end - self.offset] = v
+        if self.group:
+            if k.size(2) != 1:
+                raise ValueError(f"after expand the cache takes one token per beam and step, got {k.size(2)}")
+            a = self.offset + (start - self.offset) * self.group  # this step's K slots, one per beam
+            n = a + self.group
+            k, v = (t[:, :, 0].unflatten(0, (-1, self.group)).transpose(1, 2) for t in (k, v))  # (G, H, K, D)
+        else:
+            a, n = start, end
+            if layer not in self.k:
+                b, h, _, d = k.shape
+                self.k[layer] = k.new_empty(b, h, self.max_len, d)
+                self.v[layer] = v.new_empty(b, h, self.max_len, d)
+        self.k[layer][:, :, a:n] = k
+        self.v[layer][:, :, a:n] = v
         self.lengths[layer] = end
-        return k_buf[:, :, :end - self.offset], v_buf[:, :, :end - self.offset]
+        return self.k[layer][:, :, :n], self.v[layer][:, :, :n]
 
-    def expand(self, group: int, share: bool | None = None) -> None:
-        """After the prefill: every row becomes `group` consecutive rows (beams) that continue from it.
-
-        share: keep what is cached once per group as `prefix` instead of `group` copies; by default when the
-        copies would hold at least SHARE_MIN_BYTES more per layer (below that, reading them costs less than
-        the few more operations of prefix attention). The beams' own keys and values live in one tensor
-        `rows_kv` (2 x layers, B * group, H_kv, max_len - offset, D), so that reorder copies in one go.
-        """
+    def expand(self, group: int) -> None:
+        """After the prefill: every row becomes an input of `group` beams that continue from it."""
         if self.group:
             raise ValueError("KVCache.expand: the cache is already expanded (expand once, after the prefill)")
         if not self.k:
             raise ValueError("KVCache.expand continues what is cached: run the prefill first")
-        n, layers = self.length, sorted(self.k)
-        if share is None:
-            share = (group - 1) * 2 * self.k[layers[0]][:, :, :n].nbytes >= SHARE_MIN_BYTES
+        p, layers = self.length, sorted(self.k)
         b, h, _, d = self.k[layers[0]].shape
-        self.offset = n if share else 0
-        self.rows_kv = self.k[layers[0]].new_empty(2 * len(layers), b * group, h, self.max_len - self.offset, d)
+        self.beams_kv = self.k[layers[0]].new_empty(2 * len(layers), b, h, p + group * (self.max_len - p), d)
         for i, layer in enumerate(layers):
-            if share:
-                self.prefix[layer] = (self.k[layer][:, :, :n], self.v[layer][:, :, :n])
-            else:
-                self.rows_kv[2 * i, :, :, :n] = self.k[layer][:, :, :n].repeat_interleave(group, 0)
-                self.rows_kv[2 * i + 1, :, :, :n] = self.v[layer][:, :, :n].repeat_interleave(group, 0)
-            self.k[layer], self.v[layer] = self.rows_kv[2 * i], self.rows_kv[2 * i + 1]
+            self.beams_kv[2 * i, :, :, :p] = self.k[layer][:, :, :p]
+            self.beams_kv[2 * i + 1, :, :, :p] = self.v[layer][:, :, :p]
+            self.k[layer], self.v[layer] = self.beams_kv[2 * i], self.beams_kv[2 * i + 1]
         self.cross = {layer: (k.repeat_interleave(group, 0), v.repeat_interleave(group, 0))
                       for layer, (k, v) in self.cross.items()}
-        self.group = group
+        self.group, self.offset = group, p
         self._slots, self._holders = list(range(b * group)), list(range(b * group))
+
+    def beam_masks(self, key_mask: torch.Tensor | None, bias: torch.Tensor | None, n_keys: int):
+        """After expand: the attention mask (G, 1, K, N) and bias (G or 1, H, 1, N) of a step's K queries
+        per input over its N keys, from the rows' key_mask (B, L) and bias (B or 1, H, 1, L) or (H, 1, L)
+        (equal within an input): prompt keys as the rows have them; generated key P + j K + s seen only by
+        slot s, with the bias of position P + j."""
+        if self._masks and self._masks[0] == n_keys and self._masks[1] is key_mask and self._masks[2] is bias:
+            return self._masks[3:]
+        K, p, g, device = self.group, self.offset, self.beams_kv.size(1), self.beams_kv.device
+        own = torch.arange(n_keys - p, device=device) % K == torch.arange(K, device=device)[:, None]  # (K, N - P)
+        prompt = key_mask[::K, :p] if key_mask is not None else own.new_ones(g, p)
+        mask = torch.cat([prompt[:, None, :].expand(g, K, p), own.expand(g, K, n_keys - p)], -1)[:, None]
+        grouped = None
+        if bias is not None:
+            grouped = bias if bias.dim() == 4 else bias[None]
+            grouped = grouped[::K] if grouped.size(0) > 1 else grouped
+            grouped = torch.cat([grouped[..., :p], grouped[..., p:].repeat_interleave(K, -1)], -1)
+        self._masks = (n_keys, key_mask, bias, mask, grouped)
+        return mask, grouped
 
     def reorder(self, index: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
         """After expand(K): logical row i continues logical row index[i] (LongTensor (B * K,)) of its own group.
@@ -124,22 +136,23 @@ class KVCache:
         self.holders = torch.tensor(self._holders, device=device)
 
     def _copy(self, pairs: list[tuple[int, int, int, int]], tokens: torch.Tensor | None, device) -> None:
-        """Copy each pair's source buffer row into its destination row, from the first position where the
-        histories of the child and of the row's old holder differ, for every layer at once."""
-        n, offset = self.length, self.offset
-        starts = [offset] * len(pairs)
+        """Copy each pair's source slot into its destination slot (same input), from the first position where
+        the histories of the child and of the slot's old holder differ, for every layer at once."""
+        n, p, K = self.length, self.offset, self.group
+        starts = [p] * len(pairs)
         if tokens is not None:
-            rows = torch.tensor([p[2] for p in pairs] + [p[3] for p in pairs], device=device)
+            rows = torch.tensor([q[2] for q in pairs] + [q[3] for q in pairs], device=device)
             now, was = tokens[:, :n].index_select(0, rows).view(2, len(pairs), n)
             differ = torch.cat([now != was, now.new_ones(len(pairs), 1, dtype=torch.bool)], 1)
-            starts = [max(a, offset) for a in differ.int().argmax(1).tolist()]
-        layers_kv, _, h, span, d = self.rows_kv.shape
-        dst, src = [], []  # flat indices of (row, head, position) into rows_kv viewed as (2 x layers, -1, D)
+            starts = [max(a, p) for a in differ.int().argmax(1).tolist()]
+        layers_kv, _, h, span, d = self.beams_kv.shape
+        dst, src = [], []  # flat indices of (input, head, key) into beams_kv viewed as (2 x layers, -1, D)
         for (to, frm, _, _), a in zip(pairs, starts, strict=True):
             for head in range(h):
-                dst.extend(range((to * h + head) * span + a - offset, (to * h + head) * span + n - offset))
-                src.extend(range((frm * h + head) * span + a - offset, (frm * h + head) * span + n - offset))
+                base = (to // K * h + head) * span + p
+                dst.extend(range(base + (a - p) * K + to % K, base + (n - p) * K, K))
+                src.extend(range(base + (a - p) * K + frm % K, base + (n - p) * K, K))
         if dst:
-            flat = self.rows_kv.view(layers_kv, -1, d)
+            flat = self.beams_kv.view(layers_kv, -1, d)
             dst, src = torch.tensor(dst, device=device), torch.tensor(src, device=device)
             flat.index_copy_(1, dst, flat.index_select(1, src))

@@ -19,7 +19,6 @@ from tinylm.nn.attention import (
     flash_attention,
     naive_attention,
     padding_mask,
-    prefix_attention,
     sdpa_attention,
 )
 from tinylm.nn.kv_cache import KVCache
@@ -104,27 +103,25 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self._project(x, memory, cache, layer)  # (B, nh, T, hs), (B, nkv, Tk, hs)
         if rope is not None:
             q, k = rope(q, positions), rope(k, positions)
-        prefix = ()
         if cache is not None and not self.cross:
             k, v = cache.update(layer, k, v)
-            prefix = cache.prefix.get(layer, ())  # beam search: keys, values shared by each group of rows
         if self.n_kv_head != self.n_head:
             rep = self.n_head // self.n_kv_head
-            k, v, *prefix = (t.repeat_interleave(rep, dim=1) for t in (k, v, *prefix))
-        mask = padding_mask(key_mask) if key_mask is not None else None
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        if cache is not None and cache.group and not self.cross:  # beam search: an input's K beams are the
+            q = q[:, :, 0].unflatten(0, (-1, cache.group)).transpose(1, 2)  # (G, nh, K, hs) queries of one sequence
+            mask, attn_bias = cache.beam_masks(key_mask, attn_bias, k.size(2))
+        else:
+            mask = padding_mask(key_mask) if key_mask is not None else None
         align = "bottom_right" if causal and T > 1 else False  # one new query sees every key: no causal mask
         p = self.dropout if self.training else 0.0
-        if prefix:
-            if T != 1:
-                raise ValueError(f"a cache with a shared prefix (after expand) takes one token per step, got {T}")
-            y = prefix_attention(q, *prefix, k, v, mask=mask, bias=attn_bias)
-        elif attn_bias is not None:
+        if attn_bias is not None:
             y = _biased_attention(q, k, v, mask, align, attn_bias, p)
         elif self.kernel == "flash":
             y = flash_attention(q, k, v, mask=mask, causal=align)
         else:
             y = KERNELS[self.kernel](q, k, v, mask=mask, causal=align, dropout_p=p)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C); beam queries (G, nh, K, hs) -> (G K, 1, C)
         return self.resid_dropout(self.c_proj(y))
 
 
