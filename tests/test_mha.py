@@ -191,20 +191,22 @@ def test_kv_cache_reorder_copies_only_what_differs():
     assert cache.k[0][0, 0, :6, 0].tolist() == [0.0, 0.0, 1.0, 2.0, 3.0, 3.0]  # position 2 kept, 3 copied
 
 
-def test_kv_cache_beam_masks():
-    """Slot s of an input sees the prompt keys its row sees and the generated keys of slot s; the bias of
-    generated position j goes to all K keys of step j."""
+def test_kv_cache_beam_bias():
+    """Slot s of an input sees the prompt keys its rows see and the generated keys of slot s (0, else -inf);
+    the bias of generated position j goes to all K keys of step j."""
     cache = KVCache(max_len=8)
     cache.update(0, torch.zeros(2, 1, 2, 1), torch.zeros(2, 1, 2, 1))  # 2 inputs, prompts of 2
-    cache.expand(2)
-    key_mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    cache.expand(2, prompt_mask=torch.tensor([[0, 1], [1, 1]]))
+    seen = cache.beam_bias(None, n_keys=6)
+    assert seen.shape == (2, 1, 2, 6)
+    assert torch.isfinite(seen[0, 0]).int().tolist() == [[0, 1, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1]]
+    assert torch.isfinite(seen[1, 0]).int().tolist() == [[1, 1, 1, 0, 1, 0], [1, 1, 0, 1, 0, 1]]
+    assert seen[torch.isfinite(seen)].eq(0).all()
     bias = torch.arange(4.0).expand(4, 1, 1, 4)  # (B K, H, 1, L): position j -> j
-    mask, grouped = cache.beam_masks(key_mask, bias, n_keys=6)
-    assert mask.shape == (2, 1, 2, 6)
-    assert mask[0, 0].int().tolist() == [[0, 1, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1]]
-    assert mask[1, 0].int().tolist() == [[1, 1, 1, 0, 1, 0], [1, 1, 0, 1, 0, 1]]
-    assert grouped.shape == (2, 1, 1, 6) and grouped[0, 0, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 3.0, 3.0]
-    assert cache.beam_masks(key_mask, bias, n_keys=6)[0] is mask  # the other layers reuse it
+    biased = cache.beam_bias(bias, n_keys=6)
+    assert biased[1, 0, 0].tolist() == [0.0, 1.0, 2.0, float("-inf"), 3.0, float("-inf")]
+    assert biased[1, 0, 1].tolist() == [0.0, 1.0, float("-inf"), 2.0, float("-inf"), 3.0]
+    assert cache.beam_bias(bias, n_keys=6) is biased  # the other layers of the step reuse it
 
 
 def test_kv_cache_reorder_needs_expand_and_stays_in_groups():

@@ -80,11 +80,11 @@ class Stepper:
 
     def expand(self, group: int) -> None:
         """Every row becomes `group` consecutive rows (the beams of one input), sharing the cached prefix."""
+        if self.cache is not None:
+            self.cache.expand(group, self.mask[:, :self.n] if self.mask is not None else None)
         for name in ("ids", "mask", "memory", "src_mask"):
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name).repeat_interleave(group, dim=0))
-        if self.cache is not None:
-            self.cache.expand(group)
 
     def reorder(self, index: torch.Tensor) -> None:
         """After expand: row i continues row index[i] (LongTensor) of its own group, whose masks and encoder

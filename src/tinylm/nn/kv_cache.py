@@ -8,7 +8,7 @@ once from the encoder output) are kept per layer too.
 Beam search turns each input into K beams that share a prompt and then part ways. After `expand(K)` the
 cache holds one sequence of keys per input (group): the prompt's P positions once, then every beam's token
 of each step side by side (the key of beam slot s at generated position j sits at P + j K + s), and attention
-runs each input's K beams as K queries over that sequence (`beam_masks`: a beam sees the prompt and its own
+runs each input's K beams as K queries over that sequence (`beam_bias`: a beam sees the prompt and its own
 slot's keys). So the prompt is read once per input, not once per beam (`transformers` holds and reads K
 copies), and one attention call serves all beams. After each step `reorder(index)` makes beam i continue beam
 index[i] of the same input without moving what stays: each parent keeps its slot for its first child; a
@@ -36,7 +36,8 @@ class KVCache:
         self.holders: torch.Tensor | None = None  # logical row held by each buffer row (slots' inverse)
         self._slots: list[int] = []  # slots and holders as lists, for reorder's bookkeeping
         self._holders: list[int] = []
-        self._masks: tuple = ()  # beam_masks' last answer, reused by the other layers of a step
+        self._seen: torch.Tensor | None = None  # after expand: beam_bias without a bias, for every key count
+        self._biased: tuple = ()  # beam_bias' last biased answer
 
     @property
     def length(self) -> int:
@@ -55,7 +56,7 @@ class KVCache:
                 raise ValueError(f"after expand the cache takes one token per beam and step, got {k.size(2)}")
             a = self.offset + (start - self.offset) * self.group  # this step's K slots, one per beam
             n = a + self.group
-            k, v = (t[:, :, 0].unflatten(0, (-1, self.group)).transpose(1, 2) for t in (k, v))  # (G, H, K, D)
+            k, v = (t.reshape(-1, self.group, t.size(1), t.size(3)).transpose(1, 2) for t in (k, v))  # (G, H, K, D)
         else:
             a, n = start, end
             if layer not in self.k:
@@ -67,15 +68,19 @@ class KVCache:
         self.lengths[layer] = end
         return self.k[layer][:, :, :n], self.v[layer][:, :, :n]
 
-    def expand(self, group: int) -> None:
-        """After the prefill: every row becomes an input of `group` beams that continue from it."""
+    def expand(self, group: int, prompt_mask: torch.Tensor | None = None) -> None:
+        """After the prefill: every row becomes an input of `group` beams that continue from it.
+
+        prompt_mask (B, P): which of the cached positions are real tokens (None: all).
+        """
         if self.group:
             raise ValueError("KVCache.expand: the cache is already expanded (expand once, after the prefill)")
         if not self.k:
             raise ValueError("KVCache.expand continues what is cached: run the prefill first")
         p, layers = self.length, sorted(self.k)
         b, h, _, d = self.k[layers[0]].shape
-        self.beams_kv = self.k[layers[0]].new_empty(2 * len(layers), b, h, p + group * (self.max_len - p), d)
+        n = p + group * (self.max_len - p)
+        self.beams_kv = self.k[layers[0]].new_empty(2 * len(layers), b, h, n, d)
         for i, layer in enumerate(layers):
             self.beams_kv[2 * i, :, :, :p] = self.k[layer][:, :, :p]
             self.beams_kv[2 * i + 1, :, :, :p] = self.v[layer][:, :, :p]
@@ -84,25 +89,27 @@ class KVCache:
                       for layer, (k, v) in self.cross.items()}
         self.group, self.offset = group, p
         self._slots, self._holders = list(range(b * group)), list(range(b * group))
+        # what each slot sees: the prompt as its rows do, then its own key of every step (P + j K + s)
+        device = self.beams_kv.device
+        own = torch.arange(n - p, device=device) % group == torch.arange(group, device=device)[:, None]  # (K, N - P)
+        prompt = prompt_mask.bool() if prompt_mask is not None else own.new_ones(b, p)
+        seen = torch.cat([prompt[:, None, :].expand(b, group, p), own.expand(b, group, n - p)], -1)[:, None]
+        self._seen = torch.zeros(seen.shape, dtype=self.beams_kv.dtype, device=device).masked_fill_(~seen, -torch.inf)
 
-    def beam_masks(self, key_mask: torch.Tensor | None, bias: torch.Tensor | None, n_keys: int):
-        """After expand: the attention mask (G, 1, K, N) and bias (G or 1, H, 1, N) of a step's K queries
-        per input over its N keys, from the rows' key_mask (B, L) and bias (B or 1, H, 1, L) or (H, 1, L)
-        (equal within an input): prompt keys as the rows have them; generated key P + j K + s seen only by
-        slot s, with the bias of position P + j."""
-        if self._masks and self._masks[0] == n_keys and self._masks[1] is key_mask and self._masks[2] is bias:
-            return self._masks[3:]
-        K, p, g, device = self.group, self.offset, self.beams_kv.size(1), self.beams_kv.device
-        own = torch.arange(n_keys - p, device=device) % K == torch.arange(K, device=device)[:, None]  # (K, N - P)
-        prompt = key_mask[::K, :p] if key_mask is not None else own.new_ones(g, p)
-        mask = torch.cat([prompt[:, None, :].expand(g, K, p), own.expand(g, K, n_keys - p)], -1)[:, None]
-        grouped = None
-        if bias is not None:
-            grouped = bias if bias.dim() == 4 else bias[None]
-            grouped = grouped[::K] if grouped.size(0) > 1 else grouped
-            grouped = torch.cat([grouped[..., :p], grouped[..., p:].repeat_interleave(K, -1)], -1)
-        self._masks = (n_keys, key_mask, bias, mask, grouped)
-        return mask, grouped
+    def beam_bias(self, bias: torch.Tensor | None, n_keys: int) -> torch.Tensor:
+        """After expand: the additive attention mask (G, 1 or H, K, N) of a step's K queries per input over its
+        N keys: 0 where the slot sees the key, -inf elsewhere, plus the rows' bias (B or 1, H, 1, L) or (H, 1, L)
+        if given (ALiBi; equal for the rows of an input): key P + j K + s gets position P + j's."""
+        if bias is None:
+            return self._seen[..., :n_keys]
+        if self._biased and self._biased[0] == n_keys and self._biased[1] is bias:
+            return self._biased[2]
+        K, p = self.group, self.offset
+        grouped = bias if bias.dim() == 4 else bias[None]
+        grouped = grouped[::K] if grouped.size(0) > 1 else grouped
+        out = self._seen[..., :n_keys] + torch.cat([grouped[..., :p], grouped[..., p:].repeat_interleave(K, -1)], -1)
+        self._biased = (n_keys, bias, out)  # the other layers of this step reuse it
+        return out
 
     def reorder(self, index: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
         """After expand(K): logical row i continues logical row index[i] (LongTensor (B * K,)) of its own group.

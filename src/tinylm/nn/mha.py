@@ -108,11 +108,10 @@ class MultiHeadAttention(nn.Module):
         if self.n_kv_head != self.n_head:
             rep = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        mask = padding_mask(key_mask) if key_mask is not None else None
         if cache is not None and cache.group and not self.cross:  # beam search: an input's K beams are the
-            q = q[:, :, 0].unflatten(0, (-1, cache.group)).transpose(1, 2)  # (G, nh, K, hs) queries of one sequence
-            mask, attn_bias = cache.beam_masks(key_mask, attn_bias, k.size(2))
-        else:
-            mask = padding_mask(key_mask) if key_mask is not None else None
+            q = q.reshape(-1, cache.group, self.n_head, self.head_dim).transpose(1, 2)  # K queries of one sequence
+            mask, attn_bias = None, cache.beam_bias(attn_bias, k.size(2))  # (G, nh, K, hs), additive mask
         align = "bottom_right" if causal and T > 1 else False  # one new query sees every key: no causal mask
         p = self.dropout if self.training else 0.0
         if attn_bias is not None:
