@@ -7,6 +7,8 @@ attention shares each key/value head among n_head / n_kv_head query heads (n_kv_
 Projections are fused (one c_attn matrix, GPT-2 / Baichuan W_pack style) or separate (q/k/v_proj, needed
 for cross-attention where keys and values come from another sequence). Attention-probability dropout is
 applied only in training and only by the naive and SDPA kernels (the tiled flash kernel has none).
+Beam-search steps (a KV cache after `expand`) run an input's beams as the queries of its one key sequence,
+through SDPA with the cache's additive mask (`KVCache.beam_bias`), whatever the kernel.
 """
 
 import torch
