@@ -143,9 +143,9 @@ class PrefixKV:
 
 def beam_keys(cache: KVCache, keys: torch.Tensor) -> torch.Tensor:
     """Each logical beam's keys (B K, H, L, D), in positions order, from update's (G, H, P + K j, D)."""
-    K, P, rows = cache.group, cache.offset, len(cache._slots)
+    K, P = cache.group, cache.offset
     out = []
-    for row in (cache.slots if cache.slots is not None else torch.arange(rows)).tolist():
+    for row in cache.slots.tolist():
         g, s = divmod(row, K)
         out.append(torch.cat([keys[g, :, :P], keys[g, :, P + s::K]], 1))
     return torch.stack(out)
@@ -170,8 +170,7 @@ def test_kv_cache_expand_reorder_equals_gathering_every_row():
             tokens = tokens[index]
         tokens = torch.cat([tokens, torch.randint(0, 2, (groups * beams, 1), generator=g)], 1)
         want = torch.stack([kv(row // beams, tokens[row].tolist()) for row in range(groups * beams)])
-        rows = cache.holders if cache.holders is not None else torch.arange(groups * beams)
-        k_all, v_all = cache.update(0, want[rows, 0, :, -1:], want[rows, 1, :, -1:])  # buffer order in
+        k_all, v_all = cache.update(0, want[cache.holders, 0, :, -1:], want[cache.holders, 1, :, -1:])  # buffer order
         assert k_all.shape == (groups, 2, prompt + beams * (step + 1), 5)  # one sequence per input
         assert torch.equal(beam_keys(cache, k_all), want[:, 0]) and torch.equal(beam_keys(cache, v_all), want[:, 1])
 
@@ -215,12 +214,13 @@ def test_kv_cache_reorder_needs_expand_and_stays_in_groups():
         cache.expand(2)
     cache.update(0, torch.randn(2, 1, 3, 2), torch.randn(2, 1, 3, 2))
     with pytest.raises(ValueError, match="call expand first"):
-        cache.reorder(torch.tensor([0, 0]))
+        cache.reorder(torch.tensor([0, 0]), tokens=torch.zeros(2, 3, dtype=torch.long))
     cache.expand(2)
     with pytest.raises(ValueError, match="already expanded"):
         cache.expand(2)
+    assert cache.slots.tolist() == [0, 1, 2, 3] and cache.holders.tolist() == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="outside its group"):
-        cache.reorder(torch.tensor([0, 2, 2, 3]))
+        cache.reorder(torch.tensor([0, 2, 2, 3]), tokens=torch.zeros(4, 3, dtype=torch.long))
 
 
 def test_kv_cache_expand_repeats_cross_attention_keys():

@@ -62,7 +62,7 @@ class Stepper:
         """float32 logits (rows, V) for the token after the first n."""
         start = self.cache.length if self.cache is not None else 0
         ids = self.ids[:, start:self.n]
-        moved = self.cache is not None and self.cache.slots is not None  # run the cache's rows in buffer order
+        moved = self.cache is not None and self.cache.group > 0  # run the cache's rows in buffer order
         if moved:  # (only within groups of equal masks and memory, which therefore need no reordering)
             ids = ids.index_select(0, self.cache.holders)
         if self.memory is not None:

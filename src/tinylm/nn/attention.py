@@ -103,4 +103,3 @@ def sdpa_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p:
     if full is not None and q.device.type != "cpu":  # torch's CPU kernels already give no-key rows zeros
         out = out.masked_fill(~full.any(dim=-1, keepdim=True), 0.0)  # no-key rows -> zeros, not NaN
     return out
-

@@ -32,8 +32,8 @@ class KVCache:
         self.group = 0  # beams per input after expand(); 0: rows are independent sequences
         self.offset = 0  # after expand: the prompt's length P
         self.beams_kv: torch.Tensor | None = None  # after expand: all layers' keys, values (2 x layers, G, H, N, D)
-        self.slots: torch.Tensor | None = None  # buffer row of each logical row; None: row i is buffer row i
-        self.holders: torch.Tensor | None = None  # logical row held by each buffer row (slots' inverse)
+        self.slots: torch.Tensor | None = None  # after expand: buffer row of each logical row
+        self.holders: torch.Tensor | None = None  # after expand: logical row held by each buffer row (slots' inverse)
         self._slots: list[int] = []  # slots and holders as lists, for reorder's bookkeeping
         self._holders: list[int] = []
         self._seen: torch.Tensor | None = None  # after expand: beam_bias without a bias, for every key count
@@ -88,7 +88,7 @@ class KVCache:
         self.cross = {layer: (k.repeat_interleave(group, 0), v.repeat_interleave(group, 0))
                       for layer, (k, v) in self.cross.items()}
         self.group, self.offset = group, p
-        self._slots, self._holders = list(range(b * group)), list(range(b * group))
+        self._set_slots(list(range(b * group)), device=self.beams_kv.device)
         # what each slot sees: the prompt as its rows do, then its own key of every step (P + j K + s)
         device = self.beams_kv.device
         own = torch.arange(n - p, device=device) % group == torch.arange(group, device=device)[:, None]  # (K, N - P)
@@ -111,12 +111,11 @@ class KVCache:
         self._biased = (n_keys, bias, out)  # the other layers of this step reuse it
         return out
 
-    def reorder(self, index: torch.Tensor, tokens: torch.Tensor | None = None) -> None:
+    def reorder(self, index: torch.Tensor, tokens: torch.Tensor) -> None:
         """After expand(K): logical row i continues logical row index[i] (LongTensor (B * K,)) of its own group.
 
         tokens (rows, >= length), the token ids the logical rows have cached: two rows of a group whose
-        tokens agree on positions < p hold equal keys and values there, which are then not copied (without
-        tokens every cached position of a copied row is).
+        tokens agree on positions < p hold equal keys and values there, which are then not copied.
         """
         if not self.group:
             raise ValueError("KVCache.reorder moves rows within the groups made by expand(); call expand first")
@@ -136,22 +135,23 @@ class KVCache:
                     pairs.append((new[i], slots[index[i]], index[i], self._holders[new[i]]))
         if pairs:
             self._copy(pairs, tokens, device)
-        self._slots, self._holders = new, [0] * len(new)
-        for i, row in enumerate(new):
+        self._set_slots(new, device)
+
+    def _set_slots(self, slots: list[int], device) -> None:
+        self._slots, self._holders = slots, [0] * len(slots)
+        for i, row in enumerate(slots):
             self._holders[row] = i
-        self.slots = torch.tensor(new, device=device)
+        self.slots = torch.tensor(slots, device=device)
         self.holders = torch.tensor(self._holders, device=device)
 
-    def _copy(self, pairs: list[tuple[int, int, int, int]], tokens: torch.Tensor | None, device) -> None:
+    def _copy(self, pairs: list[tuple[int, int, int, int]], tokens: torch.Tensor, device) -> None:
         """Copy each pair's source slot into its destination slot (same input), from the first position where
         the histories of the child and of the slot's old holder differ, for every layer at once."""
         n, p, K = self.length, self.offset, self.group
-        starts = [p] * len(pairs)
-        if tokens is not None:
-            rows = torch.tensor([q[2] for q in pairs] + [q[3] for q in pairs], device=device)
-            now, was = tokens[:, :n].index_select(0, rows).view(2, len(pairs), n)
-            differ = torch.cat([now != was, now.new_ones(len(pairs), 1, dtype=torch.bool)], 1)
-            starts = [max(a, p) for a in differ.int().argmax(1).tolist()]
+        rows = torch.tensor([q[2] for q in pairs] + [q[3] for q in pairs], device=device)
+        now, was = tokens[:, :n].index_select(0, rows).view(2, len(pairs), n)
+        differ = torch.cat([now != was, now.new_ones(len(pairs), 1, dtype=torch.bool)], 1)
+        starts = [max(a, p) for a in differ.int().argmax(1).tolist()]
         layers_kv, _, h, span, d = self.beams_kv.shape
         dst, src = [], []  # flat indices of (input, head, key) into beams_kv viewed as (2 x layers, -1, D)
         for (to, frm, _, _), a in zip(pairs, starts, strict=True):
