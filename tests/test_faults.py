@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 import numpy as np
@@ -339,10 +339,24 @@ def ctrl_c(cmd: list[str], repo: Path, env: dict, working, delay: float) -> tupl
         os.killpg(proc.pid, signal.SIGINT)
     try:
         proc.wait(timeout=120)
+        left = time.monotonic() + 10  # the stage's workers must end with it, not hold its pipes open
+        while _group_alive(proc.pid) and time.monotonic() < left:
+            time.sleep(0.05)
+        stray = _group_alive(proc.pid)
     finally:
-        proc.kill()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         reader.join()
+    assert not stray, f"the stage left processes running after Ctrl-C:\n{output()[-3000:]}"
     return proc.returncode, output()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def ctrl_c_then_rerun(name: str, full: tuple[Path, dict], tmp: Path) -> None:

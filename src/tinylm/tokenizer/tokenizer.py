@@ -312,13 +312,20 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
     # Forked workers share the parent's heap copy-on-write; a garbage collection in a worker writes to every
     # object it traverses, copying the pages of everything it inherited (Python's gc docs: freeze before
     # fork). Frozen objects are left out of collections.
-    gc.freeze()
+    # A Ctrl-C while the workers are being forked would leave them behind (Pool's cleanup catches Exception,
+    # not KeyboardInterrupt), holding the stage's output pipes: hold it back until the pool can be closed.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
+        gc.freeze()
+        try:
+            pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
+        finally:
+            gc.unfreeze()
+        with pool:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back arrives here
+            yield from pool.imap(_encode_in_worker, texts)
     finally:
-        gc.unfreeze()
-    with pool:
-        yield from pool.imap(_encode_in_worker, texts)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _encode_in_worker(text: str) -> np.ndarray:
