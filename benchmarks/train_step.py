@@ -56,12 +56,12 @@ def hf(model, b):
 
 
 def lightning_loop(cfg, tokens, steps, block, batch) -> float:
-    optim = dict(lr=3e-4, min_lr=3e-5, weight_decay=0.1, warmup_steps=1, max_steps=steps)
+    optim = dict(lr=3e-4, min_lr=3e-5, weight_decay=0.1, warmup_steps=1, max_steps=steps, grad_clip=1.0)
     module = CausalLMModule(cfg.to_dict(), optim)
     dm = StepDataModule(RandomWindows(tokens, block, batch, 0), FixedWindows(tokens, block, batch, 1),
                         batch_size=None, seed=0, max_steps=steps)
     t = SimpleNamespace(max_steps=steps, val_every=10**9, val_batches=1, log_every=10, ckpt_every=10**9,
-                        precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto", grad_clip=1.0,
+                        precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
                         accumulate_grad_batches=1, compile=False)
     with tempfile.TemporaryDirectory() as d:
         start = time.perf_counter()

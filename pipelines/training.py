@@ -22,6 +22,7 @@ from tinylm.data.atomic import atomic_dir, check_writable, write_json
 from tinylm.models.io import save_pretrained
 from tinylm.tracking import stage_run, tracking_uri
 from tinylm.training.fit import fit, set_threads
+from tinylm.training.optim import OptimConfig
 
 
 def file_sha256(path: Path) -> str:
@@ -30,8 +31,7 @@ def file_sha256(path: Path) -> str:
 
 def optim_dict(t) -> dict:
     """The optimiser/schedule part of a TrainerConfig, as the LightningModules take it."""
-    return dict(lr=t.lr, min_lr=t.min_lr, warmup_steps=t.warmup_steps, max_steps=t.max_steps,
-                weight_decay=t.weight_decay, betas=list(t.betas))
+    return asdict(OptimConfig.of(t))
 
 
 def prepare(tcfg) -> None:

@@ -50,14 +50,14 @@ def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, fingerprint="fp", 
     torch.set_num_threads(1)
     pl.seed_everything(1, verbose=False)
     cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1).to_dict()
-    optim = dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=max_steps)
+    optim = dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=max_steps, grad_clip=1.0)
     module = KillAt(cfg, optim, seed=1)
     module.kill_at = kill_at
     dm = StepDataModule(RandomWindows(TOKENS, 16, 4, seed=1), FixedWindows(VAL, 16, 4, 2), batch_size=None,
                         seed=1, max_steps=max_steps, accumulate=accumulate)
     tcfg = SimpleNamespace(max_steps=max_steps, val_every=5, val_batches=2, log_every=1, ckpt_every=5,
                            precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
-                           grad_clip=1.0, accumulate_grad_batches=accumulate, compile=False)
+                           accumulate_grad_batches=accumulate, compile=False)
     trainer, history = fit(module, dm, tcfg, Path(out_dir), fingerprint=fingerprint, say=say)
     return module, trainer, history
 

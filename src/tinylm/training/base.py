@@ -1,10 +1,17 @@
-"""What every tinylm LightningModule shares: the optimiser and schedule, per-step seeding, gradient norm,
-throughput and MFU logging, and a hard stop on a non-finite loss.
+"""What every tinylm LightningModule shares: the optimiser and schedule, gradient clipping, per-step seeding,
+gradient norm, throughput and MFU logging, and a hard stop on a non-finite loss.
 
 Per-step seeding: before each training batch the global RNG is seeded from (seed, micro-batch index, rank),
 the micro-batch index being global step * accumulate_grad_batches + position within the accumulation, so
 dropout and MLM masks depend only on the step and differ between the micro-batches of one step. A run
 resumed from a checkpoint therefore continues bit-for-bit as the uninterrupted run would have.
+
+No host-device sync between logging steps: on a GPU every `.item()` or `if tensor:` stalls the host until
+the queued kernels finish. Metrics are logged only on logging steps (every `log_every` optimizer steps, and
+the last); the non-finite check keeps the first bad step in a device tensor and reads it on logging steps;
+clipping scales the gradients by min(1, max_norm / ||g||) on the device. So a non-finite loss stops
+training at the next logging step at the latest, naming the step where it first appeared, before any
+checkpoint of later steps is written (as long as ckpt_every is a multiple of log_every).
 
 MFU (PaLM appendix B): model FLOPs per token = 6 N + 12 L T d (N: non-embedding parameters), achieved
 FLOP/s = tokens/s * that, divided by the accelerator's peak (bf16 dense; only logged on a known GPU).
@@ -15,7 +22,7 @@ import time
 import pytorch_lightning as pl
 import torch
 
-from tinylm.training.optim import build_optimizer, build_scheduler
+from tinylm.training.optim import OptimConfig, build_optimizer, build_scheduler
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
                    "RTX 4090": 165e12, "V100": 125e12}
@@ -23,17 +30,29 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e1
 
 class TinyLMModule(pl.LightningModule):
     log_ppl = False  # language models also log val/ppl = exp(val/loss)
+
     def __init__(self, optim: dict, seed: int = 0):
         super().__init__()
-        self.optim, self.seed = dict(optim), seed
-        self._t0, self._tokens = None, 0
+        self.optim, self.seed = OptimConfig(**optim), seed
+        self._t0, self._tokens, self._first_bad = None, 0, None
 
     # -- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         o = self.optim
-        opt = build_optimizer(self.model, o["lr"], o["weight_decay"], o.get("betas", (0.9, 0.95)))
-        sched = build_scheduler(opt, o["lr"], o["min_lr"], o["warmup_steps"], o["max_steps"])
+        fused = o.fused
+        if fused is None:  # fp16's GradScaler must unscale before clipping: only an unfused optimizer lets it
+            fp16 = self._trainer is not None and self.trainer.precision == "16-mixed"
+            fused = self.device.type == "cuda" and not fp16
+        opt = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, fused=fused)
+        sched = build_scheduler(opt, o.lr, o.min_lr, o.warmup_steps, o.max_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def logging_step(self) -> bool:
+        """Whether the optimizer step being computed logs its metrics: every log_every steps, and the last."""
+        if self._trainer is None:
+            return True
+        step = self.global_step + 1  # global_step counts finished optimizer steps
+        return step % self.trainer.log_every_n_steps == 0 or step == self.trainer.max_steps
 
     def on_train_batch_start(self, batch, batch_idx):
         acc = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
@@ -43,11 +62,23 @@ class TinyLMModule(pl.LightningModule):
             self._t0 = time.perf_counter()
 
     def on_before_optimizer_step(self, optimizer):
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads), on_step=True, rank_zero_only=True)
-        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, rank_zero_only=True)
+        """Clip the global gradient norm to grad_clip (on the device) and log it on logging steps."""
+        log = self.logging_step()
+        if not (self.optim.grad_clip or log):
+            return
+        params = [p for p in self.parameters() if p.grad is not None]
+        if self.optim.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if log:
+            self.log("train/grad_norm", norm, on_step=True, rank_zero_only=True)
+            self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, rank_zero_only=True)
+            if self._t0 is not None:  # inside a Trainer's loop
+                self._log_throughput()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def _log_throughput(self) -> None:
+        """tokens/s (and MFU on a known GPU) since the previous logging step, which synchronised."""
         dt = time.perf_counter() - self._t0
         tps = self._tokens / max(dt, 1e-9) * self.trainer.world_size
         self.log("train/tokens_per_s", tps, on_step=True, rank_zero_only=True)
@@ -62,14 +93,25 @@ class TinyLMModule(pl.LightningModule):
             self.log("val/ppl", torch.exp(loss), sync_dist=True)
 
     # -- helpers for subclasses --------------------------------------------------------------------------------
+    def log_train(self, name: str, value: torch.Tensor) -> None:
+        """Log a training metric on logging steps only (each log is a host sync on a GPU)."""
+        if self.logging_step():
+            self.log(name, value, on_step=True, rank_zero_only=True)
+
     def count_tokens(self, n: int) -> None:
         self._tokens += int(n)
 
     def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        if not torch.isfinite(loss):
+        """Raise FloatingPointError, naming the first step whose loss was not finite (see the module doc)."""
+        first = self._first_bad
+        if first is None or first.device != loss.device:
+            first = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (first < 0)
+        self._first_bad = first = torch.where(bad, torch.full_like(first, self.global_step), first)
+        if self.logging_step() and int(first) >= 0:
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step}: stopping; the last good "
-                "checkpoint (last.ckpt) is kept. Lower the learning rate or enable gradient clipping.")
+                f"non-finite training loss at step {int(first)}: stopping; the last good checkpoint (last.ckpt) is "
+                "kept. Lower the learning rate or enable gradient clipping (trainer.grad_clip).")
         return loss
 
     def flops_per_token(self) -> float:

@@ -34,11 +34,11 @@ class CausalLMModule(TinyLMModule):
             logits = self.model(ids, mask)
             loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average)
             z = max_z_loss(logits, w, mask=(labels != -100).float())
-            self.log("train/z_loss", z, on_step=True, rank_zero_only=True)
+            self.log_train("train/z_loss", z)
         else:  # the output layer fused with the loss: no (B, T, V) logits
             loss = self.model(ids, mask, targets=labels, target_weights=target_weights(labels, self.loss_average),
                               label_smoothing=self.label_smoothing)
-        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        self.log_train("train/loss", loss)
         self.count_tokens(ids.numel())
         return self.check_finite(loss + z)
 

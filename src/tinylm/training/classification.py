@@ -23,8 +23,8 @@ class SequenceClassificationModule(TinyLMModule):
 
     def training_step(self, batch, batch_idx):
         loss, acc = self._step(batch)
-        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
-        self.log("train/acc", acc, on_step=True, rank_zero_only=True)
+        self.log_train("train/loss", loss)
+        self.log_train("train/acc", acc)
         self.count_tokens(batch["input_ids"].numel())
         return self.check_finite(loss)
 

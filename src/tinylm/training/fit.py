@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import MLFlowLogger
 
 from tinylm.training.history import MetricHistory
@@ -27,6 +27,19 @@ class _StepCheckpoint(ModelCheckpoint):
         step = trainer.global_step  # the same on every rank: saving is collective under DDP
         if trainer.state.fn == "fit" and not trainer.sanity_checking and step and step % self._every_n_train_steps == 0:
             trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt", weights_only=False)
+
+
+class _ProgressBar(TQDMProgressBar):
+    """Shows train/loss from the callback metrics, read when the bar refreshes (on logging steps): Lightning
+    converts progress-bar metrics to numbers after every batch, a host sync per step on a GPU, so training
+    metrics are not logged with prog_bar."""
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            metrics["train/loss"] = f"{float(loss):.3f}"
+        return metrics
 
 
 def resume_path(out_dir: Path, fingerprint: str, say=print) -> Path | None:
@@ -46,14 +59,17 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     """Train `module` for tcfg.max_steps; returns the trainer and the metric history.
 
     tcfg needs: max_steps, val_every, val_batches, log_every, ckpt_every, precision, accelerator, devices,
-    num_nodes, strategy, grad_clip, accumulate_grad_batches, compile. mlflow_run: (tracking_uri, run_id).
+    num_nodes, strategy, accumulate_grad_batches, compile. mlflow_run: (tracking_uri, run_id). Gradient
+    clipping is the module's (its optim config's grad_clip, see `tinylm.training.base`), never Lightning's,
+    which refuses fused optimizers under mixed precision. The progress bar refreshes on logging steps only.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = resume_path(out_dir, fingerprint, say)
     history = MetricHistory(tcfg.log_every)
-    callbacks = [history, _StepCheckpoint(dirpath=out_dir, save_last=True, save_top_k=0,
-                                          every_n_train_steps=tcfg.ckpt_every, enable_version_counter=False)]
+    callbacks = [history, _ProgressBar(refresh_rate=tcfg.log_every * tcfg.accumulate_grad_batches),
+                 _StepCheckpoint(dirpath=out_dir, save_last=True, save_top_k=0, every_n_train_steps=tcfg.ckpt_every,
+                                 enable_version_counter=False)]
     logger = MLFlowLogger(tracking_uri=mlflow_run[0], run_id=mlflow_run[1]) if mlflow_run else False
     if tcfg.compile:
         module.model.compile()
@@ -62,7 +78,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
         check_val_every_n_epoch=None, limit_val_batches=tcfg.val_batches, num_sanity_val_steps=0,
         log_every_n_steps=tcfg.log_every, precision=tcfg.precision, accelerator=tcfg.accelerator,
         devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
-        gradient_clip_val=tcfg.grad_clip or None, accumulate_grad_batches=tcfg.accumulate_grad_batches,
+        accumulate_grad_batches=tcfg.accumulate_grad_batches,
         callbacks=callbacks, logger=logger, default_root_dir=out_dir, enable_model_summary=False,
         use_distributed_sampler=False, deterministic=False, enable_progress_bar=True,
     )

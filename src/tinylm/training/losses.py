@@ -38,11 +38,11 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, sm
 
 def target_weights(labels: torch.Tensor, average: str = "token") -> torch.Tensor:
     """Per-target weights w (B, T) with sft_loss = sum_t w_t CE_eps(logits_t, labels_t): "token": 1 / the
-    number of response tokens; "sample": 1 / (the sample's response tokens x the samples that have any)."""
+    number of response tokens; "sample": 1 / (the sample's response tokens x the samples that have any).
+    A batch without response tokens gives NaN weights (0 / 0), which training stops on as a non-finite loss:
+    checking here would stall the host every step on a GPU."""
     valid = labels != -100
     counts = valid.sum(-1)  # (B,)
-    if not bool(counts.any()):
-        raise ValueError("the SFT loss got a batch with no response tokens (every label is -100): drop such samples")
     if average == "token":
         return valid / counts.sum()
     if average != "sample":
@@ -54,7 +54,10 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0,
              average: str = "token") -> torch.Tensor:
     """Cross-entropy over response tokens, averaged per token or per sample (see the module docstring):
     logits (B, T, V), labels (B, T) with -100 elsewhere. GPT.forward(targets=...) computes the same value
-    without materialising the logits."""
+    without materialising the logits. A batch with no response tokens is a ValueError (checked on CPU only:
+    on a GPU the check would stall the host; the NaN loss it gives stops training there)."""
+    if labels.device.type == "cpu" and (labels == -100).all():
+        raise ValueError("the SFT loss got a batch with no response tokens (every label is -100): drop such samples")
     weights = target_weights(labels, average)
     per_token = label_smoothed_cross_entropy(logits, labels, smoothing, reduction="none").view(labels.shape)
     return (per_token * weights).sum()

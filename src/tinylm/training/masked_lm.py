@@ -28,18 +28,19 @@ class MaskedLMModule(TinyLMModule):
                                      attention_mask=batch.get("attention_mask"))
         logits = self.model(inputs, batch.get("attention_mask"))
         chosen = labels != -100
-        acc = (logits.argmax(-1)[chosen] == labels[chosen]).float().mean()
-        return mlm_loss(logits, labels), acc, int(chosen.sum())
+        n = chosen.sum()
+        acc = ((logits.argmax(-1) == labels) & chosen).sum() / n.clamp(min=1)  # no boolean indexing: no host sync
+        return mlm_loss(logits, labels), acc, n
 
     def training_step(self, batch, batch_idx):
         loss, acc, _ = self._step(batch)
-        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
-        self.log("train/mlm_acc", acc, on_step=True, rank_zero_only=True)
+        self.log_train("train/loss", loss)
+        self.log_train("train/mlm_acc", acc)
         self.count_tokens(batch["input_ids"].numel())
         return self.check_finite(loss)
 
     def validation_step(self, batch, batch_idx):
         g = torch.Generator(device=batch["input_ids"].device).manual_seed(self.seed * 7919 + batch_idx)
         loss, acc, n = self._step(batch, g)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("val/mlm_acc", acc, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=int(n), sync_dist=True)
+        self.log("val/mlm_acc", acc, on_epoch=True, batch_size=int(n), sync_dist=True)

@@ -8,12 +8,47 @@ Schedule (nanoGPT), for optimizer step s:
     s <  warmup:             lr * (s + 1) / warmup
     warmup <= s <= max_steps: min_lr + 0.5 (1 + cos(pi * (s - warmup) / (max_steps - warmup))) (lr - min_lr)
     s >  max_steps:           min_lr
+
+Fused AdamW (one kernel for all parameters) is the default on CUDA. Lightning's mixed-precision plugin
+refuses to clip gradients for an optimizer that unscales internally, as a fused one does, so tinylm clips in
+its LightningModule (`TinyLMModule.on_before_optimizer_step`) and never asks Lightning to: clipping works
+with every optimizer built here, and bf16 needs no gradient scaler. Under fp16 (`16-mixed`, a GradScaler)
+the optimizer is not fused, so the gradients are unscaled before they are clipped.
 """
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """What a LightningModule needs to build its optimizer and schedule (from the trainer config)."""
+
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    max_steps: int
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 0.0  # max global gradient norm; 0: off
+    fused: bool | None = None  # fused AdamW; None: on CUDA unless fp16 needs unscaled gradients
+
+    def __post_init__(self):
+        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"optim: need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        if not 0 <= self.warmup_steps < self.max_steps:
+            raise ValueError(f"optim: need 0 <= warmup_steps < max_steps, got {self.warmup_steps}, {self.max_steps}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(f"optim: weight_decay={self.weight_decay} and grad_clip={self.grad_clip} must be >= 0")
+        object.__setattr__(self, "betas", tuple(self.betas))
+
+    @classmethod
+    def of(cls, trainer) -> "OptimConfig":
+        """The optimizer part of a trainer config (`tinylm.config.TrainerConfig`: its fields of the same names)."""
+        return cls(**{f.name: getattr(trainer, f.name) for f in fields(cls) if hasattr(trainer, f.name)})
 
 NO_DECAY = ("wpe", "position_embeddings", "token_type_embeddings")
 
@@ -28,8 +63,9 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8,
-                    no_decay: tuple[str, ...] = NO_DECAY) -> torch.optim.AdamW:
-    fused = next(model.parameters()).is_cuda
+                    no_decay: tuple[str, ...] = NO_DECAY, fused: bool | None = None) -> torch.optim.AdamW:
+    """AdamW over `param_groups`; fused=None: fused on CUDA, foreach elsewhere."""
+    fused = next(model.parameters()).is_cuda if fused is None else fused
     return torch.optim.AdamW(param_groups(model, weight_decay, no_decay), lr=lr, betas=tuple(betas), eps=eps,
                              fused=fused or None)
 

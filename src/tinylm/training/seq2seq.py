@@ -24,7 +24,7 @@ class Seq2SeqModule(TinyLMModule):
 
     def training_step(self, batch, batch_idx):
         loss = sft_loss(self._logits(batch), batch["labels"], self.label_smoothing, self.loss_average)
-        self.log("train/loss", loss, on_step=True, prog_bar=True, rank_zero_only=True)
+        self.log_train("train/loss", loss)
         self.count_tokens(batch["src_ids"].numel() + batch["tgt_ids"].numel())
         return self.check_finite(loss)
 

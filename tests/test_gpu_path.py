@@ -1,0 +1,118 @@
+"""The `trainer=gpu` code path, run on CPU so CI sees what a GPU user would: bf16-mixed, the fused AdamW that
+CUDA gets, gradient clipping, torch.compile; compiled gradients equal eager ones; no host sync between
+logging steps."""
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tinylm.config import load_config
+from tinylm.models import presets
+from tinylm.training.causal_lm import CausalLMModule
+from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+from tinylm.training.fit import fit
+from tinylm.training.optim import OptimConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+V, T = 96, 32
+TOKENS = torch.randint(0, V, (20_000,), generator=torch.Generator().manual_seed(0)).numpy()
+TOKENS[1::2] = (TOKENS[::2] * 7 + 3) % V  # every odd token follows from the one before: learnable
+
+
+def gpu_trainer(**overrides):
+    """trainer=gpu as composed from conf/, moved to the CPU (everything else as a GPU user gets it)."""
+    over = {"accelerator": "cpu", "devices": 1, "max_steps": 8, "warmup_steps": 2, "val_every": 4,
+            "val_batches": 1, "log_every": 2, "ckpt_every": 4, "batch_size": 8, "num_workers": 0, **overrides}
+    cfg = load_config(["trainer=gpu", *(f"trainer.{k}={v}" for k, v in over.items())], conf_dir=ROOT / "conf")
+    return cfg.trainer
+
+
+def module_and_data(tcfg, fused=True, n_layer=2):
+    mcfg = presets("gpt2", vocab_size=V, block_size=T, n_layer=n_layer, n_head=2, n_embd=32).to_dict()
+    optim = {**vars(OptimConfig.of(tcfg)), "fused": fused}  # fused: the AdamW built for CUDA
+    module = CausalLMModule(mcfg, optim, seed=tcfg.seed)
+    dm = StepDataModule(RandomWindows(TOKENS, T, tcfg.batch_size, 0), FixedWindows(TOKENS, T, tcfg.batch_size, 1),
+                        batch_size=None, seed=0, max_steps=tcfg.max_steps)
+    return module, dm
+
+
+def test_gpu_trainer_config_trains_on_cpu(tmp_path):
+    tcfg = gpu_trainer()
+    assert (tcfg.precision, tcfg.compile, tcfg.grad_clip) == ("bf16-mixed", True, 1.0)
+    module, dm = module_and_data(tcfg)
+    trainer, history = fit(module, dm, tcfg, tmp_path, fingerprint="gpu", say=lambda *_: None)
+    opt = trainer.optimizers[0]
+    assert opt.defaults["fused"] and trainer.gradient_clip_val is None  # the module clips, not Lightning
+    assert [r["step"] for r in history.train] == [2, 4, 6, 8]
+    assert history.val[-1]["val/loss"] < history.val[0]["val/loss"]
+    assert all(r["train/grad_norm"] > 0 for r in history.train)
+    first = torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
+    assert any("_orig_mod" in k for k in first) or all(torch.isfinite(v).all() for v in first.values())
+
+
+def test_clipping_bounds_the_update_with_a_fused_optimizer():
+    """With grad_clip the gradients reaching the (fused) optimizer have norm <= grad_clip."""
+    tcfg = gpu_trainer(grad_clip=0.01)
+    module, _ = module_and_data(tcfg)
+    batch = RandomWindows(TOKENS, T, 4, 0)[0]
+    module.training_step(batch, 0).backward()
+    before = torch.nn.utils.get_total_norm([p.grad for p in module.parameters()])
+    module.on_before_optimizer_step(SimpleNamespace(param_groups=[{"lr": 1.0}]))
+    after = torch.nn.utils.get_total_norm([p.grad for p in module.parameters()])
+    assert before > 0.01 and after == pytest.approx(0.01, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_compiled_training_step_equals_eager():
+    """The real CausalLMModule training step (fused output layer + loss, bf16 autocast): gradients of the
+    compiled model equal the eager ones (under compile on CUDA they were once all zero)."""
+    tcfg = gpu_trainer()
+    eager, _ = module_and_data(tcfg)
+    compiled, _ = module_and_data(tcfg)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.model.compile()
+    batch = RandomWindows(TOKENS, T, 4, 0)[0]
+    for m in (eager, compiled):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            m.training_step(batch, 0).backward()
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+        assert b.grad is not None and b.grad.abs().sum() > 0, name
+        torch.testing.assert_close(b.grad, a.grad, rtol=2e-2, atol=2e-4, msg=name)
+
+
+def test_no_host_sync_between_logging_steps(tmp_path, monkeypatch):
+    """Every tensor -> Python conversion (the host syncs of a GPU) inside a training step happens on a
+    logging step: losses, grad norm, lr, tokens/s and the non-finite check read nothing in between."""
+    tcfg = gpu_trainer(precision="32-true", compile=False, max_steps=12, log_every=4, val_every=12, ckpt_every=12)
+    module, dm = module_and_data(tcfg)
+    state = {"step": None, "syncs": []}
+
+    def loading_data():  # the data loader's host tensors never live on the device
+        f = sys._getframe(2)
+        while f is not None and "torch/utils/data/" not in f.f_code.co_filename:
+            f = f.f_back
+        return f is not None
+
+    def spy(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *a, **kw):
+            if state["step"] is not None and not loading_data():
+                state["syncs"].append((state["step"], name))
+            return original(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        spy(name)
+    start = module.on_train_batch_start
+
+    def on_start(batch, i):  # everything until the next batch starts counts for this step (the loop's own
+        state["step"] = module.global_step + 1  # bookkeeping, callbacks and the progress bar included)
+        return start(batch, i)
+    monkeypatch.setattr(module, "on_train_batch_start", on_start)
+    fit(module, dm, tcfg, tmp_path, fingerprint="sync", say=lambda *_: None)
+    steps = {s for s, _ in state["syncs"]}
+    assert steps and steps <= {4, 8, 12}, sorted(state["syncs"])
