@@ -60,7 +60,7 @@ def test_clipping_bounds_the_update_with_a_fused_optimizer():
     batch = RandomWindows(TOKENS, T, 4, 0)[0]
     module.training_step(batch, 0).backward()
     before = torch.nn.utils.get_total_norm([p.grad for p in module.parameters()])
-    module.on_before_optimizer_step(SimpleNamespace(param_groups=[{"lr": 1.0}]))
+    module.on_before_optimizer_step(SimpleNamespace(param_groups=[{"lr": 1.0, "params": list(module.parameters())}]))
     after = torch.nn.utils.get_total_norm([p.grad for p in module.parameters()])
     assert before > 0.01 and after == pytest.approx(0.01, rel=1e-4)
 

@@ -11,6 +11,8 @@
   every DVC metrics file to it with `log_pipeline_summary`, so pipeline runs compare side by side.
 - Stage run (`stage_run`): in the experiment named for the stage kind ("download", "pretrain", ...); tags
   stage, git_commit, dvc_exp_name, model, experiment (the config's name); params flattened ("a.b.c").
+- Pipeline and stage runs carry `tinylm.config_hash`: the hash of params.yaml without its `seed` keys, the
+  same for the runs of one config over several seeds (group by it in the UI; `tinylm compare` reads it).
 
     with stage_run("pretrain", cfg.to_dict(), model_name="gpt2", run_name="pretrain-decoder") as run:
         logger = MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id)
@@ -31,11 +33,13 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
+import yaml  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 PIPELINE_EXPERIMENT = "pipeline"
 PIPELINE_KEY_TAG = "tinylm.pipeline_key"
+CONFIG_HASH_TAG = "tinylm.config_hash"
 
 
 def repo_root() -> Path:
@@ -85,8 +89,20 @@ def pipeline_key(params: str | Path = "params.yaml") -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+def config_hash(params: Mapping) -> str:
+    """sha256 of the params without any key named `seed` (at any depth), as sorted JSON: one config's runs
+    over several seeds share it."""
+
+    def unseeded(v):
+        return {k: unseeded(x) for k, x in v.items() if k != "seed"} if isinstance(v, Mapping) else v
+
+    return hashlib.sha256(json.dumps(unseeded(params), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _tags(stage: str, model_name: str | None, experiment: str | None) -> dict:
     tags = {"stage": stage, "git_commit": git_commit(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")}
+    if Path("params.yaml").exists():
+        tags[CONFIG_HASH_TAG] = config_hash(yaml.safe_load(Path("params.yaml").read_text()))
     if model_name:
         tags["model"] = model_name
     if experiment:

@@ -18,7 +18,7 @@ CHOICES = {
     "norm_placement": ("pre", "post"),
     "position": ("learned", "sinusoidal", "rope", "alibi", "none"),
     "mlp": ("relu", "gelu", "gelu_tanh", "swiglu"),
-    "attention": ("sdpa", "flash", "naive"),
+    "attention": ("sdpa", "flash", "naive", "triton"),
 }
 
 
@@ -64,8 +64,8 @@ class ModelConfig:
             raise ValueError(f"model.n_head={self.n_head} must be divisible by model.n_kv_head={self.n_kv_head}")
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"position='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
-        if self.position == "alibi" and self.attention == "flash":
-            raise ValueError("position='alibi' adds a float bias that the flash kernel does not take: "
+        if self.position == "alibi" and self.attention in ("flash", "triton"):
+            raise ValueError(f"position='alibi' adds a float bias that the {self.attention} kernel does not take: "
                              "use attention='sdpa'")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")

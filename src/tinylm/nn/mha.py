@@ -25,7 +25,15 @@ from tinylm.nn.attention import (
 )
 from tinylm.nn.kv_cache import KVCache
 
-KERNELS = {"sdpa": sdpa_attention, "flash": flash_attention, "naive": naive_attention}
+
+def _triton_attention(q, k, v, *, mask=None, causal=False, dropout_p=0.0):
+    """attention='triton': imports Triton on first use; like flash, no attention dropout."""
+    from tinylm.nn.triton_attention import triton_attention
+
+    return triton_attention(q, k, v, mask=mask, causal=causal)
+
+
+KERNELS = {"sdpa": sdpa_attention, "flash": flash_attention, "naive": naive_attention, "triton": _triton_attention}
 
 
 class MultiHeadAttention(nn.Module):

@@ -66,7 +66,7 @@ class TinyLMModule(pl.LightningModule):
         log = self.logging_step()
         if not (self.optim.grad_clip or log):
             return
-        params = [p for p in self.parameters() if p.grad is not None]
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.optim.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
         else:
