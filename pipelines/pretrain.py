@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
     optim = optim_dict(tcfg)
     if group == "decoder":
         module = CausalLMModule(mcfg.to_dict(), optim, seed=tcfg.seed, label_smoothing=tcfg.label_smoothing,
-                                loss_average=tcfg.loss_average)
+                                loss_average=tcfg.loss_average, token_bytes=tok.token_bytes)
         window, collate = mcfg.block_size, None
     else:
         special = [tok.token_to_id(t) for t in SPECIAL_TOKENS]

@@ -29,7 +29,8 @@ def main(argv: list[str]) -> None:
     prepare(tcfg)
     sets = datasets.load_from_disk(str(TOKENS / "sft"))
     module = CausalLMModule(pretrained.config.to_dict(), optim_dict(tcfg), seed=tcfg.seed,
-                            label_smoothing=tcfg.label_smoothing, loss_average=tcfg.loss_average)
+                            label_smoothing=tcfg.label_smoothing, loss_average=tcfg.loss_average,
+                            token_bytes=tok.token_bytes)
     module.model.load_state_dict(pretrained.state_dict())
     keys = ["input_ids", "labels"]
     dm = StepDataModule(items(sets["train"], keys), items(sets["val"], keys), batch_size=tcfg.batch_size,

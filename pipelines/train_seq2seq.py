@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     sets = datasets.load_from_disk(str(TOKENS / "sft"))
     bos = tok.token_to_id(EOS)
     module = Seq2SeqModule(mcfg.to_dict(), optim_dict(tcfg), seed=tcfg.seed, label_smoothing=tcfg.label_smoothing,
-                           loss_average=tcfg.loss_average)
+                           loss_average=tcfg.loss_average, token_bytes=tok.token_bytes)
     dm = StepDataModule(pairs(sets["train"], bos), pairs(sets["val"], bos), batch_size=tcfg.batch_size,
                         seed=tcfg.seed, max_steps=tcfg.max_steps, accumulate=tcfg.accumulate_grad_batches,
                         collate=pad_collate(tok.token_to_id(PAD)), num_workers=tcfg.num_workers,

@@ -562,3 +562,13 @@ def test_hf_runtime_on_our_file_gives_our_ids_on_shakespeare(shakespeare, tmp_pa
     fast = transformers.PreTrainedTokenizerFast(tokenizer_file=str(path))
     assert ours[:3] == fast(shakespeare[:3], add_special_tokens=False)["input_ids"]
     assert [tok.decode(ids) for ids in ours] == shakespeare
+
+
+@given(parts=st.lists(st.one_of(ASSIGNED_TEXT, REPEATED, st.sampled_from(SPECIALS)), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_token_bytes_sum_to_the_texts_utf8_bytes_without_specials(small_tok, parts):
+    text = "".join(parts)
+    plain = "".join(p for p in parts if p not in SPECIALS)
+    sizes = small_tok.token_bytes
+    assert sum(sizes[i] for i in small_tok.encode(text)) == len(plain.encode("utf-8"))
+    assert all(sizes[small_tok.token_to_id(s)] == 0 for s in small_tok.special_tokens)

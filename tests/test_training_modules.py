@@ -246,3 +246,23 @@ def test_flops_per_token():
     n = V * d + L * per_layer + 2 * d  # tied wte/lm_head once, final LayerNorm; no position table
     assert module.flops_per_token() == 6 * n + 12 * L * d * T
     assert n == sum(p.numel() for p in module.model.parameters()) - 16 * d
+
+
+def test_val_bpb_is_nats_over_bytes_of_all_validation_targets():
+    """val/bpb = sum_t CE_t / (ln 2 * sum_t bytes(y_t)) over every batch: batches weigh by their bytes."""
+    sizes = [0] + [1 + i % 3 for i in range(1, V)]  # id 0 is "special": no bytes
+    module = CausalLMModule(cfg("gpt2"), OPTIM, token_bytes=sizes)
+    batches = [lm_batch(B=2, seed=1), lm_batch(B=3, seed=2)]
+    batches[1]["labels"] = batches[1]["labels"].clone()  # a view of the inputs
+    batches[1]["labels"][0, :5] = -100
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, DataLoader(batches, batch_size=None), verbose=False)
+    nats = nbytes = 0.0
+    for b in batches:
+        keep = b["labels"] != -100
+        logits = module(b["input_ids"])
+        nats += F.cross_entropy(logits[keep], b["labels"][keep], reduction="sum").item()
+        nbytes += sum(sizes[i] for i in b["labels"][keep].tolist())
+    assert float(trainer.callback_metrics["val/bpb"]) == pytest.approx(nats / math.log(2) / nbytes, rel=1e-5)
+    with pytest.raises(ValueError, match="more than vocab_size"):
+        CausalLMModule(cfg("gpt2"), OPTIM, token_bytes=sizes + [1])

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -32,6 +32,9 @@ from tinylm.data.chat import ChatTemplate
 from tinylm.data.sources import sha256_file
 from tinylm.data.special_tokens import CLS, EOS, SEP, SPECIAL_TOKENS
 from tinylm.tokenizer import BPETokenizer
+
+if TYPE_CHECKING:  # `datasets` is imported where the task sets are encoded: reading tokens needs none of it
+    import datasets
 
 _TOKENIZERS: dict[str, BPETokenizer] = {}
 
@@ -137,6 +140,8 @@ def _encode_sft(batch: dict, tokenizer_path: str, max_length: int) -> dict:
 def encode_sft(sft: datasets.DatasetDict, tokenizer_path: str | Path, max_length: int,
                num_proc: int = 1) -> datasets.DatasetDict:
     """Tokenize SFT prompt/response pairs (see the module docstring); fully truncated responses dropped."""
+    import datasets
+
     kw = {"tokenizer_path": str(tokenizer_path), "max_length": max_length}
     out = {}
     for split, ds in sft.items():
@@ -158,6 +163,8 @@ def _encode_cls(batch: dict, tokenizer_path: str, max_length: int) -> dict:
 def encode_cls(cls_sets: datasets.DatasetDict, tokenizer_path: str | Path, max_length: int,
                num_proc: int = 1) -> datasets.DatasetDict:
     """Tokenize classification passages (see the module docstring)."""
+    import datasets
+
     kw = {"tokenizer_path": str(tokenizer_path), "max_length": max_length}
     out = {}
     for split, ds in cls_sets.items():

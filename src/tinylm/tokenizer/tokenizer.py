@@ -245,6 +245,12 @@ class BPETokenizer:
         return len(self._tokens)
 
     @property
+    def token_bytes(self) -> list[int]:
+        """UTF-8 bytes of text each id stands for, 0 for special tokens (the denominator of bits per byte)."""
+        specials = set(self._special_tokens)
+        return [0 if t in specials else len(b) for t, b in zip(self._tokens, self._id_bytes, strict=True)]
+
+    @property
     def pattern(self) -> str:
         """The pre-tokenization regex."""
         return self._pretokenizer.pattern

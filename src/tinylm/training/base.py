@@ -13,10 +13,15 @@ clipping scales the gradients by min(1, max_norm / ||g||) on the device. So a no
 training at the next logging step at the latest, naming the step where it first appeared, before any
 checkpoint of later steps is written (as long as ckpt_every is a multiple of log_every).
 
+Bits per byte, which compares language models across tokenizers (special tokens count 0 bytes):
+
+    val/bpb = sum_t CE(t) / (ln 2 * sum_t bytes(y_t))   over the validation targets y_t
+
 MFU (PaLM appendix B): model FLOPs per token = 6 N + 12 L T d (N: non-embedding parameters), achieved
 FLOP/s = tokens/s * that, divided by the accelerator's peak (bf16 dense; only logged on a known GPU).
 """
 
+import math
 import time
 
 import pytorch_lightning as pl
@@ -35,6 +40,7 @@ class TinyLMModule(pl.LightningModule):
         super().__init__()
         self.optim, self.seed = OptimConfig(**optim), seed
         self._t0, self._tokens, self._first_bad = None, 0, None
+        self.token_bytes = None
 
     # -- optimisation ------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -97,6 +103,28 @@ class TinyLMModule(pl.LightningModule):
         """Log a training metric on logging steps only (each log is a host sync on a GPU)."""
         if self.logging_step():
             self.log(name, value, on_step=True, rank_zero_only=True)
+
+    def set_token_bytes(self, token_bytes: list[int] | None) -> None:
+        """The tokenizer's UTF-8 bytes per token id (`BPETokenizer.token_bytes`), for val/bpb; ids past the
+        tokenizer's (a padded vocabulary) count 0 bytes."""
+        if token_bytes is None:
+            return
+        vocab = self.model.config.vocab_size
+        if len(token_bytes) > vocab:
+            raise ValueError(f"token_bytes has {len(token_bytes)} entries, more than vocab_size={vocab}: pass the "
+                             "model's own tokenizer's")
+        self.token_bytes = torch.zeros(vocab, dtype=torch.long)
+        self.token_bytes[:len(token_bytes)] = torch.tensor(token_bytes, dtype=torch.long)
+
+    def log_val_loss(self, loss: torch.Tensor, labels: torch.Tensor) -> None:
+        """val/loss (mean over targets != -100) and, with token_bytes, val/bpb: each logged per batch with its
+        targets or bytes as weight, so the epoch values are exact."""
+        valid = labels[labels != -100]
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=valid.numel(), sync_dist=True)
+        if self.token_bytes is not None:
+            nbytes = int(self.token_bytes[valid.cpu()].sum())
+            self.log("val/bpb", loss * valid.numel() / (math.log(2) * max(nbytes, 1)), on_epoch=True,
+                     batch_size=nbytes, sync_dist=True)
 
     def count_tokens(self, n: int) -> None:
         self._tokens += int(n)

@@ -4,7 +4,8 @@
 
 Pretraining batches label every next token; SFT batches put -100 on prompt and padding so only response
 tokens count (the course's "SFT loss"), averaged per token or per sample (`loss_average`, see sft_loss).
-Validation reports plain cross-entropy and perplexity exp(loss).
+Validation reports plain cross-entropy, perplexity exp(loss) and, given the tokenizer's `token_bytes`, bits
+per byte (`TinyLMModule.log_val_loss`).
 """
 
 from tinylm.models import ModelConfig, build_model
@@ -16,13 +17,14 @@ class CausalLMModule(TinyLMModule):
     log_ppl = True
 
     def __init__(self, model_config: dict, optim: dict, seed: int = 0, label_smoothing: float = 0.0,
-                 loss_average: str = "token"):
+                 loss_average: str = "token", token_bytes: list[int] | None = None):
         super().__init__(optim, seed)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["token_bytes"])
         self.model = build_model(ModelConfig(**model_config))
         if self.model.config.arch != "gpt":
             raise ValueError(f"CausalLMModule trains decoder-only models, got arch={self.model.config.arch!r}")
         self.label_smoothing, self.loss_average = label_smoothing, loss_average
+        self.set_token_bytes(token_bytes)
 
     def forward(self, input_ids, attention_mask=None):
         return self.model(input_ids, attention_mask)
@@ -43,6 +45,5 @@ class CausalLMModule(TinyLMModule):
         return self.check_finite(loss + z)
 
     def validation_step(self, batch, batch_idx):
-        n = (batch["labels"] != -100).sum()
         loss = self.model(batch["input_ids"], batch.get("attention_mask"), targets=batch["labels"])
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=int(n), sync_dist=True)
+        self.log_val_loss(loss, batch["labels"])
