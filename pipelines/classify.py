@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
     train(stage="classify", name="encoder-cls", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
           params=params, inputs=[TOKENIZER, MODELS / "encoder" / "model.safetensors",
                                  *sorted((TOKENS / "cls").rglob("*.arrow"))],
-          export_hf=False, extra_metrics=test_metrics)
+          export_hf=False, extra_metrics=test_metrics, tracking=cfg.tracking)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
                         accumulate=tcfg.accumulate_grad_batches, collate=collate, num_workers=tcfg.num_workers)
     params = {group: spec.to_dict(), "model": mcfg.to_dict()}
     train(stage="pretrain", name=group, experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
-          params=params, inputs=[TOKENIZER, TOKENS / "train.bin"], export_hf=True)
+          params=params, inputs=[TOKENIZER, TOKENS / "train.bin"], export_hf=True, tracking=cfg.tracking)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
               "model": pretrained.config.to_dict()}
     train(stage="sft", name="decoder-sft", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
           params=params, inputs=[TOKENIZER, MODELS / "decoder" / "model.safetensors",
-                                 *sorted((TOKENS / "sft").rglob("*.arrow"))], export_hf=True)
+                                 *sorted((TOKENS / "sft").rglob("*.arrow"))], export_hf=True, tracking=cfg.tracking)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def main(argv: list[str]) -> None:
                         val_batch_size=tcfg.batch_size)
     params = {"seq2seq": cfg.seq2seq.to_dict(), "model": mcfg.to_dict()}
     train(stage="train_seq2seq", name="seq2seq", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
-          params=params, inputs=[TOKENIZER, *sorted((TOKENS / "sft").rglob("*.arrow"))], export_hf=False)
+          params=params, inputs=[TOKENIZER, *sorted((TOKENS / "sft").rglob("*.arrow"))], export_hf=False,
+          tracking=cfg.tracking)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ outputs: models/<name>/ (model.safetensors, config.json, tokenizer.json, last.ck
 reports/<name>/ (metrics.json for DVC, train.csv / val.csv / loss.png plots).
 
 Under `trainer=ddp` Lightning re-runs the script on every rank: only rank zero opens the MLflow run and
-writes outputs; all ranks train.
+writes outputs; all ranks train. With `tracking: false` nothing is logged to MLflow and mlflow is never
+imported (a GPU box may not have it).
 """
 
 import hashlib
@@ -13,14 +14,12 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-import mlflow
 import pytorch_lightning as pl
 from common import MODELS, REPORTS, TOKENIZER
 from pytorch_lightning.utilities import rank_zero_only
 
 from tinylm.data.atomic import atomic_dir, check_writable, write_json
 from tinylm.models.io import save_pretrained
-from tinylm.tracking import stage_run, tracking_uri
 from tinylm.training.fit import fit, set_threads
 from tinylm.training.optim import OptimConfig
 
@@ -41,7 +40,7 @@ def prepare(tcfg) -> None:
 
 
 def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, params: dict, inputs: list[Path],
-          export_hf: bool, extra_metrics=None) -> dict:
+          export_hf: bool, tracking: bool, extra_metrics=None) -> dict:
     """Fit `module` and write models/<name>/ and reports/<name>/; returns the final metrics (rank zero).
 
     params: the stage's config (logged, and hashed with the `inputs` files into the resume fingerprint).
@@ -55,12 +54,17 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
         {"params": params, "trainer": asdict(tcfg), "inputs": [file_sha256(p) for p in inputs]},
         sort_keys=True).encode()).hexdigest()[:16]
     zero = rank_zero_only.rank == 0
+    track = tracking and zero
+    if track:
+        import mlflow
+
+        from tinylm.tracking import stage_run, tracking_uri
     run_ctx = stage_run(stage, {**params, "trainer": asdict(tcfg)}, model_name=name, run_name=f"{stage}-{name}",
-                        experiment=experiment) if zero else nullcontext()
+                        experiment=experiment) if track else nullcontext()
     with run_ctx as run:
         start = time.perf_counter()
         trainer, history = fit(module, datamodule, tcfg, out, fingerprint=fingerprint,
-                               mlflow_run=(tracking_uri(), run.info.run_id) if zero else None)
+                               mlflow_run=(tracking_uri(), run.info.run_id) if track else None)
         if not trainer.is_global_zero:
             return {}
         model = module.model
@@ -75,9 +79,10 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
                    **(extra_metrics(module) if extra_metrics else {})}
         write_json(report / "metrics.json", metrics)
         history.write(report)
-        mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()})
-        mlflow.log_artifacts(str(report), "report")
-        mlflow.log_artifact(str(out / "config.json"), "model")
+        if track:
+            mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()})
+            mlflow.log_artifacts(str(report), "report")
+            mlflow.log_artifact(str(out / "config.json"), "model")
     print(f"{stage} {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in metrics.items()) + f" -> {out}/")
     return metrics

@@ -248,6 +248,7 @@ class Config:
     """The whole pipeline config (params.yaml)."""
 
     name: str  # experiment name (conf/experiment/<name>.yaml)
+    tracking: bool  # log stages to MLflow (false: mlflow is never imported)
     data: DataConfig
     tokenizer: TokenizerConfig
     decoder: ModelSpec
@@ -268,6 +269,7 @@ class Config:
             raise ConfigError(f"name={d['name']!r}: a string (the experiment's name)")
         kw = dict(
             name=d["name"],
+            tracking=_typed(d["tracking"], bool, "tracking"),
             data=_build(DataConfig, d["data"], "data"),
             tokenizer=_build(TokenizerConfig, d["tokenizer"], "tokenizer"),
             decoder=ModelSpec.from_dict(d["decoder"], "decoder"),
@@ -321,7 +323,7 @@ class Config:
         d = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            d[f.name] = v.to_dict() if isinstance(v, ModelSpec) else asdict(v) if f.name != "name" else v
+            d[f.name] = v.to_dict() if isinstance(v, ModelSpec) else v if f.name in ("name", "tracking") else asdict(v)
         return d
 
 
