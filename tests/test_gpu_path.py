@@ -39,7 +39,7 @@ def module_and_data(tcfg, fused=True, n_layer=2):
     return module, dm
 
 
-def test_gpu_trainer_config_trains_on_cpu(tmp_path):
+def test_gpu_trainer_config_trains_on_cpu(tmp_path, capsys):
     tcfg = gpu_trainer()
     assert (tcfg.precision, tcfg.compile, tcfg.grad_clip) == ("bf16-mixed", True, 1.0)
     module, dm = module_and_data(tcfg)
@@ -47,6 +47,7 @@ def test_gpu_trainer_config_trains_on_cpu(tmp_path):
     opt = trainer.optimizers[0]
     assert opt.defaults["fused"] and trainer.gradient_clip_val is None  # the module clips, not Lightning
     assert [r["step"] for r in history.train] == [2, 4, 6, 8]
+    assert "attention: sdpa (flash_attention on cpu, torch.bfloat16)" in capsys.readouterr().out
     assert history.val[-1]["val/loss"] < history.val[0]["val/loss"]
     assert all(r["train/grad_norm"] > 0 for r in history.train)
     first = torch.load(tmp_path / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]

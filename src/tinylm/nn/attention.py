@@ -33,6 +33,7 @@ __all__ = [
     "naive_attention",
     "sdpa_attention",
     "flash_attention",
+    "sdpa_backend",
 ]
 
 
@@ -103,3 +104,12 @@ def sdpa_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p:
     if full is not None and q.device.type != "cpu":  # torch's CPU kernels already give no-key rows zeros
         out = out.masked_fill(~full.any(dim=-1, keepdim=True), 0.0)  # no-key rows -> zeros, not NaN
     return out
+
+
+def sdpa_backend(q, k, v, *, mask=None, causal: bool = False) -> str:
+    """The kernel PyTorch's SDPA dispatches to for these inputs: "flash_attention", "efficient_attention",
+    "cudnn_attention" or "math" (the unfused fallback), as `torch._fused_sdp_choice` decides it."""
+    from torch.nn.attention import SDPBackend
+
+    choice = torch._fused_sdp_choice(q, k, v, mask, 0.0, causal)
+    return next(name.lower() for name, b in SDPBackend.__members__.items() if int(b) == choice)

@@ -27,6 +27,7 @@ import time
 import pytorch_lightning as pl
 import torch
 
+from tinylm.nn.attention import sdpa_backend
 from tinylm.training.optim import OptimConfig, build_optimizer, build_scheduler
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
@@ -59,6 +60,23 @@ class TinyLMModule(pl.LightningModule):
             return True
         step = self.global_step + 1  # global_step counts finished optimizer steps
         return step % self.trainer.log_every_n_steps == 0 or step == self.trainer.max_steps
+
+    def on_train_start(self):
+        """Say (and log as the param `attention_kernel`) which attention kernel this run trains with."""
+        kernel = self.attention_kernel()
+        self.print(f"attention: {kernel}")
+        if self.logger:
+            self.logger.log_hyperparams({"attention_kernel": kernel})
+
+    def attention_kernel(self) -> str:
+        """The config's kernel; for SDPA, also the backend it picks at this run's shapes, device and dtype."""
+        cfg = self.model.config
+        if cfg.attention != "sdpa":
+            return cfg.attention
+        dtype = torch.bfloat16 if "bf16" in str(self.trainer.precision) else \
+            torch.float16 if "16" in str(self.trainer.precision) else torch.float32
+        q = torch.zeros(1, cfg.n_head, cfg.block_size, cfg.head_dim, device=self.device, dtype=dtype)  # (B, nh, T, hs)
+        return f"sdpa ({sdpa_backend(q, q, q, causal=cfg.arch == 'gpt')} on {self.device.type}, {dtype})"
 
     def on_train_batch_start(self, batch, batch_idx):
         acc = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
