@@ -109,10 +109,10 @@ def export(args) -> None:
 
 
 def _dvc_runs(show: list[dict]) -> list[dict]:
-    """Runs with metrics in `dvc exp show --json` output: each baseline commit and its experiments (the workspace
-    row repeats the last applied experiment and queued experiments have no metrics: both left out). A run:
-    name, config (`tracking.config_hash` of its params), flat params, metrics keyed "<file without .json>/<a.b>"
-    as on MLflow pipeline runs."""
+    """Runs with metrics in `dvc exp show --json` output, oldest first: each baseline commit and its experiments
+    (the workspace row repeats the last applied experiment and queued experiments have no metrics: both left
+    out). A run: name, config (`tracking.config_hash` of its params), flat params, metrics keyed
+    "<file without .json>/<a.b>" as on MLflow pipeline runs."""
     from tinylm.tracking import config_hash, flatten
 
     out = []
@@ -128,12 +128,14 @@ def _dvc_runs(show: list[dict]) -> list[dict]:
                 continue
             params = {k: v for f in (data.get("params") or {}).values() for k, v in f.get("data", {}).items()}
             out.append({"name": r.get("name") or r["rev"][:7], "config": config_hash(params),
-                        "params": {k: str(v) for k, v in flatten(params).items()}, "metrics": metrics})
-    return out
+                        "params": {k: str(v) for k, v in flatten(params).items()}, "metrics": metrics,
+                        "time": data.get("timestamp") or ""})
+    return sorted(out, key=lambda r: r["time"])
 
 
 def _mlflow_runs() -> list[dict]:
-    """Finished pipeline runs of the MLflow store (`tracking.tracking_uri()`) that carry the config hash tag."""
+    """Finished pipeline runs of the MLflow store (`tracking.tracking_uri()`) that carry the config hash tag, oldest
+    first."""
     from mlflow.tracking import MlflowClient
 
     from tinylm.tracking import CONFIG_HASH_TAG, PIPELINE_EXPERIMENT, tracking_uri
@@ -167,7 +169,7 @@ def compare(args) -> None:
         runs = _dvc_runs(json.loads(text))
     if not runs:
         raise SystemExit("error: no finished runs with metrics to compare")
-    by_config: dict[str, list[dict]] = {}  # in order of first appearance: #1 is the baseline's config
+    by_config: dict[str, list[dict]] = {}  # runs come oldest first: #1 is the config run first
     for r in runs:
         by_config.setdefault(r["config"], []).append(r)
     groups = list(by_config.values())
