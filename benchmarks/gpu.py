@@ -1,78 +1,464 @@
-"""GPU training throughput at GPT-2 124M shapes (12 x 768, 12 heads, block 1024, vocab 50304): tokens/s and
-MFU of tinylm's GPT against transformers' GPT2LMHeadModel (the named peer, same weights via to_hf), bf16
-autocast, SDPA attention, torch.compile off and on; then the attention kernels (naive, tiled flash, SDPA) at
-T = 1k..16k through benchmarks/attention.py.
+"""Every GPU figure in one run (about 6 minutes on one H200), printed as markdown for BENCHMARKS.md:
 
-    python benchmarks/gpu.py [--batch 8] [--steps 20] [--no-attention]
+  1. environment: device, torch, Lightning, transformers, triton
+  2. compiled vs eager: gradients of the real CausalLMModule training step (fused output layer + loss, bf16
+     autocast), and 6 AdamW steps' losses (GPT 2 x 256, vocab 50304, B 8, T 256)
+  3. the fused loss's rows per chunk, GPT-2 124M eager step: the per-device default is chosen from this
+  4. training throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), eager and
+     compiled: nanoGPT's model.py (the named peer, its own fused AdamW), tinylm in a plain loop, tinylm's real
+     path (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`), transformers' GPT2LMHeadModel;
+     ms/step, tokens/s, MFU = tokens/s x (6 N + 12 L T d) / peak, peak memory; a profile of the top kernels
+  5. a short real pretraining (the pretrain stage, `experiment=gpu`, on the plays' tokens made on CPU):
+     val loss and bits per byte over steps
+  6. `pytest -m gpu` (attention kernels, Triton kernel at large shapes)
+  7. attention kernels at T = 1k..16k (benchmarks/attention.py, benchmarks/attention_triton.py)
 
-Needs a CUDA GPU (a few minutes on an H100/H200); prints a markdown table with the device name.
-MFU = tokens/s * (6 N + 12 L T d) / peak bf16 FLOP/s (tinylm.training.base.PEAK_BF16_FLOPS).
+    python benchmarks/gpu.py --prepare .gpu       # on CPU, once: params, tokens, tokenizer, nanoGPT -> .gpu/
+    PYTHONPATH=src python3 benchmarks/gpu.py --carry .gpu [--out $OUT/gpu.md]   # on the GPU box
+
+Every section is timed and guarded: one that fails prints its error and the run goes on. `--dry-run` runs
+sections 2-5 at tiny shapes on the CPU (a CI test does), so the GPU run meets no untested code path.
 """
 
 import argparse
+import importlib.util
+import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from tinylm.interop.hf import to_hf
-from tinylm.models import build_model, presets
-from tinylm.training.base import PEAK_BF16_FLOPS
-from tinylm.training.optim import build_optimizer
+ROOT = Path(__file__).resolve().parents[1]
+NANOGPT = ROOT.parent / "shared" / "anchors" / "nanogpt" / "model.py"
+GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
+TINY = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512)
 
 
-def tokens_per_s(model, call, batch: int, block: int, vocab: int, steps: int) -> float:
-    opt = build_optimizer(model, 6e-4, 0.1)
-    x = torch.randint(0, vocab, (batch, block + 1), device="cuda")
-    for i in range(steps + 5):
-        if i == 5:
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = call(model, x[:, :-1])
-        F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten()).backward()
+class Report:
+    """Markdown lines, printed as they come and appended to `path` (a partial run still leaves its figures)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def __call__(self, line: str = "") -> None:
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def section(say, title: str, fn, *args) -> None:
+    say(f"\n### {title}\n")
+    start = time.perf_counter()
+    try:
+        fn(say, *args)
+    except Exception:  # one section's failure must not cost the others' figures
+        say("```\n" + traceback.format_exc()[-3000:] + "```")
+    say(f"\n({time.perf_counter() - start:.0f} s)")
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_reset(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: str) -> str:
+    return f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device == "cuda" else "n/a"
+
+
+def peak_flops(device: str) -> float | None:
+    from tinylm.training.base import PEAK_BF16_FLOPS
+
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+# ------------------------------------------------------------------------------------------------ sections
+def environment(say, a) -> None:
+    import pytorch_lightning as pl
+    import transformers
+
+    try:
+        import triton
+        tv = triton.__version__
+    except ImportError:
+        tv = "absent"
+    dev = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
+    say(f"device: {dev}; torch {torch.__version__}, pytorch-lightning {pl.__version__}, transformers "
+        f"{transformers.__version__}, triton {tv}")
+
+
+def gpt_module(shape: dict, optim_steps: int, **kw):
+    from tinylm.models import presets
+    from tinylm.training.causal_lm import CausalLMModule
+
+    cfg = presets("gpt2", **shape, dropout=0.0).to_dict()
+    optim = dict(lr=6e-4, min_lr=6e-5, warmup_steps=1, max_steps=optim_steps, weight_decay=0.1, grad_clip=1.0)
+    return CausalLMModule(cfg, {**optim, **kw})
+
+
+def compiled_vs_eager(say, a) -> None:
+    shape = TINY if a.dry_run else dict(n_layer=2, n_head=4, n_embd=256, block_size=256, vocab_size=50304)
+    B, T, V = (4, 64, shape["vocab_size"]) if a.dry_run else (8, 256, 50304)
+    x = torch.randint(0, V, (B, T + 1), device=a.device, generator=torch.Generator(a.device).manual_seed(0))
+    batch = {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+    torch.manual_seed(0)
+    eager = gpt_module(shape, 6).to(a.device)
+    compiled = gpt_module(shape, 6).to(a.device)
+    compiled.load_state_dict(eager.state_dict())
+    compiled.model.compile()
+    say("| run | loss step 0 | loss step 5 | max abs grad diff (step 0) | grads all zero |\n|---|---:|---:|---:|---|")
+    grads, rows = {}, {}
+    for name, m in (("eager", eager), ("compiled", compiled)):
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        losses = []
+        for step in range(6):
+            with torch.autocast(a.device, dtype=torch.bfloat16):
+                loss = m.training_step(batch, step)
+            loss.backward()
+            if step == 0:
+                grads[name] = [p.grad.float().clone() for p in m.parameters()]
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        rows[name] = losses
+    diff = max((g - e).abs().max().item() for g, e in zip(grads["compiled"], grads["eager"], strict=True))
+    for name, losses in rows.items():
+        zero = all(g.abs().sum().item() == 0 for g in grads[name])
+        say(f"| {name} | {losses[0]:.4f} | {losses[-1]:.4f} | {diff if name == 'compiled' else 0:.2e} | {zero} |")
+
+
+def step_fn(kind: str, model, opt, clip: float | None):
+    """One training step of `model` on (x, y) under bf16 autocast: forward, loss, backward, clip, step."""
+    device = next(model.parameters()).device.type
+
+    def step(x, y):
+        with torch.autocast(device, dtype=torch.bfloat16):
+            if kind == "nanogpt":
+                loss = model(x, y)[1]
+            elif kind == "hf":
+                logits = model(input_ids=x).logits
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            else:
+                loss = model(x, targets=y)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    return steps * batch * block / (time.perf_counter() - t)
+    return step
+
+
+def time_steps(step, device: str, B: int, T: int, V: int, steps: int, warmup: int) -> float:
+    """Mean ms per step over `steps` steps after `warmup` (compilation happens there)."""
+    g = torch.Generator(device).manual_seed(0)
+    data = torch.randint(0, V, (steps + warmup, B, T + 1), device=device, generator=g)
+    xs, ys = data[..., :-1].contiguous(), data[..., 1:].contiguous()  # (n, B, T)
+    for i in range(warmup):
+        step(xs[i], ys[i])
+    sync(device)
+    t = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(xs[i], ys[i])
+    sync(device)
+    return (time.perf_counter() - t) / steps * 1000
+
+
+def chunk_sweep(say, a) -> None:
+    from tinylm.models import build_model, presets
+    from tinylm.nn import linear_cross_entropy as lce
+    from tinylm.training.optim import build_optimizer
+
+    shape = TINY if a.dry_run else GPT2
+    B, T = (4, 64) if a.dry_run else (16, 1024)
+    say(f"GPT-2 shapes {shape}, B {B}, T {T}, eager, bf16 autocast; default rows per chunk: {lce.CHUNK_ROWS}\n")
+    say("| rows per chunk | ms/step | peak GiB |\n|---:|---:|---:|")
+    default = lce.CHUNK_ROWS.get(a.device)
+    try:
+        for rows in (256, 1024, 4096, 8192, B * T):
+            lce.CHUNK_ROWS[a.device] = rows
+            torch.manual_seed(0)
+            model = build_model(presets("gpt2", **shape, dropout=0.0)).to(a.device)
+            peak_reset(a.device)
+            ms = time_steps(step_fn("tinylm", model, build_optimizer(model, 6e-4, 0.1), 1.0), a.device, B, T,
+                            shape["vocab_size"], 2 if a.dry_run else 10, 1 if a.dry_run else 3)
+            say(f"| {rows} | {ms:.1f} | {peak_gib(a.device)} |")
+            del model
+    finally:
+        lce.CHUNK_ROWS[a.device] = default
+
+
+def load_nanogpt(path: Path):
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def throughput(say, a) -> None:
+    from tinylm.interop.hf import to_hf
+    from tinylm.models import build_model, presets
+    from tinylm.training.optim import build_optimizer
+
+    shape = TINY if a.dry_run else GPT2
+    B, T, V = (4, 64, shape["vocab_size"]) if a.dry_run else (16, 1024, 50304)
+    steps, warmup = (3, 1) if a.dry_run else (20, 4)
+    peak = peak_flops(a.device)
+    flops = gpt_module(shape, 10).flops_per_token()
+    nanogpt = load_nanogpt(a.nanogpt) if a.nanogpt and a.nanogpt.exists() else None
+    say(f"shapes {shape}, B {B}, T {T}, bf16 autocast, grad clip 1.0, {steps} timed steps after {warmup}; "
+        f"MFU = tokens/s x {flops / 1e6:.0f} MFLOP/token / {peak or 0:.3g}\n")
+    say("| model | compile | ms/step | tokens/s | MFU | peak GiB | vs nanoGPT same mode |\n"
+        "|---|---|---:|---:|---:|---:|---:|")
+
+    def tinylm_plain():
+        model = build_model(presets("gpt2", **shape, dropout=0.0)).to(a.device)
+        return model, build_optimizer(model, 6e-4, 0.1), "tinylm"
+
+    def nano():
+        cfg = nanogpt.GPTConfig(**{k: shape[k] for k in ("block_size", "vocab_size", "n_layer", "n_head",
+                                                         "n_embd")}, dropout=0.0, bias=True)
+        model = nanogpt.GPT(cfg).to(a.device)
+        return model, model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), a.device), "nanogpt"
+
+    def hf():
+        model = to_hf(build_model(presets("gpt2", **shape, dropout=0.0))).train().to(a.device)
+        return model, build_optimizer(model, 6e-4, 0.1, fused=a.device == "cuda"), "hf"
+
+    makers = [("nanoGPT model.py", nano)] if nanogpt else []
+    makers += [("tinylm GPT, plain loop", tinylm_plain), ("transformers GPT2LMHeadModel", hf)]
+    reference = {}
+    for compiled in a.compile:
+        for label, make in makers:
+            torch.manual_seed(0)
+            peak_reset(a.device)
+            model, opt, kind = make()
+            if compiled:
+                model.compile()
+            ms = time_steps(step_fn(kind, model, opt, 1.0), a.device, B, T, V, steps, warmup)
+            if kind == "nanogpt":
+                reference[compiled] = ms
+            row(say, label, compiled, ms, B * T, flops, peak, a.device, reference.get(compiled))
+            del model, opt
+        ms = lightning_path(a, shape, B, T, V, compiled)
+        row(say, "tinylm CausalLMModule + fit (trainer=gpu)", compiled, ms, B * T, flops, peak, a.device,
+            reference.get(compiled))
+    if a.device == "cuda":
+        profile(say, a, shape, B, T, V, nanogpt)
+
+
+def row(say, label, compiled, ms, tokens, flops, peak, device, ref_ms) -> None:
+    tps = tokens / ms * 1000
+    mfu = f"{tps * flops / peak:.1%}" if peak else "n/a"
+    vs = f"{ref_ms / ms:.2f}x" if ref_ms else "n/a"
+    say(f"| {label} | {compiled} | {ms:.1f} | {tps:,.0f} | {mfu} | {peak_gib(device)} | {vs} |")
+
+
+def lightning_path(a, shape, B, T, V, compiled: bool) -> float:
+    """ms/step of the pretrain stage's path: CausalLMModule + fit with the trainer=gpu config (from the
+    carried params.yaml, else the same values), median of the logged tokens/s after the first interval."""
+    import numpy as np
+
+    from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+    from tinylm.training.fit import fit
+    from tinylm.training.optim import OptimConfig
+
+    steps, log_every = (4, 2) if a.dry_run else (60, 10)
+    tcfg = replace(gpu_trainer(a), max_steps=steps, warmup_steps=1, val_every=10**6, val_batches=1,
+                   log_every=log_every, ckpt_every=10**6, batch_size=B, compile=compiled, num_workers=0)
+    tokens = np.random.default_rng(0).integers(0, V, 4_000_000 if not a.dry_run else 50_000, dtype=np.int64)
+    module = gpt_module(shape, steps, **{k: v for k, v in vars(OptimConfig.of(tcfg)).items()
+                                         if k not in ("max_steps", "warmup_steps")})
+    dm = StepDataModule(RandomWindows(tokens, T, B, 0), FixedWindows(tokens, T, B, 1), batch_size=None, seed=0,
+                        max_steps=steps)
+    peak_reset(a.device)
+    with tempfile.TemporaryDirectory() as d:
+        _, history = fit(module, dm, tcfg, Path(d), fingerprint="bench", say=lambda *_: None)
+    tps = sorted(r["train/tokens_per_s"] for r in history.train[1:] if "train/tokens_per_s" in r)
+    return B * T / tps[len(tps) // 2] * 1000
+
+
+def gpu_trainer(a):
+    """The trainer=gpu config: from the carried params.yaml (composed with experiment=gpu on CPU), else from
+    conf/trainer/gpu.yaml read as plain YAML (the GPU box has no Hydra); accelerator cpu for --dry-run."""
+    import yaml
+
+    from tinylm.config import TrainerConfig, _build
+
+    params = a.carry / "params.yaml" if a.carry else None
+    raw = yaml.safe_load(params.read_text())["trainer"] if params and params.exists() else \
+        yaml.safe_load((ROOT / "conf/trainer/gpu.yaml").read_text())
+    tcfg = _build(TrainerConfig, raw, "trainer")
+    return replace(tcfg, accelerator="cpu", devices=1) if a.dry_run else tcfg
+
+
+def profile(say, a, shape, B, T, V, nanogpt) -> None:
+    """Top CUDA kernels of one compiled step, tinylm against nanoGPT: where tinylm's time goes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from tinylm.models import build_model, presets
+    from tinylm.training.optim import build_optimizer
+
+    models = [("tinylm", lambda: build_model(presets("gpt2", **shape, dropout=0.0)))]
+    if nanogpt:
+        models.append(("nanogpt", lambda: nanogpt.GPT(nanogpt.GPTConfig(
+            **{k: shape[k] for k in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd")}, dropout=0.0))))
+    for kind, make in models:
+        model = make().to(a.device)
+        model.compile()
+        step = step_fn(kind, model, build_optimizer(model, 6e-4, 0.1), 1.0)
+        time_steps(step, a.device, B, T, V, 1, 3)
+        x = torch.randint(0, V, (B, T + 1), device=a.device)
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step(x[:, :-1], x[:, 1:])
+            sync(a.device)
+        say(f"\n{kind}, compiled, one step, top CUDA kernels:\n```\n"
+            + prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60)
+            + "\n```")
+        del model
+
+
+def pretraining(say, a) -> None:
+    """The pretrain stage itself on the carried plays' tokens (experiment=gpu), tracking off."""
+    if not a.carry or not (a.carry / "data/tokens/train.bin").exists():
+        say("no carried tokens (run --prepare on CPU first): skipped")
+        return
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        for part in ("data", "artifacts"):
+            (work / part).symlink_to((a.carry / part).resolve())
+        import yaml
+
+        params = yaml.safe_load((a.carry / "params.yaml").read_text())
+        params["tracking"] = False
+        params["trainer"].update(max_steps=a.pretrain_steps, val_every=max(1, a.pretrain_steps // 4),
+                                 ckpt_every=a.pretrain_steps, warmup_steps=min(100, a.pretrain_steps // 10))
+        if a.dry_run:
+            params["trainer"].update(accelerator="cpu", precision="bf16-mixed", compile=False, batch_size=4,
+                                     num_workers=0)
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        start = time.perf_counter()
+        out = subprocess.run([sys.executable, str(ROOT / "pipelines/pretrain.py"), "decoder"], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=a.pretrain_timeout)
+        wall = time.perf_counter() - start
+        if out.returncode:
+            say("```\n" + out.stderr[-3000:] + "\n```")
+            return
+        metrics = json.loads((work / "reports/decoder/metrics.json").read_text())
+        say(f"pretrain stage, {params['decoder']['n_layer']} x {params['decoder']['n_embd']}, block "
+            f"{params['decoder']['block_size']}, batch {params['trainer']['batch_size']}, {a.pretrain_steps} steps:"
+            f" {wall:.0f} s wall (process, compile included), train {metrics['train_seconds']:.0f} s, "
+            f"{metrics['tokens_per_s']:,.0f} tokens/s\n")
+        say("| step | val/loss | val/bpb |\n|---:|---:|---:|")
+        with open(work / "reports/decoder/val.csv") as f:
+            header = f.readline().strip().split(",")
+            for line in f:
+                r = dict(zip(header, line.strip().split(","), strict=True))
+                say(f"| {r['step']} | {float(r['val/loss']):.4f} | {float(r.get('val/bpb') or 'nan'):.4f} |")
+
+
+def gpu_tests(say, a) -> None:
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    say("```\n" + "\n".join(out.stdout.strip().splitlines()[-15:]) + "\n```")
+
+
+def attention(say, a) -> None:
+    for script, args in (("attention.py", ["--device", "cuda", "--causal", "--impls", "naive", "flash128", "sdpa",
+                                           "--seqs", "1024", "4096", "16384", "--budget", "5"]),
+                         ("attention_triton.py", ["--quick"])):
+        path = ROOT / "benchmarks" / script
+        if not path.exists():
+            continue
+        out = subprocess.run([sys.executable, str(path), *args], cwd=ROOT, capture_output=True, text=True,
+                             timeout=150, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        say(out.stdout[-6000:] or ("```\n" + out.stderr[-2000:] + "\n```"))
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+def prepare(dest: Path) -> None:
+    """On the CPU machine: everything the GPU run needs that the GPU box cannot make (it has no Hydra, DVC or
+    datasets): params.yaml composed with experiment=gpu, the plays' token files and tokenizer made by the
+    real stages in a temporary copy of this repository, nanoGPT's model.py."""
+    from tinylm.config import compose, to_yaml
+
+    dest.mkdir(parents=True, exist_ok=True)
+    params = compose(["experiment=gpu"], ROOT / "conf")
+    (dest / "params.yaml").write_text(to_yaml(params))
+    with tempfile.TemporaryDirectory() as d:
+        repo = Path(d) / "repo"
+        files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        for f in filter(None, files.split("\n")):
+            if (ROOT / f).is_file():
+                (repo / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, repo / f)
+        shutil.copy2(dest / "params.yaml", repo / "params.yaml")
+        for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "repro", "tokenize"]):
+            subprocess.run(cmd, cwd=repo, check=True, env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{d}/m.db"})
+        for part in ("data/tokens", "artifacts/tokenizer"):
+            shutil.rmtree(dest / part, ignore_errors=True)
+            shutil.copytree(repo / part, dest / part, ignore=shutil.ignore_patterns("sft", "cls"))
+    if NANOGPT.exists():
+        (dest / "nanogpt").mkdir(exist_ok=True)
+        shutil.copy2(NANOGPT, dest / "nanogpt" / "model.py")
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"prepared {dest} ({size / 2**20:.1f} MiB): carry it to the GPU run")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--no-attention", action="store_true")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prepare", type=Path, help="on CPU: write the carried folder and exit")
+    p.add_argument("--carry", type=Path, help="the folder --prepare wrote")
+    p.add_argument("--nanogpt", type=Path, help="nanoGPT's model.py (default: <carry>/nanogpt, ../shared/anchors)")
+    p.add_argument("--out", type=Path, help="also append the markdown here")
+    p.add_argument("--sections", nargs="+", default=["env", "compile", "chunks", "throughput", "pretrain", "tests",
+                                                     "attention"])
+    p.add_argument("--compile", nargs="+", type=lambda s: s == "on", default=[False, True], metavar="{off,on}",
+                   help="throughput rows: eager (off), compiled (on) or both (default)")
+    p.add_argument("--pretrain-steps", type=int, default=1500)
+    p.add_argument("--pretrain-timeout", type=float, default=240)
+    p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: check the code paths")
     a = p.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("benchmarks/gpu.py needs a CUDA GPU")
+    if a.prepare:
+        prepare(a.prepare)
+        return
+    a.device = "cpu" if a.dry_run else "cuda"
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu.py needs a CUDA GPU (or --dry-run)")
+    if a.nanogpt is None:
+        carried = a.carry / "nanogpt" / "model.py" if a.carry else None
+        a.nanogpt = carried if carried and carried.exists() else NANOGPT
+    if a.dry_run:
+        a.pretrain_steps = 4
     torch.backends.cuda.matmul.allow_tf32 = True
-    name = torch.cuda.get_device_name()
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-    cfg = presets("gpt2", vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768)
-    flops = 6 * (sum(p.numel() for p in build_model(cfg).parameters()) - 1024 * 768) + 12 * 12 * 1024 * 768
-    print(f"device: {name}; GPT-2 124M shapes, batch {a.batch} x 1024, bf16 autocast\n")
-    print("| model | compile | tokens/s | MFU |\n|---|---|---:|---:|")
-    for label, make, call in (
-        ("tinylm GPT", lambda: build_model(cfg), lambda m, x: m(x)),
-        ("HF GPT2LMHeadModel", lambda: to_hf(build_model(cfg)).train(), lambda m, x: m(input_ids=x).logits),
-    ):
-        for compiled in (False, True):
-            torch.manual_seed(0)
-            model = make().cuda()
-            if compiled:
-                model.compile()
-            tps = tokens_per_s(model, call, a.batch, 1024, 50304, a.steps)
-            mfu = f"{tps * flops / peak:.1%}" if peak else "n/a"
-            print(f"| {label} | {compiled} | {tps:,.0f} | {mfu} |", flush=True)
-            del model
-            torch.cuda.empty_cache()
-    if not a.no_attention:
-        script = Path(__file__).with_name("attention.py")
-        subprocess.run([sys.executable, str(script), "--device", "cuda", "--causal",
-                        "--seqs", "1024", "2048", "4096", "8192", "16384"], check=True)
+    say = Report(a.out)
+    sections = {"env": ("Environment", environment), "compile": ("Compiled vs eager", compiled_vs_eager),
+                "chunks": ("Fused loss: rows per chunk", chunk_sweep),
+                "throughput": ("Training throughput, GPT-2 124M shapes", throughput),
+                "pretrain": ("Pretraining the plays (experiment=gpu)", pretraining),
+                "tests": ("pytest -m gpu", gpu_tests), "attention": ("Attention kernels", attention)}
+    for name in a.sections:
+        title, fn = sections[name]
+        section(say, title, fn, a)
 
 
 if __name__ == "__main__":

@@ -153,3 +153,27 @@ def test_pretrain_stage_runs_without_mlflow_hydra_dvc_or_datasets(smoke_repo, tm
     metrics = json.loads((work / "reports/decoder/metrics.json").read_text())
     assert metrics["steps"] == 6 and 0 < metrics["val_bpb"] < 8
     assert not (work / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_script_runs_its_sections_on_cpu(smoke_repo, tmp_path):
+    """benchmarks/gpu.py --dry-run: the one GPU script's code paths at tiny shapes on the CPU (compiled
+    throughput rows left out for time; the compiled step is tested above), the pretrain section on the
+    smoke pipeline's tokens as the carried folder."""
+    import shutil
+    import subprocess
+
+    repo, env = smoke_repo
+    carry = tmp_path / "carry"
+    for part in ("data/tokens", "artifacts/tokenizer"):
+        shutil.copytree(repo / part, carry / part)
+    shutil.copy(repo / "params.yaml", carry / "params.yaml")
+    out_md = tmp_path / "gpu.md"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu.py"), "--dry-run", "--carry", str(carry),
+                          "--out", str(out_md), "--compile", "off", "--sections", "env", "chunks", "throughput",
+                          "pretrain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = out_md.read_text()
+    assert "Traceback" not in report, report
+    assert "| tinylm CausalLMModule + fit (trainer=gpu) | False |" in report
+    assert "| 4 |" in report and "val/bpb" in report  # the pretrain stage's validation rows
