@@ -177,3 +177,20 @@ def test_gpu_benchmark_script_runs_its_sections_on_cpu(smoke_repo, tmp_path):
     assert "Traceback" not in report, report
     assert "| tinylm CausalLMModule + fit (trainer=gpu) | False |" in report
     assert "| 4 |" in report and "val/bpb" in report  # the pretrain stage's validation rows
+
+
+def test_fsdp_clips_with_the_collective_norm_of_all_shards():
+    """Under FSDP a rank holds a shard of each gradient: clipping must use the sharded root's own
+    clip_grad_norm_ (all ranks' norm), never a local one. Lightning refuses FSDP without a GPU, so this
+    checks the dispatch with a stand-in root."""
+    tcfg = gpu_trainer(grad_clip=0.5)
+    module, _ = module_and_data(tcfg)
+    calls = []
+    root = SimpleNamespace(clip_grad_norm_=lambda max_norm: calls.append(max_norm) or torch.tensor(3.0))
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(model=root), global_step=0, log_every_n_steps=2,
+                                      max_steps=10)  # step 1: not a logging step
+    module.training_step(RandomWindows(TOKENS, T, 4, 0)[0], 0).backward()
+    grads = [p.grad.clone() for p in module.parameters()]
+    module.on_before_optimizer_step(SimpleNamespace(param_groups=[{"lr": 1.0, "params": list(module.parameters())}]))
+    assert calls == [0.5]
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, module.parameters(), strict=True))  # root clipped

@@ -90,8 +90,11 @@ class TinyLMModule(pl.LightningModule):
         log = self.logging_step()
         if not (self.optim.grad_clip or log):
             return
+        sharded = getattr(self.trainer.strategy.model, "clip_grad_norm_", None) if self._trainer else None
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if self.optim.grad_clip:
+        if sharded is not None:  # FSDP: the norm of every rank's shards (a collective), clipped alike on all
+            norm = sharded(self.optim.grad_clip or math.inf)
+        elif self.optim.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
