@@ -133,7 +133,8 @@ def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path, kil
     assert ckpt["global_step"] == kill_at // 5 * 5  # the last checkpoint before the kill (ckpt_every=5)
     said = []
     module, trainer, history = run(out, accumulate=accumulate, say=said.append)
-    assert said == [f"resuming from {out / 'last.ckpt'}"]
+    assert said == [f"resuming from {out / 'last.ckpt'} at step {kill_at // 5 * 5} (the data continues at that "
+                    "step's batch: batches are indexed by step)"]
     assert trainer.global_step == 20
     assert history.val == ref_history.val
     assert_same_weights(weights(module), weights(ref_module))
@@ -157,15 +158,18 @@ def test_fingerprint_mismatch_starts_fresh(run, reference, tmp_path):
 
 
 def test_resume_path(tmp_path):
-    said = []
+    said, ckpt = [], tmp_path / "last.ckpt"
     assert resume_path(tmp_path, "a", said.append) is None and said == []
-    (tmp_path / "last.ckpt").write_bytes(b"x")
+    torch.save({"global_step": 7}, ckpt)
     (tmp_path / "fingerprint.txt").write_text("a\n")
-    assert resume_path(tmp_path, "a", said.append) == tmp_path / "last.ckpt"
+    assert resume_path(tmp_path, "a", said.append) == ckpt
     assert resume_path(tmp_path, "b", said.append) is None
-    assert not (tmp_path / "last.ckpt").exists()  # stale state removed
-    assert said == [f"resuming from {tmp_path / 'last.ckpt'}",
-                    f"{tmp_path / 'last.ckpt'} was written for another configuration: starting fresh"]
+    assert not ckpt.exists()  # stale state removed
+    ckpt.write_bytes(b"x")  # e.g. truncated
+    assert resume_path(tmp_path, "a", said.append) is None and not ckpt.exists()
+    assert said == [f"resuming from {ckpt} at step 7 (the data continues at that step's batch: batches are indexed "
+                    "by step)", f"{ckpt} was written for another configuration: starting fresh",
+                    f"{ckpt} is unreadable (RuntimeError): starting fresh"]
 
 
 def test_gradient_accumulation(run, tmp_path):
@@ -189,7 +193,8 @@ def test_rerunning_a_finished_run_changes_nothing(run, reference, tmp_path):
         shutil.copy(ref_dir / name, tmp_path / name)
     said = []
     module, trainer, history = run(tmp_path, say=said.append)
-    assert said == [f"resuming from {tmp_path / 'last.ckpt'}"]
+    assert said == [f"resuming from {tmp_path / 'last.ckpt'} at step 20 (the data continues at that step's batch: "
+                    "batches are indexed by step)"]
     assert trainer.global_step == 20
     assert history.train == ref_history.train and history.val == ref_history.val
     assert_same_weights(weights(module), weights(ref_module))

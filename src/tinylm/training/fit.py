@@ -7,6 +7,7 @@ Checkpoints are saved every `ckpt_every` steps and at the end, and loaded with w
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -43,14 +44,22 @@ class _ProgressBar(TQDMProgressBar):
 
 
 def resume_path(out_dir: Path, fingerprint: str, say=print) -> Path | None:
-    """last.ckpt if it belongs to this configuration, else None (stale state removed)."""
+    """last.ckpt if it belongs to this configuration and reads, else None (stale or broken state removed)."""
     ckpt, fp = out_dir / "last.ckpt", out_dir / "fingerprint.txt"
-    if ckpt.exists() and fp.exists() and fp.read_text().strip() == fingerprint:
-        say(f"resuming from {ckpt}")
-        return ckpt
-    if ckpt.exists():
+    if not ckpt.exists():
+        return None
+    if not (fp.exists() and fp.read_text().strip() == fingerprint):
         say(f"{ckpt} was written for another configuration: starting fresh")
-        ckpt.unlink()
+    else:
+        try:
+            step = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+        except Exception as e:  # a truncated or foreign file: whatever it is, it cannot be resumed
+            say(f"{ckpt} is unreadable ({type(e).__name__}): starting fresh")
+        else:
+            say(f"resuming from {ckpt} at step {step} (the data continues at that step's batch: batches are "
+                "indexed by step)")
+            return ckpt
+    ckpt.unlink()
     return None
 
 
@@ -84,7 +93,9 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     )
     if trainer.is_global_zero:
         (out_dir / "fingerprint.txt").write_text(fingerprint + "\n")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+    with warnings.catch_warnings():  # resume_path said what resumes: batches are indexed by step, not by an
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")  # iterator
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     if trainer.global_step % tcfg.val_every:  # always end with a validation of the final weights
         trainer.validate(module, datamodule=datamodule, verbose=False)  # MetricHistory records it
     trainer.save_checkpoint(out_dir / "last.ckpt", weights_only=False)  # full state: resumable
