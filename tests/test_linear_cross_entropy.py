@@ -90,3 +90,16 @@ def test_bad_input_is_named():
         linear_cross_entropy(x, w, y[:3])
     with pytest.raises(ValueError, match="smoothing"):
         linear_cross_entropy(x, w, y, smoothing=1.0)
+
+
+@pytest.mark.parametrize("grads", [True, False])
+def test_custom_op_registration_passes_opcheck(grads):
+    """The op's schema, fake kernel (shapes for torch.compile) and registered autograd agree with its eager
+    kernel (torch.library.opcheck)."""
+    from tinylm.nn.linear_cross_entropy import fused_linear_cross_entropy
+
+    x, w = torch.randn(70, 8, requires_grad=grads), torch.randn(30, 8, requires_grad=grads)
+    y = torch.randint(0, 30, (70,))
+    y[::7] = -100
+    weights = torch.full((70,), 1 / 60)
+    torch.library.opcheck(fused_linear_cross_entropy, (x, w, y, weights, 0.1, 16, torch.float32, grads))
