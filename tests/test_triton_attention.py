@@ -1,0 +1,283 @@
+"""The Triton FlashAttention-2 kernels (nn/triton_attention.py) against a float64 reference, outputs and gradients.
+
+Without a GPU the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set when
+tinylm.nn.triton_attention is imported (the kernels are made then) and while this module's tests run (the
+interpreter reads it too), and unset in between, so that no other test or subprocess inherits it. With a GPU
+the same tests run the compiled, autotuned kernels on CUDA, and the gpu-marked tests add large shapes. bfloat16
+runs only on a GPU: the interpreter does no bfloat16 arithmetic (its tl.dot multiplies the uint16 storage;
+triton-lang/triton#11584).
+"""
+
+import math
+import os
+
+import pytest
+import torch
+
+_interpret = "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available()
+if _interpret:
+    os.environ["TRITON_INTERPRET"] = "1"
+try:
+    pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[dev]', Linux only)")
+    from tinylm.nn import triton_attention as ta
+finally:
+    if _interpret:
+        del os.environ["TRITON_INTERPRET"]
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tinylm.models import build_model, presets  # noqa: E402
+from tinylm.nn.attention import padding_mask, sdpa_attention  # noqa: E402
+
+triton_attention = ta.triton_attention
+if not ta.INTERPRET and not torch.cuda.is_available():
+    pytest.skip("tinylm.nn.triton_attention was imported before TRITON_INTERPRET=1 was set, and there is no GPU",
+                allow_module_level=True)
+DEV = "cpu" if ta.INTERPRET else "cuda"
+DTYPES = [torch.float32, torch.float16] + ([] if ta.INTERPRET else [torch.bfloat16])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _interpreter():
+    with pytest.MonkeyPatch.context() as mp:
+        if ta.INTERPRET:
+            mp.setenv("TRITON_INTERPRET", "1")
+        yield
+
+
+# ---------------------------------------------------------------------------------------------- reference
+
+
+def visible(tq, tk, causal=False, mask=None):
+    """Bool (..., Tq, Tk): key j visible to query i, from the definition."""
+    i, j = torch.arange(tq)[:, None], torch.arange(tk)[None, :]
+    vis = {False: j >= 0, True: j <= i, "top_left": j <= i, "bottom_right": j <= i + tk - tq}[causal]
+    return vis if mask is None else vis & mask.cpu()
+
+
+def reference(q, k, v, vis):
+    """softmax over the visible scores in float64 (new leaves); key/value heads repeated for GQA; empty rows -> 0."""
+    q, k, v = (t.detach().double().requires_grad_() for t in (q, k, v))
+    rep = q.size(1) // k.size(1)
+    s = q @ k.repeat_interleave(rep, 1).transpose(-2, -1) / math.sqrt(q.size(-1))
+    vis = vis.to(s.device).expand_as(s)
+    s = s.masked_fill(~vis, -math.inf)
+    mx = s.amax(-1, keepdim=True).detach().nan_to_num(0.0, neginf=0.0)
+    e = (s - mx).exp()
+    den = e.sum(-1, keepdim=True)
+    out = e / torch.where(den > 0, den, 1.0) @ v.repeat_interleave(rep, 1)
+    return out, (q, k, v)
+
+
+def inputs(b, h, hkv, tq, tk, d, dtype=torch.float32):
+    return [torch.randn(b, n, t, d, device=DEV, dtype=dtype, requires_grad=True)
+            for n, t in ((h, tq), (hkv, tk), (hkv, tk))]
+
+
+def make_mask(kind, b, h, tq, tk):
+    if kind is None:
+        return None
+    if kind == "pad":  # (B, 1, 1, Tk): the second sequence has no key at all, so all its rows are empty
+        lengths = torch.tensor([tk - 5, 0, tk, 1][:b])
+        return padding_mask(lengths, tk)
+    if kind == "keys":  # (Tk,)
+        return torch.rand(tk) < 0.7
+    if kind == "full":  # (B, H, Tq, Tk), sparse: some rows empty
+        return torch.rand(b, h, tq, tk) < 0.15
+    raise ValueError(kind)
+
+
+def check(b, h, hkv, tq, tk, d, causal, kind, dtype=torch.float32):
+    """Output and dq, dk, dv against the float64 reference; empty rows give exact zeros, no NaN anywhere."""
+    q, k, v = inputs(b, h, hkv, tq, tk, d, dtype)
+    mask = make_mask(kind, b, h, tq, tk)
+    out = triton_attention(q, k, v, mask=None if mask is None else mask.to(DEV), causal=causal)
+    assert out.shape == q.shape and out.dtype == dtype
+    vis = visible(tq, tk, causal, mask)
+    want, leaves = reference(q, k, v, vis)
+    tol = {torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 5e-2}[dtype]
+    tol = dict(atol=tol, rtol=tol)
+    torch.testing.assert_close(out.double(), want, **tol)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), g)
+    exp = torch.autograd.grad(want, leaves, g.double())
+    for name, a, e in zip("qkv", got, exp, strict=True):
+        assert torch.isfinite(a).all(), f"d{name} has NaN/inf"
+        torch.testing.assert_close(a.double(), e, **tol, msg=lambda m, n=name: f"d{n}: {m}")
+    empty = ~vis.to(DEV).expand(b, h, tq, tk).any(-1)  # (B, H, Tq)
+    assert (out[empty] == 0).all() and (got[0][empty] == 0).all()
+
+
+# ---------------------------------------------------------------------------------------------- cases
+
+CASES = {  # (B, H, Hkv, Tq, Tk, D, causal, mask kind); lengths deliberately not multiples of the tiles
+    "none": (2, 2, 2, 37, 37, 16, False, None),
+    "causal": (1, 2, 2, 45, 45, 32, True, None),
+    "top_left_tq<tk": (1, 2, 2, 20, 45, 16, "top_left", None),
+    "top_left_tq>tk": (1, 2, 2, 45, 20, 16, "top_left", None),
+    "bottom_right_tq<tk": (1, 2, 2, 20, 45, 16, "bottom_right", None),
+    "bottom_right_tq>tk": (1, 2, 2, 45, 20, 16, "bottom_right", None),  # first 25 rows see no key
+    "pad": (2, 2, 2, 29, 40, 16, False, "pad"),
+    "pad_causal": (2, 2, 2, 40, 40, 16, True, "pad"),
+    "pad_bottom_right": (2, 2, 2, 29, 40, 16, "bottom_right", "pad"),
+    "keys_1d": (1, 2, 2, 17, 33, 16, False, "keys"),
+    "full_mask": (2, 2, 2, 29, 40, 16, "bottom_right", "full"),
+    "gqa": (1, 4, 2, 37, 37, 16, True, "pad"),
+    "mqa": (2, 4, 1, 20, 45, 16, "bottom_right", "pad"),
+    "decode_step": (2, 2, 2, 1, 40, 16, False, "pad"),
+    "d64": (1, 2, 1, 33, 33, 64, True, None),
+    "d128": (1, 1, 1, 33, 33, 128, "bottom_right", "pad"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_float64_reference(case):
+    check(*CASES[case])
+
+
+@pytest.mark.parametrize("dtype", DTYPES[1:], ids=str)
+@pytest.mark.parametrize("case", ["causal", "mqa", "d64"])
+def test_half_precision_inputs(case, dtype):
+    check(*CASES[case], dtype=dtype)
+
+
+@pytest.mark.skipif(not ta.INTERPRET, reason="on a GPU the tiles are autotuned")
+@pytest.mark.parametrize(("bm", "bn"), [(16, 16), (16, 64), (64, 16)])
+def test_tile_sizes_do_not_change_the_result(monkeypatch, bm, bn):
+    """Every kernel with the same tiles, square or not (the default interpreter tiles are (32, 16) and (16, 32))."""
+    for name, kernel in (("fwd", ta._fwd_kernel), ("dq", ta._dq_kernel), ("dkdv", ta._dkdv_kernel)):
+        monkeypatch.setitem(ta._KERNELS, name, (kernel, dict(BLOCK_M=bm, BLOCK_N=bn)))
+    check(2, 2, 1, 45, 37, 16, "bottom_right", "pad")
+    check(1, 1, 1, 37, 45, 16, True, None)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(b=st.integers(1, 2), hkv=st.integers(1, 2), group=st.integers(1, 2), tq=st.integers(1, 40),
+       tk=st.integers(1, 40), d=st.sampled_from([16, 32]),
+       causal=st.sampled_from([False, "top_left", "bottom_right"]), kind=st.sampled_from([None, "pad", "full"]),
+       seed=st.integers(0, 2**16))
+def test_property_small_shapes(b, hkv, group, tq, tk, d, causal, kind, seed):
+    torch.manual_seed(seed)
+    check(b, hkv * group, hkv, tq, tk, d, causal, kind)
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compile_through_the_custom_op(backend):
+    """torch.compile (fullgraph) traces the op with its fake kernels and autograd formula: same values."""
+    q, k, v = inputs(2, 4, 2, 21, 21, 16)
+    mask = make_mask("pad", 2, 4, 21, 21).to(DEV)
+
+    def f(q, k, v):
+        return (triton_attention(q, k, v, mask=mask, causal=True) * 2).sum(-1)
+
+    got = torch.compile(f, backend=backend, fullgraph=True)(q, k, v)
+    want = f(q, k, v)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    for a, e in zip(torch.autograd.grad(got, (q, k, v), g), torch.autograd.grad(want, (q, k, v), g), strict=True):
+        torch.testing.assert_close(a, e)
+
+
+def test_opcheck_registration():
+    """torch.library.opcheck: schema, fake tensors, autograd registration, AOT dispatch (static and dynamic)."""
+    q, k, v = inputs(1, 2, 1, 9, 13, 16)
+    mask = make_mask("pad", 1, 2, 9, 13).to(DEV)
+    torch.library.opcheck(torch.ops.tinylm.triton_attention_fwd.default, (q, k, v, mask, "bottom_right"))
+    out, lse = torch.ops.tinylm.triton_attention_fwd(q, k, v, mask, None)
+    assert not lse.requires_grad
+    args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse, mask, None)
+    torch.library.opcheck(torch.ops.tinylm.triton_attention_bwd.default, args)
+
+
+def test_output_layout_merges_heads_without_a_copy():
+    q, k, v = inputs(2, 3, 3, 5, 7, 16)
+    out = triton_attention(q, k, v)
+    assert out.transpose(1, 2).is_contiguous()  # (B, T, H, D) in memory: .transpose(1, 2).view(B, T, C)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(shape=(1, 2, 4, 24)), ValueError, "head dims"),
+        (dict(kv_heads=3, heads=4), ValueError, "H % Hkv"),
+        (dict(dtype=torch.float64), TypeError, "float16, bfloat16, float32"),
+        (dict(mask=torch.ones(4, 1, 1, 4, dtype=torch.bool)), ValueError, "does not broadcast"),
+        (dict(mask=torch.ones(1, 1, 1, 4)), TypeError, "must be bool"),
+        (dict(causal="bottom"), ValueError, "causal must be"),
+    ],
+)
+def test_rejects_what_it_does_not_support(kwargs, error, match):
+    h = kwargs.get("heads", 2)
+    shape = kwargs.get("shape", (1, h, 4, 16))
+    dtype = kwargs.get("dtype", torch.float32)
+    q = torch.randn(shape, device=DEV, dtype=dtype)
+    kv = torch.randn(shape[0], kwargs.get("kv_heads", h), shape[2], shape[3], device=DEV, dtype=dtype)
+    with pytest.raises(error, match=match):
+        triton_attention(q, kv, kv, mask=kwargs.get("mask"), causal=kwargs.get("causal", False))
+
+
+# ---------------------------------------------------------------------------------------------- in the model
+
+
+def test_gpt_with_triton_attention_matches_sdpa():
+    """attention='triton' in a GPT (GQA + RoPE, left padding): logits and gradients agree with SDPA, and the
+    KV-cache decoding path (bottom-right causal, one-query steps) gives the full forward's logits."""
+    cfg = dict(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
+    models = {}
+    for kernel in ("sdpa", "triton"):
+        torch.manual_seed(0)
+        models[kernel] = build_model(presets("baichuan", attention=kernel, **cfg)).to(DEV).eval()
+    x = torch.randint(1, 50, (2, 11), device=DEV)
+    am = torch.tensor([[1] * 11, [0] * 3 + [1] * 8], device=DEV)
+    logits = {name: m(x, attention_mask=am) for name, m in models.items()}
+    real = am.bool()
+    torch.testing.assert_close(logits["triton"][real], logits["sdpa"][real], rtol=1e-4, atol=1e-4)
+    for out in logits.values():
+        out[real].logsumexp(-1).sum().backward()
+    grads = [[p.grad for p in m.parameters()] for m in models.values()]
+    for a, e in zip(*grads, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-3, atol=1e-4)
+    m = models["triton"]
+    with torch.no_grad():
+        cache = m.new_cache()
+        steps = [m(x[:, :6], cache=cache)] + [m(x[:, t:t + 1], cache=cache) for t in range(6, 11)]
+        torch.testing.assert_close(torch.cat(steps, 1), m(x), rtol=1e-4, atol=1e-4)
+
+
+def test_config_rejects_alibi_with_triton():
+    with pytest.raises(ValueError, match="triton kernel does not take"):
+        presets("gpt2", position="alibi", attention="triton")
+
+
+# ---------------------------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "d", "h", "hkv", "tq", "tk", "causal"), [
+    (torch.bfloat16, 64, 8, 8, 2048, 2048, True),
+    (torch.bfloat16, 128, 8, 8, 2048, 2048, False),
+    (torch.bfloat16, 128, 8, 2, 1000, 3000, "bottom_right"),
+    (torch.float16, 64, 8, 2, 3000, 1000, "bottom_right"),
+    (torch.float16, 128, 8, 8, 2048, 2048, True),
+], ids=str)
+def test_large_shapes_match_sdpa(dtype, d, h, hkv, tq, tk, causal):
+    """Compiled kernels at training sizes (key padding, GQA, Tq != Tk, rows with no key): outputs against SDPA
+    in the same dtype, outputs and gradients against the float64 reference."""
+    if ta.INTERPRET:
+        pytest.skip("TRITON_INTERPRET=1: the large shapes are for the compiled kernels")
+    q, k, v = inputs(2, h, hkv, tq, tk, d, dtype)
+    mask = padding_mask(torch.tensor([tk, tk - 333], device=DEV), tk)
+    out = triton_attention(q, k, v, mask=mask, causal=causal)
+    rep = h // hkv
+    with torch.no_grad():
+        sdpa = sdpa_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), mask=mask, causal=causal)
+    torch.testing.assert_close(out, sdpa, atol=2e-2, rtol=2e-2)
+    want, leaves = reference(q, k, v, visible(tq, tk, causal, mask))
+    torch.testing.assert_close(out.double(), want, atol=2e-2, rtol=2e-2)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), g)
+    exp = torch.autograd.grad(want, leaves, g.double())
+    for name, a, e in zip("qkv", got, exp, strict=True):
+        err = (a.double() - e).norm() / e.norm()
+        assert err < 2e-2, f"d{name}: relative error {err:.3g}"
