@@ -1,0 +1,65 @@
+"""Stage deps in dvc.yaml are the import closures of the stage scripts (tinylm.pipeline.deps)."""
+
+from pathlib import Path
+
+import pytest
+
+from tinylm.pipeline import deps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dvc_yaml_code_deps_are_the_import_closures():
+    have, want = deps.declared(ROOT / "dvc.yaml"), deps.derived(ROOT / "dvc.yaml")
+    assert have.keys() == want.keys() and len(want) >= 10
+    for stage in want:
+        assert sorted(have[stage]) == want[stage], (
+            f"{stage}: dvc.yaml lists {sorted(have[stage])}, its imports need {want[stage]}; "
+            "run `python -m tinylm.pipeline.deps --write`")
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    write(tmp_path, {
+        "pipelines/stage.py": "import sys\nfrom common import P\nfrom tinylm.a import f\nimport numpy\n",
+        "pipelines/common.py": "from tinylm.config import load\nP = 1\n",
+        "src/tinylm/__init__.py": "",
+        "src/tinylm/config.py": "from tinylm.models import big\n",  # bookkeeping: neither it nor its imports
+        "src/tinylm/models/__init__.py": "", "src/tinylm/models/big.py": "",
+        "src/tinylm/a/__init__.py": "", "src/tinylm/a/x.py": "",
+        "src/tinylm/a/f.py": "from . import x\n\ndef g():\n    from ..b.y import h\n",
+        "src/tinylm/b/__init__.py": "", "src/tinylm/b/y.py": "", "src/tinylm/b/z.py": "",
+    })
+    return tmp_path
+
+
+def test_closure_follows_every_import_but_bookkeeping(repo):
+    assert deps.closure("pipelines/stage.py", repo) == {
+        "pipelines/stage.py", "pipelines/common.py", "src/tinylm/__init__.py", "src/tinylm/a/__init__.py",
+        "src/tinylm/a/f.py", "src/tinylm/a/x.py",  # relative `from . import x`
+        "src/tinylm/b/__init__.py", "src/tinylm/b/y.py"}  # a function-level relative import runs too
+
+
+def test_a_folder_stands_for_its_files_only_when_all_are_imported(repo):
+    files = deps.closure("pipelines/stage.py", repo)
+    assert deps.compress(files, repo) == ["pipelines/common.py", "pipelines/stage.py", "src/tinylm/__init__.py",
+                                          "src/tinylm/a", "src/tinylm/b/__init__.py", "src/tinylm/b/y.py"]
+
+
+def test_drift_is_reported_and_write_fixes_it(repo, monkeypatch, capsys):
+    (repo / "dvc.yaml").write_text("stages:\n  s:\n    cmd: python pipelines/stage.py\n    deps:\n"
+                                   "      - pipelines/stage.py\n      - src/tinylm/b\n      - data/in\n"
+                                   "    outs:\n      - data/out\n")
+    monkeypatch.chdir(repo)
+    assert deps.main([]) == 1
+    assert "s: missing ['pipelines/common.py'" in capsys.readouterr().out
+    assert deps.main(["--write"]) == 0
+    text = (repo / "dvc.yaml").read_text()
+    assert "      - src/tinylm/a\n" in text and "src/tinylm/b\n" not in text and "      - data/in\n" in text
+    assert text.index("data/in") > text.index("src/tinylm/a") and "outs:\n      - data/out\n" in text
