@@ -275,7 +275,8 @@ def lightning_path(a, shape, B, T, V, compiled: bool) -> float:
     carried params.yaml, else the same values), median of the logged tokens/s after the first interval."""
     import numpy as np
 
-    from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+    from tinylm.data.windows import FixedWindows, RandomWindows
+    from tinylm.training.datamodules import StepDataModule
     from tinylm.training.fit import fit
     from tinylm.training.optim import OptimConfig
 

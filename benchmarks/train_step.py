@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from tinylm.data.windows import FixedWindows, RandomWindows
 from tinylm.interop.hf import to_hf
 from tinylm.models import build_model, presets
 from tinylm.training.causal_lm import CausalLMModule
-from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+from tinylm.training.datamodules import StepDataModule
 from tinylm.training.fit import fit
 from tinylm.training.losses import label_smoothed_cross_entropy
 from tinylm.training.optim import build_optimizer, build_scheduler

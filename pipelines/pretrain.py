@@ -13,8 +13,9 @@ from training import optim_dict, prepare, train
 
 from tinylm.data.special_tokens import CLS, MASK, SEP, SPECIAL_TOKENS
 from tinylm.data.tokens import load_tokenizer, read_tokens
+from tinylm.data.windows import FixedWindows, RandomWindows
 from tinylm.training.causal_lm import CausalLMModule
-from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+from tinylm.training.datamodules import StepDataModule
 from tinylm.training.masked_lm import MaskedLMModule
 
 

@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tinylm.training.datamodules import (
-    FixedWindows,
-    RandomWindows,
-    StepBatchSampler,
-    StepDataModule,
-    pad_collate,
-)
+from tinylm.data.windows import FixedWindows, RandomWindows
+from tinylm.training.datamodules import StepBatchSampler, StepDataModule, pad_collate
 
 TOKENS = np.arange(1000, dtype=np.uint16)  # token value = its position: windows are easy to read
 

@@ -29,7 +29,8 @@ import torch
 
 from tinylm.models import presets
 from tinylm.training.causal_lm import CausalLMModule
-from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+from tinylm.data.windows import FixedWindows, RandomWindows
+from tinylm.training.datamodules import StepDataModule
 from tinylm.training.fit import fit
 
 TOKENS = (np.arange(8000) % 37).astype(np.uint16)  # a learnable periodic stream

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from tinylm.config import load_config
+from tinylm.data.windows import FixedWindows, RandomWindows
 from tinylm.models import presets
 from tinylm.training.causal_lm import CausalLMModule
-from tinylm.training.datamodules import FixedWindows, RandomWindows, StepDataModule
+from tinylm.training.datamodules import StepDataModule
 from tinylm.training.fit import fit
 from tinylm.training.optim import OptimConfig
 

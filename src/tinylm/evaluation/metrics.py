@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinylm.training.datamodules import FixedWindows
+from tinylm.data.windows import FixedWindows
 from tinylm.training.masking import mask_tokens
 
 

@@ -1,8 +1,7 @@
 """Batches for training, as pure functions of (seed, step, rank).
 
-Pretraining: batch i is `batch_size` windows of block_size + 1 tokens at starts drawn uniformly from a
-generator seeded with (seed, i, rank); x = window[:-1], y = window[1:]. Validation uses fixed, evenly
-spaced windows. Fine-tuning sets (SFT, classification, seq2seq): batch i takes indices from a per-epoch
+Pretraining: the token windows of `tinylm.data.windows` (batch i drawn from (seed, i, rank); validation
+on fixed windows). Fine-tuning sets (SFT, classification, seq2seq): batch i takes indices from a per-epoch
 permutation seeded with (seed, epoch), padded to the longest item in the batch. A run resumed at optimizer
 step s starts at micro-batch s * accumulate_grad_batches and sees exactly the batches it would have seen;
 each DDP rank draws its own batches (Lightning's distributed sampler is turned off).
@@ -15,47 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-
-def _seed(*parts: int) -> int:
-    h = 0
-    for p in parts:
-        h = (h * 1_000_003 + int(p)) % (2**62)
-    return h
-
-
-class RandomWindows(Dataset):
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, seed: int, rank: int = 0):
-        if len(tokens) < block_size + 1:
-            raise ValueError(f"{len(tokens)} tokens cannot fill one window of block_size + 1 = {block_size + 1}: "
-                             "lower block_size or use more data")
-        self.tokens, self.block, self.batch, self.seed, self.rank = tokens, block_size, batch_size, seed, rank
-
-    def __len__(self):  # indexable by any step; the sampler decides which
-        return 2**62
-
-    def __getitem__(self, i: int) -> dict:
-        g = torch.Generator().manual_seed(_seed(self.seed, i, self.rank))
-        starts = torch.randint(0, len(self.tokens) - self.block, (self.batch,), generator=g).tolist()
-        x = torch.from_numpy(np.stack([self.tokens[s:s + self.block + 1].astype(np.int64) for s in starts]))
-        return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
-
-
-class FixedWindows(Dataset):
-    """`n_batches` batches of evenly spaced windows (the same every run)."""
-
-    def __init__(self, tokens: np.ndarray, block_size: int, batch_size: int, n_batches: int):
-        n = len(tokens) - block_size  # number of window starts; the last window ends on the last token
-        if n < 1:
-            raise ValueError(f"validation split has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}")
-        self.tokens, self.block, self.batch = tokens, block_size, batch_size
-        self.starts = np.linspace(0, n - 1, num=n_batches * batch_size).astype(np.int64).reshape(n_batches, batch_size)
-
-    def __len__(self):
-        return len(self.starts)
-
-    def __getitem__(self, i: int) -> dict:
-        x = torch.from_numpy(np.stack([self.tokens[s:s + self.block + 1].astype(np.int64) for s in self.starts[i]]))
-        return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+from tinylm.data.windows import seed_of
 
 
 class StepRange(Sampler):
@@ -91,7 +50,7 @@ class StepBatchSampler(Sampler):
     def __iter__(self):
         for i in range(self.start, self.stop):
             epoch, j = divmod(i, self.per_epoch)
-            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed(self.seed, epoch, self.rank)))
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed_of(self.seed, epoch, self.rank)))
             yield perm[j * self.batch:(j + 1) * self.batch].tolist()
 
     def __len__(self):
