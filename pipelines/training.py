@@ -18,7 +18,8 @@ import pytorch_lightning as pl
 from common import MODELS, REPORTS, TOKENIZER
 from pytorch_lightning.utilities import rank_zero_only
 
-from tinylm.data.atomic import atomic_dir, check_writable, write_json
+from tinylm.data.atomic import check_writable, write_json
+from tinylm.interop.hf import save_hf
 from tinylm.models.io import save_pretrained
 from tinylm.training.fit import fit, set_threads
 from tinylm.training.optim import OptimConfig
@@ -70,7 +71,10 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
         model = module.model
         save_pretrained(model, out, {"tokenizer.json": TOKENIZER})
         if export_hf:
-            export(model, out / "hf")
+            try:
+                save_hf(model, out / "hf", TOKENIZER)
+            except ValueError as e:  # no transformers counterpart: the stage's own outputs still stand
+                print(f"no Hugging Face export: {e}")
         final = {k.replace("/", "_"): v for k, v in history.val[-1].items() if k != "step"}
         tps = [r["train/tokens_per_s"] for r in history.train if "train/tokens_per_s" in r]
         metrics = {**final, "steps": trainer.global_step, "train_seconds": round(time.perf_counter() - start, 2),
@@ -86,21 +90,3 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
     print(f"{stage} {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in metrics.items()) + f" -> {out}/")
     return metrics
-
-
-def export(model, path: Path) -> None:
-    """Hugging Face export: the transformers model and its fast tokenizer, loadable by path, written as one
-    atomic folder. An architecture with no transformers counterpart (e.g. gpt2 with RoPE) is skipped with a
-    message, not an error."""
-    from transformers import PreTrainedTokenizerFast
-
-    from tinylm.data.special_tokens import EOS, MASK, PAD
-    from tinylm.interop.hf import save_hf
-
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), eos_token=EOS, pad_token=PAD, mask_token=MASK)
-    try:
-        with atomic_dir(path) as tmp:
-            save_hf(model, tmp)
-            tok.save_pretrained(tmp)
-    except ValueError as e:
-        print(f"no Hugging Face export: {e}")

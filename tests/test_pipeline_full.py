@@ -76,8 +76,12 @@ def test_hf_exports_load_by_path_and_agree(full):
             assert torch.allclose(ours(x), hf(input_ids=x).logits, atol=1e-4), name
 
 
-def test_cli(full, run):
+def test_cli(full, run, tmp_path):
     repo, env = full
+    run(["tinylm", "export", "--model", "models/decoder-sft", "--out", str(tmp_path / "hf")], repo, env)
+    files = sorted(p.name for p in (tmp_path / "hf").iterdir())  # the stage's export, file for file
+    assert files == sorted(p.name for p in (repo / "models/decoder-sft/hf").iterdir())
+    assert "tokenizer_config.json" in files
     out = run(["tinylm", "generate", "--model", "models/decoder-sft", "--prompt", "Which play is this from?",
                "--decoder", "beam", "--num-beams", "2", "--max-new-tokens", "8"], repo, env)
     assert out.returncode == 0

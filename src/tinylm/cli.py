@@ -95,16 +95,13 @@ def generate(args) -> None:
 
 
 def export(args) -> None:
-    import shutil
-
     from tinylm.interop.hf import save_hf
 
     model, _ = _load(args.model)
     try:
-        save_hf(model, args.out)
+        save_hf(model, args.out, Path(args.model) / "tokenizer.json")
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    shutil.copy(Path(args.model) / "tokenizer.json", Path(args.out) / "tokenizer.json")
     print(f"wrote {args.out} (load with transformers' AutoModel*.from_pretrained)")
 
 

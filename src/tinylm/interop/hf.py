@@ -182,10 +182,23 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def save_hf(model: nn.Module, path: str | Path) -> Path:
-    """Export with `to_hf` and `save_pretrained(path)` (safetensors); returns the path."""
+def save_hf(model: nn.Module, path: str | Path, tokenizer_file: str | Path | None = None) -> Path:
+    """Export with `to_hf` and `save_pretrained(path)` (safetensors) and, given the tokenizer.json, its fast
+    tokenizer with tinylm's special tokens (eos, pad, mask), so `AutoTokenizer` loads the folder too. The
+    folder is written whole or not at all (made aside, then renamed). Returns the path; ValueError for an
+    architecture `transformers` has no counterpart of (e.g. gpt2 with RoPE)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from tinylm.data.atomic import atomic_dir
+    from tinylm.data.special_tokens import EOS, MASK, PAD
+
+    hf = to_hf(model)  # raises before anything is written
     path = Path(path)
-    to_hf(model).save_pretrained(path)
+    with atomic_dir(path) as tmp:
+        hf.save_pretrained(tmp)
+        if tokenizer_file is not None:
+            PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=EOS, pad_token=PAD,
+                                    mask_token=MASK).save_pretrained(tmp)
     return path
 
 
