@@ -132,8 +132,12 @@ class TrainerConfig:
             _need(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         _need(self.lr > 0, "lr", self.lr, "must be > 0")
         _need(0 <= self.min_lr <= self.lr, "min_lr", self.min_lr, f"must be in [0, lr={self.lr}]")
+        # A short run needs a short warm-up too. The message starts with the key the value came from
+        # (trainer.warmup_steps, or <group>.train.warmup_steps once a group's train: mapping is applied).
+        fits = max(0, min(self.max_steps - 1, max(1, self.max_steps // 10)))
         _need(self.warmup_steps < self.max_steps, "warmup_steps", self.warmup_steps,
-              f"must be < max_steps={self.max_steps}")
+              f"must be < max_steps={self.max_steps} (the warm-up is part of the run); set it below max_steps, "
+              f"e.g. to {fits}")
         _need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas,
               "two numbers in [0, 1)")
         _need(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
