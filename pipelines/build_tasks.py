@@ -10,7 +10,7 @@ import datasets
 import mlflow
 from common import CLS, CORPUS, METRICS, SFT, config
 
-from tinylm.data.atomic import atomic_dir, write_json
+from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.instructions import load_instructions
 from tinylm.data.tasks import build_cls, build_sft, task_stats
 from tinylm.tracking import flatten, log_dataset, stage_run

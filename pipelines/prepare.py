@@ -9,7 +9,7 @@ from dataclasses import asdict
 import mlflow
 from common import CORPUS, METRICS, RAW, config
 
-from tinylm.data.atomic import atomic_dir, write_json
+from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.corpus import build_corpus, corpus_stats
 from tinylm.tracking import flatten, log_dataset, stage_run
 

@@ -14,7 +14,7 @@ import datasets
 import mlflow
 from common import CLS, CORPUS, METRICS, SFT, TOKENIZER, TOKENS, config
 
-from tinylm.data.atomic import atomic_dir, write_json
+from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.tokens import encode_cls, encode_sft, write_pretrain
 from tinylm.tracking import flatten, stage_run
 

@@ -12,7 +12,7 @@ import datasets
 import mlflow
 from common import CORPUS, METRICS, TOKENIZER, TOKENIZER_DIR, config
 
-from tinylm.data.atomic import atomic_dir, write_json
+from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.special_tokens import SPECIAL_TOKENS
 from tinylm.tokenizer import BPETokenizer
 from tinylm.tracking import stage_run

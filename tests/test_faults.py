@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import ROOT, copy_repo, run_cmd
 
-from tinylm.data.atomic import atomic_dir, atomic_file, write_json, write_text
+from tinylm.atomic import atomic_dir, atomic_file, write_json, write_text
 from tinylm.data.tokens import read_tokens
 from tinylm.models import build_model, presets
 from tinylm.models.io import load_pretrained, save_pretrained

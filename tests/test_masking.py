@@ -1,9 +1,9 @@
-"""BERT masked-LM corruption: rate, 80/10/10 split, specials, labels, determinism (training/masking.py)."""
+"""BERT masked-LM corruption: rate, 80/10/10 split, specials, labels, determinism (data/masking.py)."""
 
 import pytest
 import torch
 
-from tinylm.training.masking import mask_tokens
+from tinylm.data.masking import mask_tokens
 
 PAD, CLS, SEP, MASK = 0, 1, 2, 3
 SPECIALS = torch.tensor([PAD, CLS, SEP, MASK])

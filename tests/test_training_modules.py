@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from tinylm.data.masking import mask_tokens
 from tinylm.models import BertClassifier, presets
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.classification import SequenceClassificationModule
 from tinylm.training.datamodules import pad_collate
 from tinylm.training.masked_lm import MaskedLMModule
-from tinylm.training.masking import mask_tokens
 from tinylm.training.optim import lr_at
 from tinylm.training.seq2seq import Seq2SeqModule
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinylm.data.atomic import atomic_dir, write_json
+from tinylm.atomic import atomic_dir, write_json
 
 TEXT_SUFFIXES = (".txt", ".md")
 RECORD_SUFFIXES = (".json", ".jsonl", ".parquet")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from tinylm.data.atomic import write_json
+from tinylm.atomic import write_json
 from tinylm.data.chat import ChatTemplate
 from tinylm.data.sources import sha256_file
 from tinylm.data.special_tokens import CLS, EOS, SEP, SPECIAL_TOKENS

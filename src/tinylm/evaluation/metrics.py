@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tinylm.data.masking import mask_tokens
 from tinylm.data.windows import FixedWindows
-from tinylm.training.masking import mask_tokens
 
 
 def normalize(s: str) -> str:

@@ -189,7 +189,7 @@ def save_hf(model: nn.Module, path: str | Path, tokenizer_file: str | Path | Non
     architecture `transformers` has no counterpart of (e.g. gpt2 with RoPE)."""
     from transformers import PreTrainedTokenizerFast
 
-    from tinylm.data.atomic import atomic_dir
+    from tinylm.atomic import atomic_dir
     from tinylm.data.special_tokens import EOS, MASK, PAD
 
     hf = to_hf(model)  # raises before anything is written

@@ -11,7 +11,7 @@ from pathlib import Path
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from tinylm.data.atomic import atomic_file
+from tinylm.atomic import atomic_file
 from tinylm.models.bert import BertClassifier
 from tinylm.models.config import ModelConfig
 

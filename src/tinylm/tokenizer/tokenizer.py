@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from tinylm.data.atomic import write_text
+from tinylm.atomic import write_text
 from tinylm.tokenizer import io
 from tinylm.tokenizer.bytes_unicode import ALPHABET, BYTE_TO_CHAR, CHAR_TO_BYTE, chars_to_bytes
 from tinylm.tokenizer.encoder import PieceEncoder

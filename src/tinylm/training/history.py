@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from tinylm.data.atomic import atomic_file
+from tinylm.atomic import atomic_file
 
 
 class MetricHistory(pl.Callback):

@@ -4,10 +4,10 @@ batch, so val numbers are comparable across runs."""
 
 import torch
 
+from tinylm.data.masking import mask_tokens
 from tinylm.models import ModelConfig, build_model
 from tinylm.training.base import TinyLMModule
 from tinylm.training.losses import mlm_loss
-from tinylm.training.masking import mask_tokens
 
 
 class MaskedLMModule(TinyLMModule):
