@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tinylm.cli import _dvc_runs, main
+from tinylm.cli import main
+from tinylm.pipeline.compare import _dvc_runs
 from tinylm.tracking import CONFIG_HASH_TAG, config_hash
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
