@@ -23,7 +23,7 @@ import torch
 from common import CLS as CLS_DIR
 from common import MODELS, REPORTS, TOKENIZER, TOKENS, config
 
-from tinylm.data.atomic import write_json, write_text
+from tinylm.atomic import write_json, write_text
 from tinylm.data.chat import ChatTemplate
 from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS
 from tinylm.data.tokens import load_tokenizer, read_tokens

@@ -21,7 +21,7 @@ from pathlib import Path
 from common import REPORTS, config
 from dvc.repo import Repo
 
-from tinylm.data.atomic import write_json
+from tinylm.atomic import write_json
 from tinylm.tracking import log_pipeline_summary
 
 HEADLINE = REPORTS / "headline"  # every file below is a `metrics:` output of this stage in dvc.yaml

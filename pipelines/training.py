@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from common import MODELS, REPORTS, TOKENIZER
 from pytorch_lightning.utilities import rank_zero_only
 
-from tinylm.data.atomic import check_writable, write_json
+from tinylm.atomic import check_writable, write_json
 from tinylm.interop.hf import save_hf
 from tinylm.models.io import save_pretrained
 from tinylm.training.fit import fit, set_threads

@@ -3,7 +3,7 @@
 import csv
 from pathlib import Path
 
-from tinylm.data.atomic import atomic_file
+from tinylm.atomic import atomic_file
 
 
 def score_of(task_metrics: dict) -> tuple[str, float]:
