@@ -1,6 +1,6 @@
 """Stage summarize (last): write the headline numbers, then log every param and every DVC metrics file (of every
-stage in dvc.yaml) to this invocation's MLflow pipeline run, so pipeline runs compare side by side; stages DVC
-skipped still appear.
+stage in dvc.yaml; not the headline, which repeats their numbers) to this invocation's MLflow pipeline run, so
+pipeline runs compare side by side; stages DVC skipped still appear.
 
 The headline (reports/headline/, `dvc metrics show reports/headline`): the numbers a first look needs, one small
 metrics file per row, since `dvc metrics show` prints one row per file and one column per key (sorted); the
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
     print("summarize: logging the params and every metrics file to the MLflow pipeline run", flush=True)
     written = write_headline()
     print(f"summarize: {len(written)} headline files -> {HEADLINE}/ (dvc metrics show {HEADLINE})", flush=True)
-    files = metrics_files()
+    files = [f for f in metrics_files() if not Path(f).is_relative_to(HEADLINE)]  # it repeats the others' numbers
     run_id = log_pipeline_summary(cfg.to_dict(), files, experiment=cfg.name)
     print(f"summarize: {len(files)} metrics files -> MLflow pipeline run {run_id}")
 
