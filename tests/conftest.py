@@ -18,6 +18,9 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
+if not torch.cuda.is_available():  # Triton kernels run in Triton's interpreter on CPU tensors. Set before anything
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # imports triton: torch.compile does, and once imported without
+    # it, the interpreter fails later ("Cannot call @triton.jit'd outside of the scope of a kernel")
 
 
 @pytest.fixture(autouse=True)
@@ -64,7 +67,7 @@ def smoke_repo(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"),
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               MLFLOW_DISABLE_TELEMETRY="true")
+               MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1")  # short smoke runs
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     run_cmd(["git", "init", "-q"], repo, env)
     run_cmd(["git", "add", "-A"], repo, env)

@@ -1,33 +1,23 @@
 """The Triton FlashAttention-2 kernels (nn/triton_attention.py) against a float64 reference, outputs and gradients.
 
-Without a GPU the kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 is set when
-tinylm.nn.triton_attention is imported (the kernels are made then) and while this module's tests run (the
-interpreter reads it too), and unset in between, so that no other test or subprocess inherits it. With a GPU
-the same tests run the compiled, autotuned kernels on CUDA, and the gpu-marked tests add large shapes. bfloat16
-runs only on a GPU: the interpreter does no bfloat16 arithmetic (its tl.dot multiplies the uint16 storage;
-triton-lang/triton#11584).
+Without a GPU the kernels run in Triton's interpreter on CPU tensors (conftest.py sets TRITON_INTERPRET=1 for
+the session, before anything imports triton). With a GPU the same tests run the compiled, autotuned kernels on
+CUDA, and the gpu-marked tests add large shapes. bfloat16 runs only on a GPU: the interpreter does no bfloat16
+arithmetic (its tl.dot multiplies the uint16 storage; triton-lang/triton#11584).
 """
 
 import math
-import os
 
 import pytest
 import torch
 
-_interpret = "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available()
-if _interpret:
-    os.environ["TRITON_INTERPRET"] = "1"
-try:
-    pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[dev]', Linux only)")
-    from tinylm.nn import triton_attention as ta
-finally:
-    if _interpret:
-        del os.environ["TRITON_INTERPRET"]
+pytest.importorskip("triton", reason="triton is not installed (pip install -e '.[dev]', Linux only)")
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from tinylm.models import build_model, presets  # noqa: E402
+from tinylm.nn import triton_attention as ta  # noqa: E402
 from tinylm.nn.attention import padding_mask, sdpa_attention  # noqa: E402
 
 triton_attention = ta.triton_attention
@@ -36,14 +26,6 @@ if not ta.INTERPRET and not torch.cuda.is_available():
                 allow_module_level=True)
 DEV = "cpu" if ta.INTERPRET else "cuda"
 DTYPES = [torch.float32, torch.float16] + ([] if ta.INTERPRET else [torch.bfloat16])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _interpreter():
-    with pytest.MonkeyPatch.context() as mp:
-        if ta.INTERPRET:
-            mp.setenv("TRITON_INTERPRET", "1")
-        yield
 
 
 # ---------------------------------------------------------------------------------------------- reference
