@@ -300,7 +300,7 @@ def gpu_trainer(a):
     conf/trainer/gpu.yaml read as plain YAML (the GPU box has no Hydra); accelerator cpu for --dry-run."""
     import yaml
 
-    from tinylm.config import TrainerConfig, _build
+    from tinylm.pipeline.config import TrainerConfig, _build
 
     params = a.carry / "params.yaml" if a.carry else None
     raw = yaml.safe_load(params.read_text())["trainer"] if params and params.exists() else \
@@ -400,7 +400,7 @@ def prepare(dest: Path) -> None:
     """On the CPU machine: everything the GPU run needs that the GPU box cannot make (it has no Hydra, DVC or
     datasets): params.yaml composed with experiment=gpu, the plays' token files and tokenizer made by the
     real stages in a temporary copy of this repository, nanoGPT's model.py."""
-    from tinylm.config import compose, to_yaml
+    from tinylm.pipeline.config import compose, to_yaml
 
     dest.mkdir(parents=True, exist_ok=True)
     params = compose(["experiment=gpu"], ROOT / "conf")

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 from common import REPORTS, TOKENIZER, TOKENS  # noqa: E402
 
-from tinylm.config import load_config  # noqa: E402
 from tinylm.data.tokens import load_tokenizer, read_tokens  # noqa: E402
 from tinylm.data.windows import FixedWindows, RandomWindows  # noqa: E402
 from tinylm.interop.hf import to_hf  # noqa: E402
 from tinylm.models import build_model  # noqa: E402
+from tinylm.pipeline.config import load_config  # noqa: E402
 from tinylm.training.fit import set_threads  # noqa: E402
 from tinylm.training.optim import build_optimizer, build_scheduler  # noqa: E402
 

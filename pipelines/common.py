@@ -8,7 +8,7 @@ on rank zero (Lightning re-runs the whole script on every rank); the data stages
 import sys
 from pathlib import Path
 
-from tinylm.config import Config, ConfigError, load_config
+from tinylm.pipeline.config import Config, ConfigError, load_config
 
 RAW = Path("data/raw")  # download: the exact bytes fetched, and manifest.json
 CORPUS = Path("data/corpus")  # prepare: DatasetDict train/val/test (tinylm.data.corpus)

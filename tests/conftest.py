@@ -54,7 +54,7 @@ def run():
 def smoke_repo(tmp_path_factory):
     """A git repository holding a copy of this working tree, params.yaml composed for `smoke`, after
     `dvc repro tokenize` (the data stages); integration tests share it. Returns (path, env)."""
-    from tinylm.config import compose, to_yaml
+    from tinylm.pipeline.config import compose, to_yaml
 
     repo = tmp_path_factory.mktemp("pipeline") / "repo"
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tinylm.config import Config, ConfigError, compose, load_config, to_yaml
+from tinylm.pipeline.config import Config, ConfigError, compose, load_config, to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

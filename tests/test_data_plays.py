@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tinylm.config import Config, compose
 from tinylm.data.plays import parse_play, read_wheel, title_from_slug
+from tinylm.pipeline.config import Config, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 

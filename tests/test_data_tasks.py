@@ -7,13 +7,13 @@ from dataclasses import replace
 import pytest
 from test_data_plays import default_config, make_wheel, scene_texts
 
-from tinylm.config import InstructionsConfig
 from tinylm.data.chat import ChatTemplate
 from tinylm.data.corpus import build_corpus
 from tinylm.data.instructions import load_instructions
 from tinylm.data.sources import download, sha256_file
 from tinylm.data.special_tokens import SPECIAL_TOKENS
 from tinylm.data.tasks import build_cls, build_sft, task_stats
+from tinylm.pipeline.config import InstructionsConfig
 from tinylm.tokenizer import BPETokenizer
 
 

@@ -28,9 +28,9 @@ def write(root: Path, files: dict[str, str]) -> None:
 def repo(tmp_path):
     write(tmp_path, {
         "pipelines/stage.py": "import sys\nfrom common import P\nfrom tinylm.a import f\nimport numpy\n",
-        "pipelines/common.py": "from tinylm.config import load\nP = 1\n",
+        "pipelines/common.py": "from tinylm.pipeline.config import load\nP = 1\n",
         "src/tinylm/__init__.py": "",
-        "src/tinylm/config.py": "from tinylm.models import big\n",  # bookkeeping: neither it nor its imports
+        "src/tinylm/pipeline/config.py": "from tinylm.models import big\n",  # bookkeeping: neither it nor its imports
         "src/tinylm/models/__init__.py": "", "src/tinylm/models/big.py": "",
         "src/tinylm/a/__init__.py": "", "src/tinylm/a/x.py": "",
         "src/tinylm/a/f.py": "from . import x\n\ndef g():\n    from ..b.y import h\n",

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tinylm.config import load_config
 from tinylm.data.windows import FixedWindows, RandomWindows
 from tinylm.models import presets
+from tinylm.pipeline.config import load_config
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.datamodules import StepDataModule
 from tinylm.training.fit import fit

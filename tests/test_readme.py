@@ -11,8 +11,8 @@ either in RUN or in LISTED, else the test fails, so a command added to the READM
   takes minutes (a full `dvc exp run`, `make run`), with the reason. These are checked for shell syntax
   (`bash -n`), `make` targets with `make -n`.
 
-The Hydra overrides of every command (`-S` of `dvc exp run`, the arguments of `python -m tinylm.config` and of
-a stage script) are composed from conf/ and validated by tinylm.config, as DVC's composition and the stages do
+The Hydra overrides of every command (`-S` of `dvc exp run`, the arguments of `python -m tinylm.pipeline.config` and of
+a stage script) are composed from conf/ and validated by tinylm.pipeline.config, as DVC's composition and the stages do
 (a sweep `k=a,b` is each of its values).
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, copy_repo, run_cmd
 
-from tinylm.config import Config, ConfigError, compose
+from tinylm.pipeline.config import Config, ConfigError, compose
 
 README = ROOT / "README.md"
 CONF = ROOT / "conf"
@@ -47,7 +47,7 @@ RUN: dict[str, tuple[str, ...]] = {
     "tinylm generate --model models/decoder --prompt \"ROMEO:\" --decoder sample --temperature 0.8 --top-p 0.95": (),
     "tinylm export --model models/decoder-sft --out hf-decoder-sft": ("wrote hf-decoder-sft",),
     "dvc exp run --queue -S 'decoder=gpt2,baichuan'": ("Queued experiment",),
-    "python -m tinylm.config decoder=baichuan trainer.max_steps=10 trainer.warmup_steps=2": (
+    "python -m tinylm.pipeline.config decoder=baichuan trainer.max_steps=10 trainer.warmup_steps=2": (
         "preset: baichuan", "max_steps: 10", "warmup_steps: 2"),
     "python pipelines/pretrain.py decoder decoder=baichuan trainer.max_steps=10 trainer.warmup_steps=2": (
         "pretrain decoder: val_loss=", "steps=10"),
@@ -57,7 +57,7 @@ RUN: dict[str, tuple[str, ...]] = {
         "mean ± sd", "reports/decoder/metrics/val_loss",
         "reports/eval/metrics/decoder-sft.tasks.play.greedy.exact_match"),
     "tinylm compare --mlflow --metric '*val_loss'": ("mean ± sd", "reports/decoder/metrics/val_loss"),
-    "python -m tinylm.config experiment=gpt2_124m trainer.num_nodes=2 > params.yaml": (),  # params.yaml: below
+    "python -m tinylm.pipeline.config experiment=gpt2_124m trainer.num_nodes=2 > params.yaml": (),  # params.yaml: below
     "dvc commit -f pretrain@decoder": (),
     "dvc remote add -d storage s3://bucket/tinylm": ("Setting 'storage' as a default remote",),
 }
@@ -149,14 +149,14 @@ SHELL_OPS = {">", ">>", "<", "|", "||", "&&", ";", "2>&1", "&"}
 
 def overrides_of(cmd: str) -> list[str] | None:
     """The Hydra overrides a command composes the config with: `-S` of `dvc exp run`, the key=value arguments of
-    `python -m tinylm.config` and of a stage script `python pipelines/*.py`; None: it composes nothing."""
+    `python -m tinylm.pipeline.config` and of a stage script `python pipelines/*.py`; None: it composes nothing."""
     words = shlex.split(cmd, comments=True)
     words = words[:next((i for i, w in enumerate(words) if w in SHELL_OPS), len(words))]
     if words[:3] == ["dvc", "exp", "run"]:
         found = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-S", "--set-param")]
         return found or None
     for i, w in enumerate(words):
-        if w.startswith("python") and words[i + 1:i + 3] == ["-m", "tinylm.config"]:
+        if w.startswith("python") and words[i + 1:i + 3] == ["-m", "tinylm.pipeline.config"]:
             return words[i + 3:]
         if w.startswith("python") and i + 1 < len(words) and re.match(r"pipelines/\w+\.py$", words[i + 1]):
             found = [a for a in words[i + 2:] if "=" in a and not a.startswith("-")]
@@ -226,7 +226,7 @@ def test_the_overrides_of_a_command_compose_and_validate(cmd):
 def test_the_override_reader():
     assert overrides_of("dvc exp run --queue -S 'trainer.seed=1,2' -S decoder=baichuan") == [
         "trainer.seed=1,2", "decoder=baichuan"]
-    assert overrides_of("python -m tinylm.config experiment=gpt2_124m trainer.num_nodes=2 > params.yaml") == [
+    assert overrides_of("python -m tinylm.pipeline.config experiment=gpt2_124m trainer.num_nodes=2 > params.yaml") == [
         "experiment=gpt2_124m", "trainer.num_nodes=2"]
     assert overrides_of("python pipelines/pretrain.py decoder trainer.max_steps=10") == ["trainer.max_steps=10"]
     assert overrides_of("srun -N2 python pipelines/pretrain.py decoder") is None

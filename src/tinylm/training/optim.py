@@ -47,7 +47,7 @@ class OptimConfig:
 
     @classmethod
     def of(cls, trainer) -> "OptimConfig":
-        """The optimizer part of a trainer config (`tinylm.config.TrainerConfig`: its fields of the same names)."""
+        """The optimizer part of a trainer config (`tinylm.pipeline.config.TrainerConfig`: its same-named fields)."""
         return cls(**{f.name: getattr(trainer, f.name) for f in fields(cls) if hasattr(trainer, f.name)})
 
 NO_DECAY = ("wpe", "position_embeddings", "token_type_embeddings")

@@ -8,7 +8,7 @@
 `conf/` is the single source of truth for values: the dataclasses have no defaults, so a key missing from
 the config is an error, as is an unknown key, a wrong type or a bad value. Every error is a ConfigError
 (a ValueError) whose message names the key, the bad value and what is allowed, raised before any work.
-`python -m tinylm.config [overrides...]` prints the composed params.yaml (the same YAML DVC writes).
+`python -m tinylm.pipeline.config [overrides...]` prints the composed params.yaml (the same YAML DVC writes).
 """
 
 from __future__ import annotations
