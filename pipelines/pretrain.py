@@ -7,27 +7,15 @@ windows of the token memmaps) or the BERT encoder (masked LM on [CLS] window [SE
 
 import sys
 
-import torch
 from common import TOKENIZER, TOKENS, config
 from training import optim_dict, prepare, train
 
 from tinylm.data.special_tokens import CLS, MASK, SEP, SPECIAL_TOKENS
 from tinylm.data.tokens import load_tokenizer, read_tokens
-from tinylm.data.windows import FixedWindows, RandomWindows
+from tinylm.data.windows import FixedWindows, RandomWindows, with_cls_sep
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.datamodules import StepDataModule
 from tinylm.training.masked_lm import MaskedLMModule
-
-
-def wrap_cls_sep(cls_id: int, sep_id: int):
-    """Window batch -> BERT inputs [CLS] window [SEP] (the shifted labels are not used by the MLM)."""
-
-    def collate(batch: dict) -> dict:
-        x = batch["input_ids"]
-        col = torch.full((x.size(0), 1), 0, dtype=x.dtype)
-        return {"input_ids": torch.cat([col + cls_id, x, col + sep_id], dim=1)}
-
-    return collate
 
 
 def main(argv: list[str]) -> None:
@@ -48,7 +36,8 @@ def main(argv: list[str]) -> None:
         special = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
         module = MaskedLMModule(mcfg.to_dict(), optim, mask_token_id=tok.token_to_id(MASK), special_ids=special,
                                 seed=tcfg.seed)
-        window, collate = mcfg.block_size - 2, wrap_cls_sep(tok.token_to_id(CLS), tok.token_to_id(SEP))
+        cls_id, sep_id = tok.token_to_id(CLS), tok.token_to_id(SEP)
+        window, collate = mcfg.block_size - 2, lambda b: {"input_ids": with_cls_sep(b["input_ids"], cls_id, sep_id)}
     dm = StepDataModule(RandomWindows(train_tokens, window, tcfg.batch_size, tcfg.seed),
                         FixedWindows(val_tokens, window, tcfg.batch_size, tcfg.val_batches),
                         batch_size=None, seed=tcfg.seed, max_steps=tcfg.max_steps,

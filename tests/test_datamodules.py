@@ -157,3 +157,10 @@ def test_step_datamodule_without_trainer_items():
     val = list(dm.val_dataloader())
     assert [len(v["input_ids"]) for v in val] == [2, 2, 1]
     assert val[0]["input_ids"].tolist() == [[1, 0], [1, 2]]
+
+
+def test_with_cls_sep_frames_each_window():
+    from tinylm.data.windows import with_cls_sep
+
+    x = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    assert with_cls_sep(x, 1, 2).tolist() == [[1, 5, 6, 7, 2], [1, 8, 9, 10, 2]]

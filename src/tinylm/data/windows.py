@@ -2,7 +2,8 @@
 
 RandomWindows: batch i is `batch_size` windows of block_size + 1 tokens at starts drawn uniformly from a
 generator seeded with (seed, i, rank); x = window[:-1], y = window[1:] (pretraining). FixedWindows:
-`n_batches` batches of evenly spaced windows, the same every run (validation, evaluation).
+`n_batches` batches of evenly spaced windows, the same every run (validation, evaluation). BERT reads a
+window as [CLS] window [SEP] (`with_cls_sep`).
 """
 
 import numpy as np
@@ -51,3 +52,9 @@ class FixedWindows(Dataset):
     def __getitem__(self, i: int) -> dict:
         x = torch.from_numpy(np.stack([self.tokens[s:s + self.block + 1].astype(np.int64) for s in self.starts[i]]))
         return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+
+
+def with_cls_sep(x: torch.Tensor, cls_id: int, sep_id: int) -> torch.Tensor:
+    """(B, T) token windows -> (B, T + 2) BERT inputs [CLS] window [SEP]."""
+    col = torch.ones(x.size(0), 1, dtype=x.dtype, device=x.device)
+    return torch.cat([col * cls_id, x, col * sep_id], dim=1)

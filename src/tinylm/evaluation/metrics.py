@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.data.masking import mask_tokens
-from tinylm.data.windows import FixedWindows
+from tinylm.data.windows import FixedWindows, with_cls_sep
 
 
 def normalize(s: str) -> str:
@@ -70,9 +70,7 @@ def mlm_accuracy(model, tokens: np.ndarray, *, cls_id: int, sep_id: int, mask_id
     g = torch.Generator().manual_seed(seed)
     correct = chosen = 0
     for b in windows:
-        x = b["input_ids"]
-        col = torch.ones(x.size(0), 1, dtype=x.dtype)
-        x = torch.cat([col * cls_id, x, col * sep_id], 1)
+        x = with_cls_sep(b["input_ids"], cls_id, sep_id)
         inputs, labels = mask_tokens(x, mask_token_id=mask_id, special_ids=torch.tensor(special_ids),
                                      vocab_size=model.config.vocab_size, generator=g)
         keep = labels != -100
