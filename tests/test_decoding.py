@@ -230,3 +230,18 @@ def test_seq2seq_batch_with_source_padding_decodes_as_alone():
 def test_bad_arguments_raise(gpt, call, message):
     with pytest.raises(ValueError, match=message):
         call(gpt, torch.tensor([[5, 6, 7, 8]]))
+
+
+def test_decode_dispatches_by_name(gpt):
+    from tinylm.decoding.dispatch import decode
+
+    ids, mask = padded([5, 3], 60)
+    kw = dict(eos_token_id=EOS, attention_mask=mask, pad_token_id=PAD)
+    assert torch.equal(decode(gpt, ids, "greedy", 6, **kw), greedy_decode(gpt, ids, 6, **kw))
+    assert torch.equal(decode(gpt, ids, "beam3", 6, length_penalty=0.5, **kw),
+                       beam_search(gpt, ids, 3, 6, length_penalty=0.5, **kw)[0])
+    got = decode(gpt, ids, "sample", 6, temperature=0.7, top_p=0.9, seed=4, **kw)
+    assert torch.equal(got, sample(gpt, ids, 6, temperature=0.7, top_p=0.9, seed=4, **kw))
+    for bad in ("beam", "beam0", "nucleus"):
+        with pytest.raises(ValueError, match="unknown decoder"):
+            decode(gpt, ids, bad, 6, **kw)

@@ -55,7 +55,7 @@ def info(args) -> None:
 def generate(args) -> None:
     from tinylm.data.chat import ChatTemplate
     from tinylm.data.special_tokens import EOS
-    from tinylm.decoding import beam_search, greedy_decode, sample
+    from tinylm.decoding.dispatch import decode
 
     if args.num_beams < 1:
         raise SystemExit(f"error: --num-beams must be >= 1, got {args.num_beams}")
@@ -79,15 +79,11 @@ def generate(args) -> None:
         print(f"warning: prompt cut to its last {room} of {len(ids)} tokens", file=sys.stderr)
         ids = ids[-room:]
     x, eos = torch.tensor([ids]), tok.token_to_id(EOS)
+    decoder = f"beam{args.num_beams}" if args.decoder == "beam" else args.decoder
     with torch.no_grad():
-        if args.decoder == "greedy":
-            out = greedy_decode(model, x, args.max_new_tokens, eos_token_id=eos)
-        elif args.decoder == "beam":
-            out, _ = beam_search(model, x, args.num_beams, args.max_new_tokens, eos_token_id=eos,
-                                 length_penalty=args.length_penalty)
-        else:
-            out = sample(model, x, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, eos_token_id=eos, seed=args.seed)
+        out = decode(model, x, decoder, args.max_new_tokens, length_penalty=args.length_penalty,
+                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                     eos_token_id=eos)
     new = out[0, len(ids):].tolist()
     print(tok.decode(new[:new.index(eos)] if eos in new else new))
 

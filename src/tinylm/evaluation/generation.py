@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tinylm.decoding import beam_search, greedy_decode, sample
+from tinylm.decoding.dispatch import decode
 
 
 @dataclass
@@ -53,15 +53,8 @@ def generate(model, prompts: list[list[int]], decoder: str, *, eos_id: int, pad_
         kw = dict(eos_token_id=eos_id, attention_mask=mask, pad_token_id=pad_id)
         if seq2seq:
             kw["decoder_start_token_id"] = start_id
-        if decoder == "greedy":
-            seqs = greedy_decode(model, ids, max_new_tokens, **kw)
-        elif decoder.startswith("beam"):
-            seqs, _ = beam_search(model, ids, int(decoder[4:]), max_new_tokens, length_penalty=length_penalty, **kw)
-        elif decoder == "sample":
-            g = torch.Generator().manual_seed(seed + i)
-            seqs = sample(model, ids, max_new_tokens, temperature=temperature, top_p=top_p, generator=g, **kw)
-        else:
-            raise ValueError(f"unknown decoder {decoder!r}: greedy, beam<K> or sample")
+        seqs = decode(model, ids, decoder, max_new_tokens, length_penalty=length_penalty, temperature=temperature,
+                      top_p=top_p, seed=seed + i, **kw)
         new = seqs[:, 1:] if seq2seq else seqs[:, ids.size(1):]
         for row in new.tolist():
             kept, ended = cut_at_eos(row, eos_id)
