@@ -1,9 +1,23 @@
-"""The evaluate stage's human-readable outputs: plot data (CSV), PNG charts and report.md."""
+"""The evaluate stage's human-readable outputs: plot data (CSV), PNG charts and report.md.
+
+report.md states which paired differences are significant (p < ALPHA) and which are not, with their 95%
+intervals, and flags a decoder's degenerate outputs where a kind's share exceeds the references' by FLAG.
+"""
 
 import csv
+from collections import defaultdict
 from pathlib import Path
 
 from tinylm.atomic import atomic_file
+from tinylm.evaluation.statistics import DEGENERATE
+
+ALPHA = 0.05
+FLAG = 0.1
+NAMES = {"exact_match": "exact match", "chrf": "chrF", "bleu": "BLEU", "mean_logprob": "mean log-prob",
+         "greedy": "greedy", "majority": "the majority answer"}
+GENRE_TESTS = {"classifier_vs_majority": "BERT classifier against the majority class",
+               "decoder_vs_majority": "SFT decoder (zero-shot) against the majority class",
+               "classifier_vs_decoder": "BERT classifier against the SFT decoder (zero-shot)"}
 
 
 def score_of(task_metrics: dict) -> tuple[str, float]:
@@ -13,15 +27,18 @@ def score_of(task_metrics: dict) -> tuple[str, float]:
 
 
 def rows(metrics: dict, models: list[str]) -> list[dict]:
-    """Flat rows model/task/decoder/metric/score/tokens_per_s for the plot data and tables."""
+    """Flat rows model/task/decoder/metric/score (with its 95% interval)/speed for the plot data and tables."""
     out = []
     for model in models:
         for task, by_decoder in metrics[model]["tasks"].items():
             for decoder, m in by_decoder.items():
                 key, score = score_of(m)
+                (lo, hi), (lp_lo, lp_hi) = m[f"{key}_ci"], m["mean_logprob_ci"]
                 out.append({"model": model, "task": task, "decoder": decoder, "metric": key, "score": round(score, 4),
+                            "score_lo": round(lo, 4), "score_hi": round(hi, 4),
                             "tokens_per_s": round(m["tokens_per_s"], 1), "ms_per_item": round(m["ms_per_item"], 2),
-                            "mean_logprob": round(m["mean_logprob"], 4), "mean_length": round(m["mean_length"], 2)})
+                            "mean_logprob": round(m["mean_logprob"], 4), "mean_logprob_lo": round(lp_lo, 4),
+                            "mean_logprob_hi": round(lp_hi, 4), "mean_length": round(m["mean_length"], 2)})
     return out
 
 
@@ -33,7 +50,7 @@ def write_csv(path: Path, table: list[dict]) -> None:
 
 
 def plot(table: list[dict], out: Path) -> list[Path]:
-    """quality_by_decoder.png (one panel per model/task) and quality_vs_speed.png."""
+    """quality_by_decoder.png (one panel per model/task, 95% intervals as error bars) and quality_vs_speed.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,7 +60,8 @@ def plot(table: list[dict], out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), squeeze=False)
     for ax, (model, task) in zip(axes[0], groups, strict=True):
         sel = [r for r in table if (r["model"], r["task"]) == (model, task)]
-        ax.bar([r["decoder"] for r in sel], [r["score"] for r in sel], color="tab:blue")
+        err = [[max(0, r["score"] - r["score_lo"]) for r in sel], [max(0, r["score_hi"] - r["score"]) for r in sel]]
+        ax.bar([r["decoder"] for r in sel], [r["score"] for r in sel], yerr=err, capsize=3, color="tab:blue")
         ax.set_title(f"{model}\n{task} ({sel[0]['metric']})", fontsize=9)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     fig.tight_layout()
@@ -74,18 +92,24 @@ def _save(fig, path: Path) -> None:
 
 
 def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: list[str]) -> str:
-    """report.md: headline tables, what beam bought over greedy, encoder vs decoder, and examples."""
+    """report.md: headline tables with 95% intervals, which differences are significant, what beam bought over
+    greedy, degenerate outputs, encoder vs decoder, and examples."""
+    models = list(dict.fromkeys(r["model"] for r in table))
     lines = ["# Evaluation: greedy vs beam search", "",
              "Held-out SFT test items. Exact match for `speaker` and `play`, chrF for `continue` "
-             "(BLEU in metrics.json); speed is generated tokens per second on this machine.", ""]
-    lines += ["| model | task | decoder | score | mean log-prob | mean length | tokens/s | ms/item |",
+             "(BLEU in metrics.json); speed is generated tokens per second on this machine. "
+             "Brackets: 95% bootstrap intervals over the test items.", ""]
+    lines += ["| model | task | decoder | score [95% CI] | mean log-prob [95% CI] | mean length | tokens/s | ms/item |",
               "|---|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['task']} | {r['decoder']} | {r['score']:.3f} ({r['metric']}) | "
-              f"{r['mean_logprob']:.2f} | {r['mean_length']:.1f} | {r['tokens_per_s']:.0f} | {r['ms_per_item']:.1f} |"
-              for r in table]
+    lines += [f"| {r['model']} | {r['task']} | {r['decoder']} | {r['score']:.3f} [{r['score_lo']:.3f}, "
+              f"{r['score_hi']:.3f}] ({r['metric']}) | {r['mean_logprob']:.2f} [{r['mean_logprob_lo']:.2f}, "
+              f"{r['mean_logprob_hi']:.2f}] | {r['mean_length']:.1f} | {r['tokens_per_s']:.0f} | "
+              f"{r['ms_per_item']:.1f} |" for r in table]
     if metrics.get("majority_baseline"):
+        base = metrics["majority_baseline"]
         lines += ["", "Majority-answer baseline (always the most frequent training answer): " + ", ".join(
-            f"{t} {v:.3f}" for t, v in metrics["majority_baseline"].items()) + "."]
+            f"{t} {v:.3f} {_ci(base[f'{t}_ci'])}" for t, v in base.items() if not t.endswith("_ci")) + "."]
+    lines += _significance(metrics, models)
     lines += ["", "## Did beam search find more likely answers?", "",
               "Share of items where the beam output's log-probability under the model exceeds greedy's "
               "(ties excluded), and where it is lower (possible: beam ranks with a length penalty).", "",
@@ -93,14 +117,18 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
     for model, m in metrics.items():
         for decoder, c in m.get("beam_vs_greedy", {}).items():
             lines.append(f"| {model} | {decoder} | {c['higher']:.2f} | {c['lower']:.2f} | {c['same']:.2f} |")
+    lines += _degenerate(metrics, models)
     if "encoder" in metrics:
         e = metrics["encoder"]
         lines += ["", "## Encoder vs decoder on genre classification (test passages)", "",
-                  "| model | accuracy |", "|---|---:|",
-                  f"| BERT encoder, fine-tuned classifier | {e['genre_acc']:.3f} |",
-                  f"| SFT decoder, zero-shot (most likely genre name) | {e['decoder_genre_acc']:.3f} |",
-                  f"| majority class | {e['genre_majority_acc']:.3f} |",
-                  "", f"BERT masked-LM accuracy on val: {e['mlm_acc']:.3f}."]
+                  "| model | accuracy [95% CI] |", "|---|---:|",
+                  f"| BERT encoder, fine-tuned classifier | {e['genre_acc']:.3f} {_ci(e['genre_acc_ci'])} |",
+                  f"| SFT decoder, zero-shot (most likely genre name) | {e['decoder_genre_acc']:.3f} "
+                  f"{_ci(e['decoder_genre_acc_ci'])} |",
+                  f"| majority class | {e['genre_majority_acc']:.3f} {_ci(e['genre_majority_acc_ci'])} |", ""]
+        lines += [f"- {GENRE_TESTS[k]}: {_result(t)}: "
+                  f"{'significant' if t['p_value'] < ALPHA else 'not significant'}." for k, t in e["paired"].items()]
+        lines += ["", f"BERT masked-LM accuracy on val: {e['mlm_acc']:.3f}."]
     if "perplexity" in metrics:
         lines += ["", "## Perplexity on the val split", "", "| model | perplexity |", "|---|---:|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in metrics["perplexity"].items()]
@@ -112,6 +140,67 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
                   for d in decoders if d in ex["outputs"]]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _significance(metrics: dict, models: list[str]) -> list[str]:
+    """One line per model, task, baseline and metric: which decoders differ significantly from the baseline."""
+    lines, n, n_sig = [], 0, 0
+    for model in models:
+        for task, tests in metrics[model].get("paired", {}).items():
+            by = defaultdict(list)  # (baseline, metric) -> [(decoder, test)]
+            for name, by_metric in tests.items():
+                decoder, baseline = name.split("_vs_")
+                for metric, t in by_metric.items():
+                    by[(baseline, metric)].append((decoder, t))
+            for (baseline, metric), results in by.items():
+                sig = [f"{d} {_result(t)}" for d, t in results if t["p_value"] < ALPHA]
+                rest = [f"{d} {_result(t)}" for d, t in results if t["p_value"] >= ALPHA]
+                n, n_sig = n + len(results), n_sig + len(sig)
+                lines.append(f"- {model} / {task}, {NAMES[metric]} against {NAMES[baseline]}: significant: "
+                             f"{'; '.join(sig) or 'none'}. Not significant: {'; '.join(rest) or 'none'}.")
+    if not lines:
+        return []
+    return ["", "## Which differences are significant?", "",
+            "Paired tests on the same test items: the difference decoder - baseline, its 95% paired-bootstrap "
+            "interval, and the two-sided p-value of approximate randomization (each item's two outputs swapped at "
+            f"random). Significant: p < {ALPHA}; the interval comes from another procedure and may exclude 0 at a "
+            f"p just above it. {n_sig} of {n} differences are significant; among this many comparisons about 1 in 20 "
+            "of those with no real difference would be too.", "", *lines]
+
+
+def _degenerate(metrics: dict, models: list[str]) -> list[str]:
+    """Table of degenerate-output shares, each decoder's kinds flagged where FLAG above the references'."""
+    ref = metrics.get("reference_degenerate", {})
+    lines = ["", "## Degenerate outputs", "",
+             "Share of outputs that are empty, one token long, or one n-gram (n <= 8) repeated back to back at least "
+             "3 times over at least half of the output; the references' own shares first. Flagged (**!**): a share "
+             f"at least {FLAG:.2f} above the references'.", "",
+             "| model | task | decoder | empty | one token | repetition |", "|---|---|---|---:|---:|---:|"]
+    lines += [f"| references | {task} | | " + " | ".join(f"{r[k]:.2f}" for k in DEGENERATE) + " |"
+              for task, r in ref.items()]
+    flagged = []
+    for model in models:
+        for task, by_decoder in metrics[model]["tasks"].items():
+            for d, m in by_decoder.items():
+                cells = []
+                for k in DEGENERATE:
+                    v, base = m["degenerate"][k], ref.get(task, {}).get(k, 0.0)
+                    cells.append(f"**{v:.2f} !**" if v >= base + FLAG else f"{v:.2f}")
+                    if v >= base + FLAG:
+                        flagged.append(f"{model} / {task} / {d}: {k.replace('_', '-')} {v:.2f} (references {base:.2f})")
+                lines.append(f"| {model} | {task} | {d} | " + " | ".join(cells) + " |")
+    lines += ["", f"Flagged: {'; '.join(flagged)}." if flagged else
+              f"None flagged: no decoder's share of a kind is {FLAG:.2f} above the references'."]
+    return lines
+
+
+def _ci(ci: list[float]) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _result(t: dict) -> str:
+    p = "p < 0.001" if t["p_value"] < 0.001 else f"p = {t['p_value']:.3g}"
+    return f"{t['diff']:+.3f} [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}], {p}"
 
 
 def _one_line(s: str) -> str:

@@ -1,0 +1,66 @@
+"""report.md from metrics shaped as the evaluate stage writes them (statistics computed on synthetic per-item
+scores): intervals in the table, significance stated in words, degenerate outputs flagged against the
+references, the genre tests; the plot data carries the intervals and the charts draw them."""
+
+import numpy as np
+
+from tinylm.evaluation import report
+from tinylm.evaluation.statistics import bootstrap_ci, degenerate_rates, paired_test
+
+
+def decoder_metrics(correct: np.ndarray, logprobs: np.ndarray, outputs: list[list[int]]) -> dict:
+    return {"exact_match": correct.mean(), "exact_match_ci": bootstrap_ci(correct),
+            "mean_logprob": logprobs.mean(), "mean_logprob_ci": bootstrap_ci(logprobs),
+            "mean_length": 1.0, "mean_length_ci": [1.0, 1.0], "tokens_per_s": 100.0, "ms_per_item": 5.0,
+            "degenerate": degenerate_rates(outputs)}
+
+
+def synthetic_metrics() -> dict:
+    rng = np.random.default_rng(0)
+    greedy = (rng.random(100) < 0.1).astype(float)
+    beam2, sample = greedy.copy(), np.zeros(100)
+    beam2[np.argmin(greedy)] = 1  # one more item right: not a significant difference
+    lp = {d: rng.normal(m, 1, 100) for d, m in (("greedy", -5), ("beam2", -3), ("sample", -5))}
+    correct = {"greedy": greedy, "beam2": beam2, "sample": sample}
+    majority = np.zeros(100)
+    names = [[1, 2, 3]] * 100
+    outputs = {"greedy": names, "beam2": [[1]] * 90 + names[:10], "sample": names}
+    tasks = {"speaker": {d: decoder_metrics(correct[d], lp[d], outputs[d]) for d in correct}}
+    paired = {"speaker": {
+        **{f"{d}_vs_greedy": {"exact_match": paired_test(correct[d], greedy), "mean_logprob": paired_test(lp[d],
+                                                                                                       lp["greedy"])}
+           for d in ("beam2", "sample")},
+        **{f"{d}_vs_majority": {"exact_match": paired_test(correct[d], majority)} for d in correct}}}
+    cls, cls_majority = (rng.random(80) < 0.9).astype(float), (rng.random(80) < 0.3).astype(float)
+    return {"decoder-sft": {"tasks": tasks, "beam_vs_greedy": {"beam2": {"higher": 0.5, "lower": 0.1, "same": 0.4}},
+                            "paired": paired},
+            "majority_baseline": {"speaker": 0.0, "speaker_ci": [0.0, 0.0]},
+            "reference_degenerate": {"speaker": degenerate_rates(names)},
+            "encoder": {"mlm_acc": 0.2, "genre_acc": cls.mean(), "genre_acc_ci": bootstrap_ci(cls),
+                        "decoder_genre_acc": 0.3, "decoder_genre_acc_ci": [0.2, 0.4],
+                        "genre_majority_acc": cls_majority.mean(), "genre_majority_acc_ci": bootstrap_ci(cls_majority),
+                        "paired": {"classifier_vs_majority": paired_test(cls, cls_majority),
+                                   "decoder_vs_majority": paired_test(cls_majority, cls_majority),
+                                   "classifier_vs_decoder": paired_test(cls, cls_majority)}},
+            "perplexity": {"decoder": 100.0}}
+
+
+def test_report_states_significance_intervals_and_degenerate_outputs(tmp_path):
+    metrics = synthetic_metrics()
+    table = report.rows(metrics, ["decoder-sft"])
+    md = report.markdown(metrics, table, [], ["greedy", "beam2", "sample"])
+    lo, hi = metrics["decoder-sft"]["tasks"]["speaker"]["greedy"]["exact_match_ci"]
+    assert f"| decoder-sft | speaker | greedy | {table[0]['score']:.3f} [{lo:.3f}, {hi:.3f}] (exact_match) |" in md
+    lines = md.splitlines()
+    logprob = next(x for x in lines if x.startswith("- decoder-sft / speaker, mean log-prob against greedy"))
+    assert "significant: beam2 +" in logprob and "Not significant: sample" in logprob
+    em = next(x for x in lines if x.startswith("- decoder-sft / speaker, exact match against greedy"))
+    assert "significant: sample -" in em and "Not significant: beam2 +0.010" in em
+    vs_majority = next(x for x in lines if x.startswith("- decoder-sft / speaker, exact match against the majority"))
+    assert "significant: greedy" in vs_majority and "sample +0.000 [+0.000, +0.000], p = 1" in vs_majority
+    assert "| decoder-sft | speaker | beam2 | 0.00 | **0.90 !** | 0.00 |" in md
+    assert "Flagged: decoder-sft / speaker / beam2: one-token 0.90 (references 0.00)." in md
+    assert "- BERT classifier against the majority class: +" in md and "p < 0.001: significant." in md
+    assert "- SFT decoder (zero-shot) against the majority class: +0.000" in md and "not significant." in md
+    assert table[0]["score_lo"] == round(lo, 4) and table[0]["score_hi"] == round(hi, 4)
+    assert all(p.stat().st_size > 1000 for p in report.plot(table, tmp_path))
