@@ -18,11 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-from common import REPORTS, config
+from common import MODELS, REPORTS, config
 from dvc.repo import Repo
 
 from tinylm.atomic import write_json
-from tinylm.tracking import log_pipeline_summary
+from tinylm.tracking import log_pipeline_summary, pipeline_link, register_sft
 
 HEADLINE = REPORTS / "headline"  # every file below is a `metrics:` output of this stage in dvc.yaml
 MODEL_NAMES = ("decoder", "decoder-sft", "seq2seq", "encoder", "encoder-cls")
@@ -96,8 +96,11 @@ def main(argv: list[str]) -> None:
     written = write_headline()
     print(f"summarize: {len(written)} headline files -> {HEADLINE}/ (dvc metrics show {HEADLINE})", flush=True)
     files = [f for f in metrics_files() if not Path(f).is_relative_to(HEADLINE)]  # it repeats the others' numbers
-    run_id = log_pipeline_summary(cfg.to_dict(), files, experiment=cfg.name)
+    run_id = log_pipeline_summary(cfg.to_dict(), files, experiment=cfg.name, headline=headline())
     print(f"summarize: {len(files)} metrics files -> MLflow pipeline run {run_id}")
+    sft = MODELS / "decoder-sft" / "model.safetensors"  # its LoggedModel -> a registry version, aliases moved
+    print(f"summarize: {register_sft(sft, run_id) if sft.exists() else f'{sft} is missing: nothing registered'}")
+    print(f"summarize: the pipeline runs with the headline columns: {pipeline_link()}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ reports/<name>/ (metrics.json for DVC, train.csv / val.csv / loss.png plots).
 Under `trainer=ddp` Lightning re-runs the script on every rank: only rank zero opens the MLflow run and
 writes outputs; all ranks train. With `tracking: false` nothing is logged to MLflow and mlflow is never
 imported (a GPU box may not have it).
+
+The MLflow run of a training stage has system metrics, the stage's DATA files as inputs (sha256 digests), and
+the trained model as a LoggedModel (tinylm.tracking.log_trained_model) holding models/<name>/'s weights,
+config and tokenizer, with the final metrics linked to it (validation ones to the validation data).
 """
 
 import hashlib
@@ -15,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
-from common import MODELS, REPORTS, TOKENIZER
+from common import MODELS, REPORTS, TOKENIZER, TOKENS
 from pytorch_lightning.utilities import rank_zero_only
 
 from tinylm.atomic import check_writable, write_json
@@ -23,6 +27,13 @@ from tinylm.interop.hf import save_hf
 from tinylm.models.io import save_pretrained
 from tinylm.training.fit import fit, set_threads
 from tinylm.training.optim import OptimConfig
+
+# What each training stage fits on and validates on (a folder: the Arrow files of a `datasets` split), logged as
+# inputs of its MLflow run. Keep in step with the stage scripts.
+DATA = {"pretrain": {"training": TOKENS / "train.bin", "validation": TOKENS / "val.bin"},
+        "sft": {"training": TOKENS / "sft" / "train", "validation": TOKENS / "sft" / "val"},
+        "train_seq2seq": {"training": TOKENS / "sft" / "train", "validation": TOKENS / "sft" / "val"},
+        "classify": {"training": TOKENS / "cls" / "train", "validation": TOKENS / "cls" / "val"}}
 
 
 def file_sha256(path: Path) -> str:
@@ -59,10 +70,11 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
     if track:
         import mlflow
 
-        from tinylm.tracking import stage_run, tracking_uri
+        from tinylm.tracking import log_data_files, log_trained_model, stage_run, tracking_uri
     run_ctx = stage_run(stage, {**params, "trainer": asdict(tcfg)}, model_name=name, run_name=f"{stage}-{name}",
-                        experiment=experiment) if track else nullcontext()
+                        experiment=experiment, system_metrics=True) if track else nullcontext()
     with run_ctx as run:
+        data = log_data_files({c: p for c, p in DATA.get(stage, {}).items() if p.exists()}) if track else {}
         start = time.perf_counter()
         trainer, history = fit(module, datamodule, tcfg, out, fingerprint=fingerprint,
                                mlflow_run=(tracking_uri(), run.info.run_id) if track else None)
@@ -84,7 +96,10 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
         write_json(report / "metrics.json", metrics)
         history.write(report)
         if track:
-            mlflow.log_metrics({f"final/{k}": float(v) for k, v in metrics.items()})
+            val = data.get("validation")
+            log_trained_model(name, out, {f"final/{k}": float(v) for k, v in metrics.items()},
+                              model_type=type(model).__name__, params=params.get("model"),
+                              val_data=val.digest if val else None, val_dataset=val)
             mlflow.log_artifacts(str(report), "report")
             mlflow.log_artifact(str(out / "config.json"), "model")
     print(f"{stage} {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

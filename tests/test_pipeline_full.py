@@ -107,58 +107,150 @@ def test_dvc_remote_push_then_pull_in_a_fresh_clone_recomputes_nothing(full, run
     assert "Running stage" not in out.stdout, out.stdout
 
 
-def test_mlflow_ui_serves_the_runs(full, tmp_path):
-    """`mlflow ui` on 127.0.0.1 with the store the pipeline wrote; runs found through the REST API."""
-    import json as _json
+def test_mlflow_models_registry_inputs_and_system_metrics(full):
+    """What a team sees in MLflow: model-training experiments, every trained model a LoggedModel holding its
+    weights with its metrics linked, the SFT decoder registered with aliases, data inputs with digests, system
+    metrics, and the pipeline run's short headline metrics with the saved view that shows them."""
+    repo, _ = full
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tinylm.tracking import file_sha256
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    exps = {e.name: e for e in client.search_experiments()}
+    assert {e.tags.get("mlflow.experimentKind") for e in exps.values() if e.name != "Default"} == {
+        "custom_model_development"}
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    ids = [exps[s].experiment_id for s in ("pretrain", "sft", "classify", "train_seq2seq")]
+    models = {m.name: m for m in mlflow.search_logged_models(experiment_ids=ids, output_format="list")}
+    assert set(models) == set(MODELS)
+    for name, m in models.items():
+        assert str(m.status) == "READY" and m.source_run_id, name
+        assert m.tags["tinylm.weights_sha256"] == file_sha256(repo / "models" / name / "model.safetensors"), name
+        held = {a.path for a in client.list_logged_model_artifacts(m.model_id)}
+        assert {"model.safetensors", "config.json", "tokenizer.json"} <= held, name
+        linked = {x.key: x for x in m.metrics}
+        report = json.loads((repo / "reports" / name / "metrics.json").read_text())
+        assert linked["final/val_loss"].value == pytest.approx(report["val_loss"]), name
+        assert linked["final/val_loss"].dataset_name, name  # validation metrics name their data
+        run = client.get_run(m.source_run_id)
+        assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), name
+        inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+        contexts = {t.value for d in inputs.values() for t in d.tags if t.key == "mlflow.data.context"}
+        assert contexts == {"training", "validation"}, name
+    sft_run = client.get_run(models["decoder-sft"].source_run_id)
+    val = next(d for d in sft_run.inputs.dataset_inputs if d.dataset.name == "data/tokens/sft/val")
+    assert val.dataset.digest == models["decoder-sft"].tags["tinylm.val_data"]
+    assert {t.key: t.value for t in val.tags}["sha256"].startswith(val.dataset.digest)
+
+    version = client.get_model_version_by_alias("tinylm-decoder-sft", "champion")
+    assert client.get_model_version_by_alias("tinylm-decoder-sft", "candidate").version == version.version
+    assert version.source == f"models:/{models['decoder-sft'].model_id}" and version.run_id == sft_run.info.run_id
+    pipeline = client.search_runs([exps["pipeline"].experiment_id])[0]
+    assert pipeline.data.tags["tinylm.sft_model_version"] == f"tinylm-decoder-sft/{version.version}"
+    sft = json.loads((repo / "reports/decoder-sft/metrics.json").read_text())
+    assert pipeline.data.metrics["decoder-sft/val_bpb"] == pytest.approx(sft["val_bpb"], abs=1e-4)
+    assert {"decoder-sft.speaker/greedy", "decoder-sft.speaker/beam", "decoder/val_loss"} <= set(
+        pipeline.data.metrics)
+    view = json.loads(exps["pipeline"].tags["mlflow.sharedViewState.headline"])
+    assert view["name"] == "Headline"
+    assert "metrics.`decoder-sft/val_bpb`" in json.loads(view["state"])["selectedColumns"]
+
+
+def test_mlflow_ui_in_a_browser(full, run, tmp_path):
+    """`mlflow ui` on the store the pipeline wrote, runs found through the REST API, then a headless Chromium
+    through what a person opens: the pipeline's runs table (as a model-training experiment, with the Headline
+    view), two pipeline runs compared, the SFT training run, its LoggedModel and the registered model. Each page
+    must show its run names, metric names or aliases; screenshots are saved in the test's folder and, when
+    TINYLM_SCREENSHOTS names a folder, copied there."""
+    import os
     import shutil
+    import signal
     import socket
     import subprocess
     import time
     import urllib.request
 
+    from browser import Chromium, find_chromium
+
     repo, env = full
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(["mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri",
-                               f"sqlite:///{repo / 'mlflow.db'}"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(["mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                               "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}"], cwd=repo,
+                              env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
     def post(path: str, body: dict) -> dict:
-        req = urllib.request.Request(url + path, data=_json.dumps(body).encode(),
+        req = urllib.request.Request(url + path, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-        return _json.loads(urllib.request.urlopen(req, timeout=10).read())
+        return json.loads(urllib.request.urlopen(req, timeout=10).read())
 
-    try:
-        for _ in range(120):
+    try:  # while the server starts: summarize again, as another pipeline run (of the same models)
+        run([sys.executable, "pipelines/summarize.py"], repo, {**env, "DVC_EXP_NAME": "rerun"})
+        for _ in range(240):
             try:
                 urllib.request.urlopen(url + "/health", timeout=2)
                 break
             except OSError:
                 time.sleep(0.5)
-        exps = {e["name"]: e["experiment_id"] for e in post("/api/2.0/mlflow/experiments/search",
-                                                             {"max_results": 100})["experiments"]}
+        exps = {e["name"]: e for e in post("/api/2.0/mlflow/experiments/search", {"max_results": 100})["experiments"]}
         assert {"pipeline", "pretrain", "sft", "evaluate"} <= set(exps)
-        pipeline = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [exps["pipeline"]]})["runs"]
-        children = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [exps["pretrain"]],
+        kind = {t["key"]: t["value"] for t in exps["pipeline"]["tags"]}["mlflow.experimentKind"]
+        assert kind == "custom_model_development"
+        pid, sft_id = exps["pipeline"]["experiment_id"], exps["sft"]["experiment_id"]
+        pipeline = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [pid]})["runs"]
+        names = {r["info"]["run_name"]: r["info"]["run_id"] for r in pipeline}
+        assert {"smoke", "rerun"} <= set(names)
+        children = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [exps["pretrain"]["experiment_id"]],
                                                         "filter": "tags.model = 'decoder'"})["runs"]
-        assert children and {t["key"]: t["value"] for t in children[0]["data"]["tags"]}["mlflow.parentRunId"] in {
-            r["info"]["run_id"] for r in pipeline}
-        assert any(m["key"] == "val/loss" for m in children[0]["data"]["metrics"])
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-        if chromium:  # a person's view of the runs table: pretrain's decoder and encoder runs, side by side
-            shot = repo / "reports" / "mlflow-ui.png"
-            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            "--disable-component-update", "--disable-sync", "--no-first-run",
-                            f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,900",
-                            "--virtual-time-budget=15000", f"--screenshot={shot}",
-                            f"{url}/#/experiments/{exps['pretrain']}/runs"], check=True, timeout=120,
-                           capture_output=True)
-            assert shot.stat().st_size > 10_000
+        assert {t["key"]: t["value"] for t in children[0]["data"]["tags"]}["mlflow.parentRunId"] in names.values()
+        sft_run = post("/api/2.0/mlflow/runs/search", {"experiment_ids": [sft_id]})["runs"][0]["info"]["run_id"]
+        model_id = post("/api/2.0/mlflow/logged-models/search", {"experiment_ids": [sft_id]})["models"][0]
+        model_id = model_id["info"]["model_id"]
+
+        chromium = find_chromium()
+        if not chromium:
+            pytest.skip("no chromium (Debian: apt-get install chromium; .ci/run does it as root)")
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        ml = "workflowType=machine_learning"
+        pages = [  # (file, address, what the page must show[, the text to scroll to])
+            ("1-pipeline-runs.png", f"/#/experiments/{pid}/runs?{ml}&viewStateShareKey=headline",
+             ["Runs", "Headline", "smoke", "rerun", "decoder/val_loss", "decoder/val_bpb"]),
+            ("2-compare-pipeline-runs.png", f"/#/compare-runs?runs={json.dumps([names['smoke'], names['rerun']])}"
+             f"&experiments={json.dumps([pid])}&{ml}",
+             ["Comparing 2 Runs", "smoke", "rerun", "decoder-sft/val_bpb", "decoder-sft.speaker/beam"],
+             "decoder-sft.play/beam"),
+            ("3-sft-run.png", f"/#/experiments/{sft_id}/runs/{sft_run}?{ml}",
+             ["sft-decoder-sft", "data/tokens/sft/train", "decoder-sft"]),
+            ("4-logged-model.png", f"/#/experiments/{sft_id}/models/{model_id}?{ml}",
+             ["decoder-sft", "final/val_bpb", "data/tokens/sft/val", "tinylm-decoder-sft"]),
+            ("5-registered-model.png", f"/#/models/tinylm-decoder-sft?{ml}", ["Version 1", "champion", "candidate"]),
+        ]
+        with Chromium(chromium, tmp_path / "chrome") as browser:
+            browser.send("Page.addScriptToEvaluateOnNewDocument", source=(  # keep the assistant panel closed
+                "try { localStorage.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');"
+                " localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false') } catch (e) {}"))
+            text = browser.goto(f"{url}/#/experiments/{pid}?{ml}", ["Runs", "smoke", "rerun"])
+            assert "/runs" in browser.evaluate("location.hash") and "Detect Issues" not in text  # not GenAI's
+            for name, address, expect, *scroll in pages:
+                browser.goto(url + address, expect)
+                if scroll:
+                    browser.scroll_to(scroll[0])
+                assert browser.screenshot(shots / name).stat().st_size > 20_000, name
+        if os.environ.get("TINYLM_SCREENSHOTS"):
+            shutil.copytree(shots, os.environ["TINYLM_SCREENSHOTS"], dirs_exist_ok=True)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        os.killpg(server.pid, signal.SIGTERM)  # the server and its worker
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
 
 
 def test_ddp_two_cpu_processes_write_once(full, run):

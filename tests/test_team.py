@@ -112,6 +112,8 @@ def test_stages_log_to_a_postgresql_backed_tracking_server(smoke_repo, postgres,
     assert "reports/decoder/metrics/val_loss" in {m["key"] for m in pipeline["data"]["metrics"]}
     files = api(f"artifacts/list?run_id={train['info']['run_id']}&path=report")["files"]
     assert "report/metrics.json" in {f["path"] for f in files}  # uploaded through the server
+    [model] = api("logged-models/search", {"experiment_ids": [exps["pretrain"]]})["models"]  # weights uploaded too
+    assert model["info"]["name"] == "decoder" and model["info"]["status"] == "LOGGED_MODEL_READY"
     with psycopg.connect(postgres) as db:  # the runs live in PostgreSQL
         stored = {r[0] for r in db.execute("SELECT run_uuid FROM runs")}
     assert {pipeline["info"]["run_id"], train["info"]["run_id"]} <= stored

@@ -13,6 +13,30 @@
   stage, git_commit, dvc_exp_name, model, experiment (the config's name); params flattened ("a.b.c").
 - Pipeline and stage runs carry `tinylm.config_hash`: the hash of params.yaml without its `seed` keys, the
   same for the runs of one config over several seeds (group by it in the UI; `tinylm compare` reads it).
+- Every experiment tinylm creates or finds carries `mlflow.experimentKind` = `custom_model_development` (unless
+  someone chose a kind explicitly). MLflow 3.17's UI decides the landing page by its GenAI / "Model training"
+  switch instead (the sidebar; remembered per browser; `?workflowType=machine_learning` in a link), so
+  `ui_link` writes links that open the runs table.
+- The pipeline run also gets the headline (summarize's reports/headline/ rows) as short metrics `<row>/<key>`
+  (`decoder/val_bpb`, `decoder-sft.speaker/beam`, ...). The runs table shows no metric column by default
+  (MLflow keeps the column choice per browser), so the pipeline experiment carries a saved view "Headline"
+  (experiment tag `mlflow.sharedViewState.headline`: the UI's own saved-view format) selecting those columns:
+  pick it in the runs table's Views menu, or open `ui_link(..., view=HEADLINE_VIEW)`.
+- Training runs (`stage_run(..., system_metrics=True)`) log system metrics (CPU, memory, disk, network; GPU
+  where nvidia-ml-py finds one) every SYSTEM_METRICS_INTERVAL_S seconds unless
+  MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL says otherwise, and their data files as run inputs
+  (`log_data_files`: name, path, sha256 digest). Each trained model is an MLflow LoggedModel
+  (`log_trained_model`): model.safetensors, config.json and tokenizer.json held as its artifacts (the DVC
+  output models/<name>/ referenced by tags: path and the weights' sha256), its final metrics linked to it.
+- Model Registry (`register_sft`, run by summarize on every pipeline run): the SFT decoder whose weights are
+  in models/decoder-sft/ is a version of `tinylm-decoder-sft` (one version per distinct weights: a pipeline
+  run that did not retrain it reuses its version). Alias `candidate` always moves to this run's version (MLflow
+  reserves `latest`: `models:/tinylm-decoder-sft/latest` is the newest version, not this run's). Alias
+  `champion` moves to it when there is no champion, or when its SFT validation bits per byte (`final/val_bpb`,
+  lower is better) is below the champion's and both were measured on the same SFT validation data (the same
+  digest of data/tokens/sft/val, tag `tinylm.val_data`); otherwise the champion stays, and summarize says why.
+  Load either with `mlflow.artifacts.download_artifacts("models:/tinylm-decoder-sft@champion")` and
+  `tinylm.models.io.load_pretrained` on the folder.
 
     with stage_run("pretrain", cfg.to_dict(), model_name="gpt2", run_name="pretrain-decoder") as run:
         logger = MLFlowLogger(tracking_uri=tracking_uri(), run_id=run.info.run_id)
@@ -36,10 +60,22 @@ import mlflow  # noqa: E402
 import yaml  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS  # noqa: E402
 
 PIPELINE_EXPERIMENT = "pipeline"
 PIPELINE_KEY_TAG = "tinylm.pipeline_key"
 CONFIG_HASH_TAG = "tinylm.config_hash"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+EXPLICIT_KINDS = ("custom_model_development", "genai_development")  # chosen, not inferred: left as they are
+SHARED_VIEW_TAG = "mlflow.sharedViewState."  # + view id: a saved runs-table view (name, columns, sort)
+HEADLINE_VIEW = "headline"
+SYSTEM_METRICS_INTERVAL_S = 2
+WEIGHTS_TAG = "tinylm.weights_sha256"
+VAL_DATA_TAG = "tinylm.val_data"
+MODEL_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # what load_pretrained reads
+SFT_MODEL, SFT_REGISTERED = "decoder-sft", "tinylm-decoder-sft"
+CHAMPION_METRIC = "final/val_bpb"
 
 
 def repo_root() -> Path:
@@ -52,13 +88,16 @@ def tracking_uri() -> str:
 
 
 def experiment_id(name: str) -> str:
-    """The id of MLflow experiment `name`, created if needed (embedded store: artifacts in <repo>/mlruns)."""
+    """The id of MLflow experiment `name`, created if needed (embedded store: artifacts in <repo>/mlruns), tagged
+    as a model-training experiment."""
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(name)
     if exp:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) not in EXPLICIT_KINDS:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     local = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
-    return client.create_experiment(name, artifact_location=local)
+    return client.create_experiment(name, artifact_location=local, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def git_commit() -> str:
@@ -126,16 +165,20 @@ def pipeline_run_id(experiment: str | None = None) -> str:
 
 @contextmanager
 def stage_run(stage: str, params: Mapping, model_name: str | None = None, run_name: str | None = None,
-              experiment: str | None = None) -> Iterator[mlflow.ActiveRun]:
+              experiment: str | None = None, system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one stage, nested under the pipeline run, with params (flattened) and tags.
 
     The stage's config is also stored as the artifact config.json. `experiment` is the config's name
     (smoke, default...); `run_name` defaults to the stage (e.g. "pretrain-decoder" for a model stage).
+    system_metrics: sample CPU, memory, disk, network (and GPU where nvidia-ml-py finds one) while the run runs.
     """
     mlflow.set_tracking_uri(tracking_uri())
     parent = pipeline_run_id(experiment)
+    if system_metrics and not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
     with mlflow.start_run(experiment_id=experiment_id(stage), run_name=run_name or stage,
-                          parent_run_id=parent, tags=_tags(stage, model_name, experiment)) as run:
+                          parent_run_id=parent, tags=_tags(stage, model_name, experiment),
+                          log_system_metrics=system_metrics) as run:
         mlflow.log_params({k: _param(v) for k, v in flatten(params).items()})
         mlflow.log_dict(dict(params), "config.json")
         yield run
@@ -156,6 +199,162 @@ def log_dataset(ds, path: str | Path, name: str, context: str) -> None:
         mlflow.log_input(dataset, context=context)
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_digest(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's files (sorted relative paths and their sha256s: an Arrow split)."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256("".join(f"{p.relative_to(path).as_posix()} {file_sha256(p)}\n"
+                                  for p in files).encode()).hexdigest()
+
+
+def log_data_files(data: Mapping[str, str | Path]) -> dict[str, mlflow.data.dataset.Dataset]:
+    """Record data files (or folders) as inputs of the active run: context ("training", "validation") -> path.
+    Each is a dataset named by its path, with its sha256 as digest (MLflow keeps 36 characters; the input tag
+    `sha256` has all of it). Returns context -> the logged dataset (to link metrics to it)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    out = {}
+    for context, path in data.items():
+        digest = data_digest(path)
+        name = Path(path).as_posix()
+        out[context] = MetaDataset(LocalArtifactDatasetSource(name), name=name, digest=digest[:36])
+        mlflow.log_input(out[context], context=context, tags={"sha256": digest})
+    return out
+
+
+def log_trained_model(name: str, folder: str | Path, metrics: Mapping[str, float], *, model_type: str,
+                      params: Mapping | None = None, val_data: str | None = None,
+                      val_dataset=None) -> str:
+    """Log the model in `folder` (models/<name>/) as an MLflow LoggedModel of the active run: MODEL_FILES as its
+    artifacts, tags naming the DVC output and the weights' sha256 (and `val_data`, the validation data's digest),
+    `metrics` logged to the run and linked to the model (those starting "final/val_" also to `val_dataset`).
+    Returns the model id."""
+    folder = Path(folder)
+    run_id = mlflow.active_run().info.run_id
+    tags = {WEIGHTS_TAG: file_sha256(folder / "model.safetensors"), "tinylm.dvc_output": folder.as_posix()}
+    if val_data:
+        tags[VAL_DATA_TAG] = val_data
+    model = mlflow.initialize_logged_model(name=name, source_run_id=run_id, model_type=model_type, tags=tags,
+                                           params={k: _param(v) for k, v in flatten(params or {}).items()})
+    try:
+        client = MlflowClient(tracking_uri())
+        for f in MODEL_FILES:
+            if (folder / f).exists():
+                client.log_model_artifact(model.model_id, str(folder / f))
+        val = {k: float(v) for k, v in metrics.items() if k.startswith("final/val_")}
+        rest = {k: float(v) for k, v in metrics.items() if k not in val}
+        if val:
+            mlflow.log_metrics(val, model_id=model.model_id, dataset=val_dataset)
+        if rest:
+            mlflow.log_metrics(rest, model_id=model.model_id)
+    except BaseException:
+        mlflow.finalize_logged_model(model.model_id, "FAILED")
+        raise
+    mlflow.finalize_logged_model(model.model_id, "READY")
+    return model.model_id
+
+
+def register_sft(weights: str | Path, pipeline_run: str | None = None, model_name: str = SFT_MODEL,
+                 registered: str = SFT_REGISTERED) -> str:
+    """Register the LoggedModel holding `weights` (models/decoder-sft/model.safetensors) as a version of
+    `registered`, move its aliases by the rule in this module's docstring, tag the pipeline run with the
+    version. Returns a line saying which version and what became of the champion, or that no LoggedModel holds
+    these weights (e.g. trained with `tracking: false`)."""
+    client = MlflowClient(tracking_uri())
+    sha = file_sha256(weights)
+    found = mlflow.search_logged_models(experiment_ids=[experiment_id("sft")], output_format="list",
+                                        filter_string=f"name = '{model_name}' AND tags.`{WEIGHTS_TAG}` = '{sha}'")
+    if not found:
+        return f"no MLflow LoggedModel {model_name} holds {weights}: nothing registered"
+    model = max(found, key=lambda m: m.creation_timestamp)
+    try:
+        client.get_registered_model(registered)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(registered, description="tinylm's SFT decoder, one version per distinct "
+                                       "weights; aliases: candidate (the last pipeline run's), champion (lowest SFT "
+                                       "val bits per byte on the same validation data; rule in tinylm.tracking)")
+    same = [v for v in client.search_model_versions(f"name = '{registered}'") if v.tags.get(WEIGHTS_TAG) == sha]
+    bpb = model.metrics and {m.key: m.value for m in model.metrics}.get(CHAMPION_METRIC)
+    tags = {WEIGHTS_TAG: sha, VAL_DATA_TAG: model.tags.get(VAL_DATA_TAG, ""), CHAMPION_METRIC: str(bpb)}
+    if same:
+        version = same[0]
+    else:
+        version = client.create_model_version(registered, f"models:/{model.model_id}", run_id=model.source_run_id,
+                                              tags=tags, model_id=model.model_id)
+        # the link the UI's model page reads (as mlflow.register_model writes it, which leaves out the run)
+        listed = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+        client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
+            [*listed, {"name": registered, "version": version.version}])})
+    client.set_registered_model_alias(registered, "candidate", version.version)
+    try:
+        champ = client.get_model_version_by_alias(registered, "champion")
+    except mlflow.exceptions.MlflowException:
+        champ = None
+    if champ is None:
+        move, why = True, "no champion yet"
+    elif champ.version == version.version:
+        move, why = False, "already the champion"
+    elif champ.tags.get(VAL_DATA_TAG) != tags[VAL_DATA_TAG]:
+        move, why = False, f"version {champ.version} stays champion: measured on other SFT validation data"
+    else:
+        old = float(champ.tags.get(CHAMPION_METRIC, "nan"))
+        move = bpb is not None and bpb < old  # False against nan
+        why = f"{CHAMPION_METRIC} {bpb:.4f} vs version {champ.version}'s {old:.4f}" if bpb is not None else \
+            f"no {CHAMPION_METRIC}"
+        if not move:
+            why = f"version {champ.version} stays champion ({why})"
+    if move:
+        client.set_registered_model_alias(registered, "champion", version.version)
+        why = f"champion ({why})"
+    if pipeline_run:
+        client.set_tag(pipeline_run, "tinylm.sft_model_version", f"{registered}/{version.version}")
+    return f"{registered} version {version.version} ({'new' if not same else 'same weights as before'}): " \
+           f"alias candidate; {why}"
+
+
+def headline_view(experiment: str, metrics: list[str]) -> None:
+    """Save (or update) the runs-table view "Headline" of `experiment`: the columns of `metrics`, newest first.
+    The tag holds the UI's saved-view envelope (name, times, state as JSON), so the view is in the Views menu."""
+    client = MlflowClient(tracking_uri())
+    metrics = metrics[:40]  # an experiment tag holds at most 5000 characters
+    cols = [f"metrics.`{m}`" for m in metrics]
+    state = json.dumps({"selectedColumns": cols, "columnOrder": ["attributes.`Run Name`", *cols],
+                        "columnWidths": {c: 8 * len(m) + 40 for c, m in zip(cols, metrics, strict=True)},
+                        "orderByKey": "attributes.start_time", "orderByAsc": False})
+    key = SHARED_VIEW_TAG + HEADLINE_VIEW
+    old = client.get_experiment(experiment).tags.get(key)
+    created = json.loads(old).get("createdAt") if old else None
+    now = int(time.time() * 1000)
+    client.set_experiment_tag(experiment, key, json.dumps({"name": "Headline", "createdAt": created or now,
+                                                          "updatedAt": now, "state": state}))
+
+
+def pipeline_link() -> str:
+    """The pipeline experiment's runs table with the Headline view."""
+    return ui_link(experiment_id(PIPELINE_EXPERIMENT), HEADLINE_VIEW)
+
+
+def ui_link(experiment: str, view: str | None = None, base: str | None = None) -> str:
+    """A link that opens `experiment`'s runs table in MLflow 3's UI (as a model-training experiment, with the
+    saved `view` if given). base: the UI's address (the tracking server's, else `make ui`'s)."""
+    if base is None:
+        uri = tracking_uri()
+        base = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    query = "workflowType=machine_learning" + (f"&viewStateShareKey={view}" if view else "")
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
+
+
 def read_metrics(paths: list[str | Path]) -> dict[str, float]:
     """Numbers of DVC metrics files, keyed "<file path without .json>/<a.b.c>"; missing files skipped."""
     out = {}
@@ -168,14 +367,19 @@ def read_metrics(paths: list[str | Path]) -> dict[str, float]:
     return out
 
 
-def log_pipeline_summary(params: Mapping, metrics_files: list, experiment: str | None = None) -> str:
-    """Log every param and every metric of the DVC metrics files to the pipeline run; mark it finished."""
+def log_pipeline_summary(params: Mapping, metrics_files: list, experiment: str | None = None,
+                         headline: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """Log every param and every metric of the DVC metrics files to the pipeline run; mark it finished.
+    headline: row -> {key: number}, logged as short metrics "<row>/<key>" and shown by the view "Headline"."""
     run_id = pipeline_run_id(experiment)
     client = MlflowClient(tracking_uri())
     logged = client.get_run(run_id).data.params
     params = [Param(k, _param(v)) for k, v in flatten(params).items() if k not in logged]
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in read_metrics(metrics_files).items()]
+    short = {f"{row}/{k}": float(v) for row, values in (headline or {}).items() for k, v in values.items()}
+    metrics = [Metric(k, v, now, 0) for k, v in {**read_metrics(metrics_files), **short}.items()]
     client.log_batch(run_id, metrics=metrics, params=params)
+    if short:
+        headline_view(experiment_id(PIPELINE_EXPERIMENT), list(short))
     client.set_terminated(run_id)
     return run_id
