@@ -13,7 +13,7 @@ from common import CLS, CORPUS, METRICS, SFT, config
 from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.instructions import load_instructions
 from tinylm.data.tasks import build_cls, build_sft, task_stats
-from tinylm.tracking import flatten, log_dataset, stage_run
+from tinylm.pipeline.tracking import flatten, log_dataset, stage_run
 
 
 def check_not_empty(sft: datasets.DatasetDict, cls: datasets.DatasetDict) -> None:

@@ -10,7 +10,7 @@ import mlflow
 from common import RAW, config
 
 from tinylm.data.sources import download
-from tinylm.tracking import stage_run
+from tinylm.pipeline.tracking import stage_run
 
 
 def main(argv: list[str]) -> None:

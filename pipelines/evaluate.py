@@ -40,7 +40,7 @@ from tinylm.evaluation.generation import cut_at_eos, generate, pad_batch
 from tinylm.evaluation.metrics import bleu, chrf, exact_match, mlm_accuracy, normalize, perplexity, sequence_logprob
 from tinylm.evaluation.statistics import bootstrap_ci, corpus_stats, degenerate_rates, paired_test
 from tinylm.models.io import load_pretrained
-from tinylm.tracking import flatten, stage_run
+from tinylm.pipeline.tracking import flatten, stage_run
 from tinylm.training.fit import set_threads
 
 OUT = REPORTS / "eval"

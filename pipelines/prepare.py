@@ -11,7 +11,7 @@ from common import CORPUS, METRICS, RAW, config
 
 from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.corpus import build_corpus, corpus_stats
-from tinylm.tracking import flatten, log_dataset, stage_run
+from tinylm.pipeline.tracking import flatten, log_dataset, stage_run
 
 
 def main(argv: list[str]) -> None:

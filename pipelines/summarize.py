@@ -22,7 +22,7 @@ from common import MODELS, REPORTS, config
 from dvc.repo import Repo
 
 from tinylm.atomic import write_json
-from tinylm.tracking import log_pipeline_summary, pipeline_link, register_sft
+from tinylm.pipeline.tracking import log_pipeline_summary, pipeline_link, register_sft
 
 HEADLINE = REPORTS / "headline"  # every file below is a `metrics:` output of this stage in dvc.yaml
 MODEL_NAMES = ("decoder", "decoder-sft", "seq2seq", "encoder", "encoder-cls")

@@ -16,7 +16,7 @@ from common import CLS, CORPUS, METRICS, SFT, TOKENIZER, TOKENS, config
 
 from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.tokens import encode_cls, encode_sft, write_pretrain
-from tinylm.tracking import flatten, stage_run
+from tinylm.pipeline.tracking import flatten, stage_run
 
 
 def main(argv: list[str]) -> None:

@@ -14,8 +14,8 @@ from common import CORPUS, METRICS, TOKENIZER, TOKENIZER_DIR, config
 
 from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.special_tokens import SPECIAL_TOKENS
+from tinylm.pipeline.tracking import stage_run
 from tinylm.tokenizer import BPETokenizer
-from tinylm.tracking import stage_run
 
 
 def bytes_per_token(tok: BPETokenizer, texts: list[str]) -> float:

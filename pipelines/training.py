@@ -7,7 +7,7 @@ writes outputs; all ranks train. With `tracking: false` nothing is logged to MLf
 imported (a GPU box may not have it).
 
 The MLflow run of a training stage has system metrics, the stage's DATA files as inputs (sha256 digests), and
-the trained model as a LoggedModel (tinylm.tracking.log_trained_model) holding models/<name>/'s weights,
+the trained model as a LoggedModel (tinylm.pipeline.tracking.log_trained_model) holding models/<name>/'s weights,
 config and tokenizer, with the final metrics linked to it (validation ones to the validation data).
 """
 
@@ -70,7 +70,7 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
     if track:
         import mlflow
 
-        from tinylm.tracking import log_data_files, log_trained_model, stage_run, tracking_uri
+        from tinylm.pipeline.tracking import log_data_files, log_trained_model, stage_run, tracking_uri
     run_ctx = stage_run(stage, {**params, "trainer": asdict(tcfg)}, model_name=name, run_name=f"{stage}-{name}",
                         experiment=experiment, system_metrics=True) if track else nullcontext()
     with run_ctx as run:

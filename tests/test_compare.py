@@ -13,7 +13,7 @@ import yaml
 
 from tinylm.cli import main
 from tinylm.pipeline.compare import _dvc_runs
-from tinylm.tracking import CONFIG_HASH_TAG, config_hash
+from tinylm.pipeline.tracking import CONFIG_HASH_TAG, config_hash
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dvc_exp_show.json"
 VAL_LOSS = "reports/decoder/metrics/val_loss"
@@ -75,7 +75,7 @@ def test_compare_reads_the_mlflow_pipeline_runs(tmp_path, monkeypatch, capsys):
     seed and config."""
     from mlflow.tracking import MlflowClient
 
-    from tinylm.tracking import PIPELINE_EXPERIMENT, log_pipeline_summary, stage_run, tracking_uri
+    from tinylm.pipeline.tracking import PIPELINE_EXPERIMENT, log_pipeline_summary, stage_run, tracking_uri
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -115,7 +115,7 @@ def test_mlflow_models_registry_inputs_and_system_metrics(full):
     import mlflow
     from mlflow import MlflowClient
 
-    from tinylm.tracking import file_sha256
+    from tinylm.pipeline.tracking import file_sha256
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exps = {e.name: e for e in client.search_experiments()}

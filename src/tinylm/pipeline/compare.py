@@ -17,7 +17,7 @@ def _dvc_runs(show: list[dict]) -> list[dict]:
     (the workspace row repeats the last applied experiment and queued experiments have no metrics: both left
     out). A run: name, config (`tracking.config_hash` of its params), flat params, metrics keyed
     "<file without .json>/<a.b>" as on MLflow pipeline runs."""
-    from tinylm.tracking import config_hash, flatten
+    from tinylm.pipeline.tracking import config_hash, flatten
 
     out = []
     for row in show:
@@ -42,7 +42,7 @@ def _mlflow_runs() -> list[dict]:
     first."""
     from mlflow.tracking import MlflowClient
 
-    from tinylm.tracking import CONFIG_HASH_TAG, PIPELINE_EXPERIMENT, tracking_uri
+    from tinylm.pipeline.tracking import CONFIG_HASH_TAG, PIPELINE_EXPERIMENT, tracking_uri
 
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(PIPELINE_EXPERIMENT)

@@ -6,7 +6,7 @@
     __init__.py on the way to a module (Python executes it).
 
 Rule: bookkeeping modules are left out, and so is what only they import: config validation
-(`tinylm/pipeline/config.py`), MLflow conventions (`tinylm/tracking.py`) and atomic file writes
+(`tinylm/pipeline/config.py`), MLflow conventions (`tinylm/pipeline/tracking.py`) and atomic file writes
 (`tinylm/atomic.py`) never change what a stage computes. Everything else a stage runs is a dep.
 
 In dvc.yaml a folder stands for its .py files when all of them are in the closure (`src/tinylm/nn`), else the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-BOOKKEEPING = ("src/tinylm/pipeline/config.py", "src/tinylm/tracking.py", "src/tinylm/atomic.py")
+BOOKKEEPING = ("src/tinylm/pipeline/config.py", "src/tinylm/pipeline/tracking.py", "src/tinylm/atomic.py")
 CODE = ("pipelines/", "src/")
 
 

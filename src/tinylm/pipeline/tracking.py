@@ -283,7 +283,8 @@ def register_sft(weights: str | Path, pipeline_run: str | None = None, model_nam
     except mlflow.exceptions.MlflowException:
         client.create_registered_model(registered, description="tinylm's SFT decoder, one version per distinct "
                                        "weights; aliases: candidate (the last pipeline run's), champion (lowest SFT "
-                                       "val bits per byte on the same validation data; rule in tinylm.tracking)")
+                                       "val bits per byte on the same validation data; rule in "
+                                       "tinylm.pipeline.tracking)")
     same = [v for v in client.search_model_versions(f"name = '{registered}'") if v.tags.get(WEIGHTS_TAG) == sha]
     bpb = model.metrics and {m.key: m.value for m in model.metrics}.get(CHAMPION_METRIC)
     tags = {WEIGHTS_TAG: sha, VAL_DATA_TAG: model.tags.get(VAL_DATA_TAG, ""), CHAMPION_METRIC: str(bpb)}
@@ -378,7 +379,8 @@ def log_pipeline_summary(params: Mapping, metrics_files: list, experiment: str |
     now = int(time.time() * 1000)
     short = {f"{row}/{k}": float(v) for row, values in (headline or {}).items() for k, v in values.items()}
     metrics = [Metric(k, v, now, 0) for k, v in {**read_metrics(metrics_files), **short}.items()]
-    client.log_batch(run_id, metrics=metrics, params=params)
+    for i in range(0, max(len(params), len(metrics)), 100):  # MLflow takes at most 100 params a call
+        client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
     if short:
         headline_view(experiment_id(PIPELINE_EXPERIMENT), list(short))
     client.set_terminated(run_id)
