@@ -23,6 +23,7 @@ from common import MODELS, REPORTS, TOKENIZER, TOKENS
 from pytorch_lightning.utilities import rank_zero_only
 
 from tinylm.atomic import check_writable, write_json
+from tinylm.data.sources import sha256_file
 from tinylm.interop.hf import save_hf
 from tinylm.models.io import save_pretrained
 from tinylm.training.fit import fit, set_threads
@@ -34,10 +35,6 @@ DATA = {"pretrain": {"training": TOKENS / "train.bin", "validation": TOKENS / "v
         "sft": {"training": TOKENS / "sft" / "train", "validation": TOKENS / "sft" / "val"},
         "train_seq2seq": {"training": TOKENS / "sft" / "train", "validation": TOKENS / "sft" / "val"},
         "classify": {"training": TOKENS / "cls" / "train", "validation": TOKENS / "cls" / "val"}}
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def optim_dict(t) -> dict:
@@ -63,7 +60,7 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
         check_writable(out)  # fail before training, not after
         check_writable(report)
     fingerprint = hashlib.sha256(json.dumps(
-        {"params": params, "trainer": asdict(tcfg), "inputs": [file_sha256(p) for p in inputs]},
+        {"params": params, "trainer": asdict(tcfg), "inputs": [sha256_file(p) for p in inputs]},
         sort_keys=True).encode()).hexdigest()[:16]
     zero = rank_zero_only.rank == 0
     track = tracking and zero

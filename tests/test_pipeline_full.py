@@ -115,7 +115,7 @@ def test_mlflow_models_registry_inputs_and_system_metrics(full):
     import mlflow
     from mlflow import MlflowClient
 
-    from tinylm.pipeline.tracking import file_sha256
+    from tinylm.data.sources import sha256_file
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     exps = {e.name: e for e in client.search_experiments()}
@@ -127,7 +127,7 @@ def test_mlflow_models_registry_inputs_and_system_metrics(full):
     assert set(models) == set(MODELS)
     for name, m in models.items():
         assert str(m.status) == "READY" and m.source_run_id, name
-        assert m.tags["tinylm.weights_sha256"] == file_sha256(repo / "models" / name / "model.safetensors"), name
+        assert m.tags["tinylm.weights_sha256"] == sha256_file(repo / "models" / name / "model.safetensors"), name
         held = {a.path for a in client.list_logged_model_artifacts(m.model_id)}
         assert {"model.safetensors", "config.json", "tokenizer.json"} <= held, name
         linked = {x.key: x for x in m.metrics}

@@ -78,6 +78,18 @@ def _hide(s, qi, kj, M, smq, smk, Tq, Tk, offset,
 
 
 @triton.jit
+def _kv_tile(K, V, cols, dims, skt, svt, Tk, EDGE: tl.constexpr):
+    """The key and value rows `cols` of one head; past Tk (only in an EDGE tile) zeros."""
+    if EDGE:
+        k = tl.load(K + cols[:, None] * skt + dims[None, :], mask=cols[:, None] < Tk, other=0.0)
+        v = tl.load(V + cols[:, None] * svt + dims[None, :], mask=cols[:, None] < Tk, other=0.0)
+    else:
+        k = tl.load(K + cols[:, None] * skt + dims[None, :])
+        v = tl.load(V + cols[:, None] * svt + dims[None, :])
+    return k, v
+
+
+@triton.jit
 def _fwd_tiles(acc, l, m, q, K, V, M, skt, svt, smq, smk, rows, lo, hi, Tq, Tk, offset, qk_scale,
                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, EDGE: tl.constexpr, CAUSAL: tl.constexpr,
                MASK_KIND: tl.constexpr, PRECISION: tl.constexpr):
@@ -85,12 +97,7 @@ def _fwd_tiles(acc, l, m, q, K, V, M, skt, svt, smq, smk, rows, lo, hi, Tq, Tk, 
     dims = tl.arange(0, HEAD_DIM)
     for k0 in range(lo, hi, BLOCK_N):
         cols = k0 + tl.arange(0, BLOCK_N)
-        if EDGE:
-            k = tl.load(K + cols[:, None] * skt + dims[None, :], mask=cols[:, None] < Tk, other=0.0)
-            v = tl.load(V + cols[:, None] * svt + dims[None, :], mask=cols[:, None] < Tk, other=0.0)
-        else:
-            k = tl.load(K + cols[:, None] * skt + dims[None, :])
-            v = tl.load(V + cols[:, None] * svt + dims[None, :])
+        k, v = _kv_tile(K, V, cols, dims, skt, svt, Tk, EDGE)  # (BLOCK_N, HEAD_DIM) each
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
         s = _hide(s, rows[:, None], cols[None, :], M, smq, smk, Tq, Tk, offset, EDGE, CAUSAL, MASK_KIND)
         m_new = tl.maximum(m, tl.max(s, 1))
@@ -228,12 +235,7 @@ def _dq_tiles(dq, q, do, lse, delta, K, V, M, skt, svt, smq, smk, rows, lo, hi, 
     dims = tl.arange(0, HEAD_DIM)
     for k0 in range(lo, hi, BLOCK_N):
         cols = k0 + tl.arange(0, BLOCK_N)
-        if EDGE:
-            k = tl.load(K + cols[:, None] * skt + dims[None, :], mask=cols[:, None] < Tk, other=0.0)
-            v = tl.load(V + cols[:, None] * svt + dims[None, :], mask=cols[:, None] < Tk, other=0.0)
-        else:
-            k = tl.load(K + cols[:, None] * skt + dims[None, :])
-            v = tl.load(V + cols[:, None] * svt + dims[None, :])
+        k, v = _kv_tile(K, V, cols, dims, skt, svt, Tk, EDGE)  # (BLOCK_N, HEAD_DIM) each
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         s = _hide(s, rows[:, None], cols[None, :], M, smq, smk, Tq, Tk, offset, EDGE, CAUSAL, MASK_KIND)
         p = tl.math.exp2(s - lse[:, None])

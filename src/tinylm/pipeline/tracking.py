@@ -62,6 +62,8 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS  # noqa: E402
 
+from tinylm.data.sources import sha256_file  # noqa: E402
+
 PIPELINE_EXPERIMENT = "pipeline"
 PIPELINE_KEY_TAG = "tinylm.pipeline_key"
 CONFIG_HASH_TAG = "tinylm.config_hash"
@@ -199,21 +201,13 @@ def log_dataset(ds, path: str | Path, name: str, context: str) -> None:
         mlflow.log_input(dataset, context=context)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_digest(path: str | Path) -> str:
     """sha256 of a file, or of a folder's files (sorted relative paths and their sha256s: an Arrow split)."""
     path = Path(path)
     if path.is_file():
-        return file_sha256(path)
+        return sha256_file(path)
     files = sorted(p for p in path.rglob("*") if p.is_file())
-    return hashlib.sha256("".join(f"{p.relative_to(path).as_posix()} {file_sha256(p)}\n"
+    return hashlib.sha256("".join(f"{p.relative_to(path).as_posix()} {sha256_file(p)}\n"
                                   for p in files).encode()).hexdigest()
 
 
@@ -242,7 +236,7 @@ def log_trained_model(name: str, folder: str | Path, metrics: Mapping[str, float
     Returns the model id."""
     folder = Path(folder)
     run_id = mlflow.active_run().info.run_id
-    tags = {WEIGHTS_TAG: file_sha256(folder / "model.safetensors"), "tinylm.dvc_output": folder.as_posix()}
+    tags = {WEIGHTS_TAG: sha256_file(folder / "model.safetensors"), "tinylm.dvc_output": folder.as_posix()}
     if val_data:
         tags[VAL_DATA_TAG] = val_data
     model = mlflow.initialize_logged_model(name=name, source_run_id=run_id, model_type=model_type, tags=tags,
@@ -272,7 +266,7 @@ def register_sft(weights: str | Path, pipeline_run: str | None = None, model_nam
     version. Returns a line saying which version and what became of the champion, or that no LoggedModel holds
     these weights (e.g. trained with `tracking: false`)."""
     client = MlflowClient(tracking_uri())
-    sha = file_sha256(weights)
+    sha = sha256_file(weights)
     found = mlflow.search_logged_models(experiment_ids=[experiment_id("sft")], output_format="list",
                                         filter_string=f"name = '{model_name}' AND tags.`{WEIGHTS_TAG}` = '{sha}'")
     if not found:
