@@ -67,7 +67,7 @@ def smoke_repo(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", PYTHONPATH=str(repo / "src"),
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
-               MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1")  # short smoke runs
+               MLFLOW_DISABLE_TELEMETRY="true", MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.25")  # short smoke runs
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     run_cmd(["git", "init", "-q"], repo, env)
     run_cmd(["git", "add", "-A"], repo, env)
