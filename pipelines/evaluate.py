@@ -1,13 +1,15 @@
 """Stage evaluate: greedy vs beam search (K = eval.beams) vs sampling on the held-out SFT test items, for
 the SFT decoder and the encoder-decoder; perplexity of the pretrained and SFT decoders; BERT's masked-LM
-and genre accuracy beside the majority class and the SFT decoder's zero-shot answer to the same question.
+and genre accuracy beside the majority class, a bag-of-words logistic regression fit on the classifier's own
+train split (its L2 penalty picked on val: tinylm.evaluation.baselines) and the SFT decoder's zero-shot
+answer to the same question.
 
 Statistics over the test items (tinylm.evaluation.statistics, seeded with trainer.seed): every per-item metric
 gets a 95% percentile-bootstrap interval (`<metric>_ci`); `paired` holds paired tests (difference, paired
 bootstrap interval, approximate-randomization p) of each decoder against greedy on the task's score and mean
 log-prob, and against the majority answer on exact match, and the genre classifiers against the majority
-class; `degenerate` the share of empty, one-token and repetitive outputs (`reference_degenerate`: the
-references' own).
+class and the bag-of-words baseline; `degenerate` the share of empty, one-token and repetitive outputs
+(`reference_degenerate`: the references' own).
 
 Writes reports/eval/: metrics.json (model/task/decoder), generations.jsonl, by_decoder.csv, PNG charts and
 report.md, all made in a staging folder and then renamed into place together (an interrupted run leaves the
@@ -36,6 +38,7 @@ from tinylm.data.chat import ChatTemplate
 from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS
 from tinylm.data.tokens import load_tokenizer, read_tokens
 from tinylm.evaluation import report
+from tinylm.evaluation.baselines import fit_bow_classifier
 from tinylm.evaluation.generation import cut_at_eos, generate, pad_batch
 from tinylm.evaluation.metrics import bleu, chrf, exact_match, mlm_accuracy, normalize, perplexity, sequence_logprob
 from tinylm.evaluation.statistics import bootstrap_ci, corpus_stats, degenerate_rates, paired_test
@@ -199,14 +202,19 @@ def main(argv: list[str]) -> None:
         enc_acc, dec_acc = genre_accuracy(models["encoder-cls"], models["decoder-sft"], tok, test, names,
                                           cfg.eval.batch_size)
         maj_acc = [int(r["labels"] == majority) for r in test]
+        bow = fit_bow_classifier(cls_sets["train"]["text"], cls_sets["train"]["labels"], cls_sets["val"]["text"],
+                                 cls_sets["val"]["labels"], num_labels=len(names))
+        bow_acc = [int(p == r["labels"]) for p, r in zip(bow.predict([r["text"] for r in test]), test, strict=True)]
         metrics["encoder"] = {
             "mlm_acc": mlm_accuracy(models["encoder"], val, cls_id=tok.token_to_id(CLS), sep_id=tok.token_to_id(SEP),
                                     mask_id=tok.token_to_id(MASK),
                                     special_ids=[tok.token_to_id(t) for t in SPECIAL_TOKENS],
                                     batch_size=cfg.eval.batch_size, n_batches=n_val, seed=seed),
             **with_ci("genre_acc", enc_acc, seed), **with_ci("decoder_genre_acc", dec_acc, seed),
-            **with_ci("genre_majority_acc", maj_acc, seed),
+            **with_ci("genre_majority_acc", maj_acc, seed), **with_ci("genre_bow_acc", bow_acc, seed),
+            "genre_bow_l2": bow.l2,
             "paired": {"classifier_vs_majority": paired_test(enc_acc, maj_acc, seed=seed),
+                       "classifier_vs_bow": paired_test(enc_acc, bow_acc, seed=seed),
                        "decoder_vs_majority": paired_test(dec_acc, maj_acc, seed=seed),
                        "classifier_vs_decoder": paired_test(enc_acc, dec_acc, seed=seed)}}
         table = report.rows(metrics, ["decoder-sft", "seq2seq"])

@@ -16,6 +16,7 @@ FLAG = 0.1
 NAMES = {"exact_match": "exact match", "chrf": "chrF", "bleu": "BLEU", "mean_logprob": "mean log-prob",
          "greedy": "greedy", "majority": "the majority answer"}
 GENRE_TESTS = {"classifier_vs_majority": "BERT classifier against the majority class",
+               "classifier_vs_bow": "BERT classifier against the bag-of-words logistic regression",
                "decoder_vs_majority": "SFT decoder (zero-shot) against the majority class",
                "classifier_vs_decoder": "BERT classifier against the SFT decoder (zero-shot)"}
 
@@ -125,6 +126,8 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
                   f"| BERT encoder, fine-tuned classifier | {e['genre_acc']:.3f} {_ci(e['genre_acc_ci'])} |",
                   f"| SFT decoder, zero-shot (most likely genre name) | {e['decoder_genre_acc']:.3f} "
                   f"{_ci(e['decoder_genre_acc_ci'])} |",
+                  f"| bag-of-words logistic regression (L2 {e['genre_bow_l2']:g}, picked on val) | "
+                  f"{e['genre_bow_acc']:.3f} {_ci(e['genre_bow_acc_ci'])} |",
                   f"| majority class | {e['genre_majority_acc']:.3f} {_ci(e['genre_majority_acc_ci'])} |", ""]
         lines += [f"- {GENRE_TESTS[k]}: {_result(t)}: "
                   f"{'significant' if t['p_value'] < ALPHA else 'not significant'}." for k, t in e["paired"].items()]

@@ -1,0 +1,106 @@
+"""A bag-of-words logistic-regression text classifier: the baseline a learned encoder has to beat.
+
+Features: the lower-cased words (`\\w+` runs, apostrophes kept inside words) of each text that occur in at
+least `min_count` training texts, as x_j = log(1 + count_j), each text's vector scaled to unit L2 norm.
+Model: multinomial logistic regression p(y | x) = softmax(W x + b), fit by L-BFGS (float64, full batch) on
+
+    L(W, b) = mean_i -log p(y_i | x_i) + l2 / 2 * ||W||^2        (b not penalized)
+
+which is strictly convex in W (and convex in b), so the fit is the unique minimum the gradient vanishes at
+(the tests check that). `fit_bow_classifier` picks l2 from `L2_GRID` by accuracy on a validation split
+(ties: the strongest penalty). Texts are few words each, so the features are a sparse (N, V) matrix.
+"""
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+WORD = re.compile(r"\w+(?:'\w+)*")
+L2_GRID = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4)
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+@dataclass
+class BowClassifier:
+    vocab: dict[str, int]
+    weight: torch.Tensor  # (C, V)
+    bias: torch.Tensor  # (C,)
+    l2: float
+
+    def features(self, texts: Sequence[str]) -> torch.Tensor:
+        return featurize(texts, self.vocab)
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        return logits(self.features(texts), self.weight, self.bias).argmax(-1).tolist()
+
+
+def build_vocab(texts: Sequence[str], min_count: int = 2) -> dict[str, int]:
+    """Words occurring in at least min_count texts, in sorted order."""
+    df = Counter(w for t in texts for w in set(words(t)))
+    return {w: i for i, w in enumerate(sorted(w for w, c in df.items() if c >= min_count))}
+
+
+def featurize(texts: Sequence[str], vocab: dict[str, int]) -> torch.Tensor:
+    """Sparse (N, V) float64: log(1 + word counts), each row scaled to unit L2 norm (empty rows stay zero)."""
+    rows, cols, vals = [], [], []
+    for i, t in enumerate(texts):
+        counts = Counter(vocab[w] for w in words(t) if w in vocab)
+        v = torch.log1p(torch.tensor(list(counts.values()), dtype=torch.float64))
+        rows += [i] * len(counts)
+        cols += list(counts)
+        vals.append(v / v.norm() if len(counts) else v)
+    values = torch.cat(vals) if vals else torch.zeros(0, dtype=torch.float64)
+    return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1), values,
+                                   (len(texts), len(vocab)), check_invariants=True).coalesce()
+
+
+def logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.sparse.mm(x, weight.T) + bias  # (N, C)
+
+
+def objective(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float) -> torch.Tensor:
+    return F.cross_entropy(logits(x, weight, bias), y) + l2 / 2 * weight.square().sum()
+
+
+def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float,
+               max_iter: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W (C, V), b (C,)) minimizing `objective` from zeros; deterministic (no randomness anywhere)."""
+    if l2 <= 0:
+        raise ValueError(f"l2 must be > 0 (got {l2}): without a penalty separable data has no minimum")
+    weight = torch.zeros(num_labels, x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_labels, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
+                            tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = objective(weight, bias, x, y, l2)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return weight.detach(), bias.detach()
+
+
+def fit_bow_classifier(train_texts: Sequence[str], train_labels: Sequence[int], val_texts: Sequence[str],
+                       val_labels: Sequence[int], num_labels: int, min_count: int = 2) -> BowClassifier:
+    """The classifier whose l2 (from L2_GRID) is most accurate on the validation split."""
+    if not train_texts or not val_texts:
+        raise ValueError("the bag-of-words baseline needs training and validation texts (got an empty split)")
+    vocab = build_vocab(train_texts, min_count)
+    x, y = featurize(train_texts, vocab), torch.tensor(list(train_labels))
+    xv, yv = featurize(val_texts, vocab), torch.tensor(list(val_labels))
+    best = None
+    for l2 in sorted(L2_GRID, reverse=True):
+        w, b = fit_logreg(x, y, num_labels, l2)
+        acc = float((logits(xv, w, b).argmax(-1) == yv).double().mean())
+        if best is None or acc > best[0]:
+            best = (acc, BowClassifier(vocab, w, b, l2))
+    return best[1]
