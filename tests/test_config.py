@@ -33,7 +33,8 @@ def test_experiments_compose_and_validate(experiment):
 def test_experiment_values_win_and_overrides_win_over_experiments():
     smoke = compose(["experiment=smoke"], CONF)
     assert smoke["trainer"]["max_steps"] == 40 and smoke["tokenizer"]["vocab_size"] == 1024
-    assert smoke["encoder"]["train"] == {"max_steps": 30, "lr": 5.0e-4}  # merged with the group's
+    assert smoke["encoder"]["train"] == {"max_steps": 30, "optimizer": "muon", "lr": 5.0e-3,
+                                        "min_lr": 5.0e-4}  # merged with the group's
     assert compose(["experiment=smoke", "trainer.max_steps=7"], CONF)["trainer"]["max_steps"] == 7
     big = compose(["experiment=gpt2_124m"], CONF)
     assert big["data"]["name"] == "HuggingFaceFW/fineweb" and big["trainer"]["strategy"] == "ddp"

@@ -70,6 +70,7 @@ def test_sft_caps_and_determinism(setup):
     speaker = sft["train"].filter(lambda t: t == "speaker", input_columns="task")
     assert all(p.count("\n") == 7 for p in speaker["prompt"])  # question, two speakers with a line each, a line
     assert build_sft(corpus, small, seed=0)["train"]["prompt"] == sft["train"]["prompt"]
+    assert sft["train"]["task"] != sorted(sft["train"]["task"], key=small.tasks.index)  # mixed, not in task order
     assert build_sft(corpus, small, seed=1)["train"]["prompt"] != sft["train"]["prompt"]
 
 

@@ -1,12 +1,13 @@
-"""AdamW decay groups and the warm-up + cosine schedule (training/optim.py)."""
+"""AdamW decay groups, Muon + AdamW and the warm-up + cosine schedule (training/optim.py)."""
 
+import copy
 import math
 
 import pytest
 import torch
 
 from tinylm.models import build_model, presets
-from tinylm.training.optim import build_optimizer, build_scheduler, lr_at, param_groups
+from tinylm.training.optim import Muon, build_optimizer, build_scheduler, lr_at, orthogonalize, param_groups
 
 TINY = dict(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=16)
 
@@ -105,3 +106,104 @@ def test_scheduler_drives_optimizer_lr_step_by_step():
     assert seen == pytest.approx(expected, rel=1e-12)
     assert seen[0] == pytest.approx(1e-4) and seen[60] == pytest.approx(5.5e-4)
     assert seen[-1] == pytest.approx(1e-4)
+
+
+# ---- Muon on the blocks' matrices, AdamW on the rest --------------------------------------------------------
+def test_muon_takes_the_blocks_linear_weights_only():
+    model = build_model(presets("gpt2", **TINY))
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.1, optimizer="muon")
+    muon, *rest = group_names(model, opt.param_groups)
+    assert muon == sorted(f"transformer.h.{i}.{m}.weight" for i in range(2)
+                          for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
+    assert "transformer.wte.weight" in rest[0] and "transformer.ln_f.weight" in rest[1]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        build_optimizer(model, lr=1e-2, weight_decay=0.1, optimizer="sgd")
+
+
+def test_muon_adamw_steps_as_torch_muon_and_adamw_side_by_side():
+    """Reference: Muon and torch.optim.AdamW on copies of the same groups, under the same schedule."""
+    torch.manual_seed(0)
+    model = build_model(presets("gpt2", **TINY))
+    ref = build_model(presets("gpt2", **TINY))
+    ref.load_state_dict(model.state_dict())
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.1, optimizer="muon")
+    sched = build_scheduler(opt, 1e-2, 1e-3, 2, 6)
+    by_name = dict(ref.named_parameters())
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [{**g, "params": [by_name[names[id(p)]] for p in g["params"]]} for g in opt.param_groups]
+    muon = Muon([{k: groups[0][k] for k in ("params", "weight_decay")}], lr=1e-2)
+    adamw = torch.optim.AdamW([{k: g[k] for k in ("params", "weight_decay")} for g in groups[1:]], lr=1e-2,
+                              betas=(0.9, 0.95))
+    ref_scheds = [build_scheduler(o, 1e-2, 1e-3, 2, 6) for o in (muon, adamw)]
+    x = torch.randint(0, 32, (4, 16))
+    for _ in range(5):
+        for m, steppers in ((model, [opt]), (ref, [muon, adamw])):
+            loss = torch.nn.functional.cross_entropy(m(x)[:, :-1].reshape(-1, 32), x[:, 1:].reshape(-1))
+            loss.backward()
+            for o in steppers:
+                o.step()
+                o.zero_grad()
+        for s in (sched, *ref_scheds):
+            s.step()
+    assert opt.param_groups[0]["lr"] == muon.param_groups[0]["lr"] < 1e-2
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p, by_name[n], rtol=0, atol=0, msg=n)
+
+
+def test_muon_adamw_state_dict_resumes_exactly():
+    torch.manual_seed(0)
+    x = torch.randint(0, 32, (4, 16))
+
+    def run(model, opt, steps):
+        for _ in range(steps):
+            torch.nn.functional.cross_entropy(model(x)[:, :-1].reshape(-1, 32), x[:, 1:].reshape(-1)).backward()
+            opt.step()
+            opt.zero_grad()
+
+    a = build_model(presets("gpt2", **TINY))
+    b = build_model(presets("gpt2", **TINY))
+    b.load_state_dict(a.state_dict())
+    opt_a = build_optimizer(a, lr=1e-2, weight_decay=0.1, optimizer="muon")
+    run(a, opt_a, 2)
+    b.load_state_dict(a.state_dict())
+    opt_b = build_optimizer(b, lr=1e-2, weight_decay=0.1, optimizer="muon")
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as through torch.save/load: no shared tensors
+    assert opt_b.param_groups[0] is opt_b.muon.param_groups[0]  # a scheduler still reaches Muon
+    assert opt_b.param_groups[-1] is opt_b.adamw.param_groups[-1]
+    run(a, opt_a, 2)
+    run(b, opt_b, 2)
+    for (n, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (24, 8), (8, 40)])
+def test_muon_in_bf16_is_torch_muon_and_fp32_is_close(shape):
+    torch.manual_seed(0)
+    w0, grads = torch.randn(shape), [torch.randn(shape) for _ in range(3)]
+    runs = {}
+    for name, make in (("torch", lambda p: torch.optim.Muon([p], lr=0.02, weight_decay=0.1,
+                                                            adjust_lr_fn="match_rms_adamw")),
+                       ("bf16", lambda p: Muon([p], lr=0.02, weight_decay=0.1, ns_dtype=torch.bfloat16)),
+                       ("fp32", lambda p: Muon([p], lr=0.02, weight_decay=0.1))):
+        p = torch.nn.Parameter(w0.clone())
+        opt = make(p)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        runs[name] = p.detach()
+    torch.testing.assert_close(runs["bf16"], runs["torch"], rtol=0, atol=0)
+    torch.testing.assert_close(runs["fp32"], runs["torch"], rtol=0, atol=0.02 * 0.2 * max(shape) ** 0.5 * 3 * 0.05)
+
+
+def test_orthogonalize_flattens_the_spectrum():
+    """NS5 maps singular values into roughly [0.5, 1.5] and keeps the singular vectors (float64, SVD)."""
+    torch.manual_seed(0)
+    g = torch.randn(16, 48, dtype=torch.float64) @ torch.diag(torch.logspace(-2, 1, 48, dtype=torch.float64))
+    o = orthogonalize(g)
+    u, s, vh = torch.linalg.svd(g, full_matrices=False)
+    s_o = torch.linalg.svdvals(o)
+    assert s_o.min() > 0.3 and s_o.max() < 1.6, s_o
+    torch.testing.assert_close(o, u @ torch.diag((u.T @ o @ vh.T).diagonal()) @ vh, rtol=0, atol=1e-8)
+    with pytest.raises(ValueError, match="2-D"):
+        Muon([torch.nn.Parameter(torch.zeros(3))], lr=0.1)

@@ -18,7 +18,10 @@ most max_eval_items per task each).
 Classification (passage -> genre, for the encoder): windows of `passage_lines` verse lines (plays: speaker
 names left out, they would give the play away) of each row with a non-empty genre; label names sorted.
 
-Sampling is deterministic: candidates are shuffled by a random.Random seeded with (seed, split, task).
+Sampling is deterministic: candidates are shuffled by a random.Random seeded with (seed, split, task), and
+each SFT split once more (seed, split, "mix") so that any prefix of it, such as the first `val_batches` a
+trainer validates on, holds the tasks in their proportions (in task order, the SFT decoder's and the
+encoder-decoder's val loss had been measured on `speaker` and `play` items only).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def build_sft(corpus: datasets.DatasetDict, cfg, seed: int, instructions: list[d
         extra = [{"task": "instructions", "doc": "instructions", **it}
                  for i, it in enumerate(instructions) if split_of[str(i)] == split]
         rows += sample(extra, len(extra) if split == "train" else k, seed, split, "instructions")
-        out[split] = to_dataset(rows, SFT_FEATURES)
+        out[split] = to_dataset(sample(rows, len(rows), seed, split, "mix"), SFT_FEATURES)
     return datasets.DatasetDict(out)
 
 

@@ -3,7 +3,9 @@
     memory = Encoder(emb(src) * sqrt(d) + PE)                   self-attention with the source padding mask
     logits = Decoder(emb(tgt) * sqrt(d) + PE, memory) emb^T     causal self-attention + cross-attention
                                                                  (keys: memory, masked by source padding)
-One embedding matrix is shared by source, target and the generator (one tokenizer for both sides).
+One embedding matrix is shared by source, target and the generator (one tokenizer for both sides); it starts
+at N(0, 1/d), as in fairseq and tensor2tensor, so that emb * sqrt(d) has unit scale like the positions (at
+GPT-2's N(0, 0.02) the positions would outweigh the tokens about 3:1 and the source would look alike).
 `encode` runs once; `decode` steps the decoder, with a KVCache holding self- and cross-attention keys.
 """
 
@@ -32,6 +34,7 @@ class Seq2SeqTransformer(nn.Module):
         self.encoder = nn.ModuleList(Block(cfg, fused=False) for _ in range(cfg.n_layer))
         self.decoder = nn.ModuleList(Block(cfg, cross=True, fused=False) for _ in range(cfg.n_layer))
         init_weights(self, cfg.n_layer)
+        nn.init.normal_(self.embed.weight, 0.0, cfg.n_embd ** -0.5)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.config.block_size)

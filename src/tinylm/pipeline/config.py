@@ -105,6 +105,7 @@ class TrainerConfig:
     min_lr: float
     warmup_steps: int
     weight_decay: float
+    optimizer: Literal["adamw", "muon"]
     betas: list[float]
     grad_clip: float  # 0: off
     label_smoothing: float
