@@ -291,7 +291,7 @@ def lightning_path(a, shape, B, T, V, compiled: bool) -> float:
     peak_reset(a.device)
     with tempfile.TemporaryDirectory() as d:
         _, history = fit(module, dm, tcfg, Path(d), fingerprint="bench", say=lambda *_: None)
-    tps = sorted(r["train/tokens_per_s"] for r in history.train[1:] if "train/tokens_per_s" in r)
+    tps = sorted(r["train/tokens_per_s"] for r in history.speed[1:] if "train/tokens_per_s" in r)
     return B * T / tps[len(tps) // 2] * 1000
 
 
@@ -363,7 +363,7 @@ def pretraining(say, a) -> None:
         if out.returncode:
             say("```\n" + out.stderr[-3000:] + "\n```")
             return
-        metrics = json.loads((work / "reports/decoder/metrics.json").read_text())
+        metrics = json.loads((work / "reports/speed/decoder.json").read_text())
         say(f"pretrain stage, {params['decoder']['n_layer']} x {params['decoder']['n_embd']}, block "
             f"{params['decoder']['block_size']}, batch {params['trainer']['batch_size']}, {a.pretrain_steps} steps:"
             f" {wall:.0f} s wall (process, compile included), train {metrics['train_seconds']:.0f} s, "

@@ -68,7 +68,7 @@ def lightning_loop(cfg, tokens, steps, block, batch) -> float:
         start = time.perf_counter()
         trainer, history = fit(module, dm, t, Path(d), fingerprint="bench", say=lambda *_: None)
         total = time.perf_counter() - start
-    tps = [r["train/tokens_per_s"] for r in history.train if "train/tokens_per_s" in r]
+    tps = [r["train/tokens_per_s"] for r in history.speed if "train/tokens_per_s" in r]
     return float(np.median(tps)), steps * block * batch / total
 
 

@@ -11,9 +11,11 @@ log-prob, and against the majority answer on exact match, and the genre classifi
 class and the bag-of-words baseline; `degenerate` the share of empty, one-token and repetitive outputs
 (`reference_degenerate`: the references' own).
 
-Writes reports/eval/: metrics.json (model/task/decoder), generations.jsonl, by_decoder.csv, PNG charts and
-report.md, all made in a staging folder and then renamed into place together (an interrupted run leaves the
-previous set, not a mix); all logged to MLflow.
+Writes reports/eval/: metrics.json (model/task/decoder), generations.jsonl, by_decoder.csv,
+quality_by_decoder.png and report.md, and the wall-clock figures apart (reports/speed/eval.json: generated
+tokens/s and ms per item of each model/task/decoder; reports/speed/quality_vs_speed.png), all made in a staging
+folder and then renamed into place together (an interrupted run leaves the previous set, not a mix); all logged
+to MLflow.
 
     python pipelines/evaluate.py [hydra overrides, e.g. eval.max_items=20]
 """
@@ -30,7 +32,7 @@ import datasets
 import mlflow
 import torch
 from common import CLS as CLS_DIR
-from common import MODELS, REPORTS, TOKENIZER, TOKENS, config
+from common import MODELS, REPORTS, SPEED, TOKENIZER, TOKENS, config
 from sacrebleu.metrics import BLEU, CHRF
 
 from tinylm.atomic import write_json, write_text
@@ -90,8 +92,7 @@ def task_metrics(task: str, texts: list[str], refs: list[str], per_item: dict[st
     values = {"chrf": chrf(texts, refs), "bleu": bleu(texts, refs)} if task == "continue" else \
         {"exact_match": exact_match(texts, refs)}
     lp, lengths = per_item["mean_logprob"][0], per_item["mean_length"][0]
-    values |= {"mean_logprob": sum(lp) / len(lp), "mean_length": sum(lengths) / len(lengths),
-               "tokens_per_s": gen.tokens_per_s, "ms_per_item": gen.ms_per_item()}
+    values |= {"mean_logprob": sum(lp) / len(lp), "mean_length": sum(lengths) / len(lengths)}
     m = {}
     for k, v in values.items():
         m[k] = v
@@ -115,7 +116,9 @@ def paired_tests(per_item: dict[str, dict[str, tuple]], score_key: str, majority
 
 
 def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders: list[str], cfg, tok, seq2seq: bool,
-                       majority: dict[str, list[int]], generations: list[dict]) -> dict:
+                       majority: dict[str, list[int]], generations: list[dict], speed: dict) -> dict:
+    """The model's metrics per task and decoder (appending its outputs to `generations` and their wall-clock
+    figures to speed[task][decoder])."""
     eos, pad, seed = tok.token_to_id(EOS), tok.token_to_id(PAD), cfg.trainer.seed
     out = {"tasks": {}, "beam_vs_greedy": {}, "paired": {}}
     logps = defaultdict(list)  # decoder -> log-probs over all items, in order
@@ -139,6 +142,7 @@ def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders:
             per_item[d] = {**item_scores(task, texts, refs), "mean_logprob": (lp, None),
                            "mean_length": ([len(i) for i in gen.ids], None)}
             out["tasks"][task][d] = task_metrics(task, texts, refs, per_item[d], gen, seed)
+            speed.setdefault(task, {})[d] = {"tokens_per_s": gen.tokens_per_s, "ms_per_item": gen.ms_per_item()}
         score_key, _ = report.score_of(out["tasks"][task]["greedy"])
         out["paired"][task] = paired_tests(per_item, score_key, majority.get(task), seed)
         for i, r in enumerate(rows):
@@ -183,10 +187,10 @@ def main(argv: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     seed, eos = cfg.trainer.seed, tok.token_to_id(EOS)
     with stage_run("evaluate", {"eval": asdict(cfg.eval)}, model_name="decoder-sft", experiment=cfg.name):
-        generations, metrics, majority_em = [], {}, majority_answers(items)
+        generations, metrics, speed, majority_em = [], {}, {}, majority_answers(items)
         for name, seq2seq in (("decoder-sft", False), ("seq2seq", True)):
             metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok, seq2seq, majority_em,
-                                               generations)
+                                               generations, speed.setdefault(name, {}))
         metrics["majority_baseline"] = {k: v for t, x in majority_em.items() for k, v in with_ci(t, x, seed).items()}
         metrics["reference_degenerate"] = {task: degenerate_rates([cut_at_eos(r["response_ids"], eos)[0] for r in rows])
                                            for task, rows in items.items()}
@@ -222,22 +226,27 @@ def main(argv: list[str]) -> None:
         for g in generations:
             per_task[(g["model"], g["task"])].append(g)
         examples = [g for group in per_task.values() for g in group[:2]]
+        SPEED.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=OUT) as staged:  # every output made first, then renamed together
             staged = Path(staged)
             write_json(staged / "metrics.json", metrics)
             write_text(staged / "generations.jsonl", "".join(json.dumps(g) + "\n" for g in generations))
             report.write_csv(staged / "by_decoder.csv", table)
-            pngs = [OUT / p.name for p in report.plot(table, staged)]
+            report.plot(table, staged / "quality_by_decoder.png")
             write_text(staged / "report.md", report.markdown(metrics, table, examples, decoders))
+            write_json(staged / "eval.json", speed)
+            report.plot_speed(table, speed, staged / "quality_vs_speed.png")
             for made in sorted(staged.iterdir()):
-                os.replace(made, OUT / made.name)
-        mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items() if not isinstance(v, list)})
+                os.replace(made, (SPEED if made.name in ("eval.json", "quality_vs_speed.png") else OUT) / made.name)
+        flat = {**flatten(metrics), **flatten({n: {"tasks": s} for n, s in speed.items()})}  # keys as one nesting
+        mlflow.log_metrics({k: float(v) for k, v in flat.items() if not isinstance(v, list)})
         mlflow.log_table({"model": [g["model"] for g in generations], "task": [g["task"] for g in generations],
                           "prompt": [g["prompt"] for g in generations],
                           "reference": [g["reference"] for g in generations],
                           **{d: [g["outputs"][d]["text"] for g in generations] for d in decoders}},
                          artifact_file="generations.json")
-        for path in [*pngs, OUT / "report.md", OUT / "by_decoder.csv", OUT / "metrics.json"]:
+        for path in [OUT / "quality_by_decoder.png", SPEED / "quality_vs_speed.png", OUT / "report.md",
+                     OUT / "by_decoder.csv", OUT / "metrics.json", SPEED / "eval.json"]:
             mlflow.log_artifact(str(path))
     best = {r["task"]: r for r in table if r["model"] == "decoder-sft" and r["decoder"] == "greedy"}
     print("evaluate: decoder-sft greedy " + ", ".join(f"{t}={r['score']:.3f}" for t, r in best.items())

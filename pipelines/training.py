@@ -1,6 +1,8 @@
 """What the training stages share: seeding, the MLflow stage run (rank zero only), Lightning `fit`, and the
-outputs: models/<name>/ (model.safetensors, config.json, tokenizer.json, last.ckpt, hf/ export) and
-reports/<name>/ (metrics.json for DVC, train.csv / val.csv / loss.png plots).
+outputs: models/<name>/ (model.safetensors, config.json, tokenizer.json, last.ckpt, hf/ export),
+reports/<name>/ (metrics.json for DVC, train.csv / val.csv / loss.png plots) and reports/speed/<name>.json (the
+wall-clock figures: train_seconds, the median tokens/s; apart so that every other output is a function of the
+inputs alone, the same bytes in every run).
 
 Under `trainer=ddp` Lightning re-runs the script on every rank: only rank zero opens the MLflow run and
 writes outputs; all ranks train. With `tracking: false` nothing is logged to MLflow and mlflow is never
@@ -19,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
-from common import MODELS, REPORTS, TOKENIZER, TOKENS
+from common import MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
 from pytorch_lightning.utilities import rank_zero_only
 
 from tinylm.atomic import check_writable, write_json
@@ -50,7 +52,8 @@ def prepare(tcfg) -> None:
 
 def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, params: dict, inputs: list[Path],
           export_hf: bool, tracking: bool, extra_metrics=None) -> dict:
-    """Fit `module` and write models/<name>/ and reports/<name>/; returns the final metrics (rank zero).
+    """Fit `module` and write models/<name>/, reports/<name>/ and reports/speed/<name>.json; returns the final
+    metrics and the speed figures (rank zero).
 
     params: the stage's config (logged, and hashed with the `inputs` files into the resume fingerprint).
     extra_metrics(module) -> dict: more final numbers for metrics.json (e.g. test accuracy).
@@ -59,6 +62,7 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
     if rank_zero_only.rank == 0:
         check_writable(out)  # fail before training, not after
         check_writable(report)
+        check_writable(SPEED)
     fingerprint = hashlib.sha256(json.dumps(
         {"params": params, "trainer": asdict(tcfg), "inputs": [sha256_file(p) for p in inputs]},
         sort_keys=True).encode()).hexdigest()[:16]
@@ -85,20 +89,21 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
             except ValueError as e:  # no transformers counterpart: the stage's own outputs still stand
                 print(f"no Hugging Face export: {e}")
         final = {k.replace("/", "_"): v for k, v in history.val[-1].items() if k != "step"}
-        tps = [r["train/tokens_per_s"] for r in history.train if "train/tokens_per_s" in r]
-        metrics = {**final, "steps": trainer.global_step, "train_seconds": round(time.perf_counter() - start, 2),
-                   "tokens_per_s": round(sorted(tps)[len(tps) // 2], 1) if tps else 0.0,
-                   "params": sum(p.numel() for p in model.parameters()),
+        tps = [r["train/tokens_per_s"] for r in history.speed if "train/tokens_per_s" in r]
+        speed = {"train_seconds": round(time.perf_counter() - start, 2),  # this process's: a resume counts its part
+                 "tokens_per_s": round(sorted(tps)[len(tps) // 2], 1) if tps else 0.0}
+        metrics = {**final, "steps": trainer.global_step, "params": sum(p.numel() for p in model.parameters()),
                    **(extra_metrics(module) if extra_metrics else {})}
         write_json(report / "metrics.json", metrics)
+        write_json(SPEED / f"{name}.json", speed)
         history.write(report)
         if track:
             val = data.get("validation")
-            log_trained_model(name, out, {f"final/{k}": float(v) for k, v in metrics.items()},
+            log_trained_model(name, out, {f"final/{k}": float(v) for k, v in {**metrics, **speed}.items()},
                               model_type=type(model).__name__, params=params.get("model"),
                               val_data=val.digest if val else None, val_dataset=val)
             mlflow.log_artifacts(str(report), "report")
             mlflow.log_artifact(str(out / "config.json"), "model")
     print(f"{stage} {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                       for k, v in metrics.items()) + f" -> {out}/")
-    return metrics
+                                       for k, v in {**metrics, **speed}.items()) + f" -> {out}/")
+    return {**metrics, **speed}

@@ -78,9 +78,11 @@ def smoke_repo(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def full(smoke_repo):
-    """`smoke_repo` after the whole smoke pipeline (`dvc repro`): every model, report and MLflow run."""
+    """`smoke_repo` after the whole smoke pipeline (`dvc repro`): every model, report and MLflow run; its dvc.lock
+    as that first run left it is kept beside the repository (first.dvc.lock: later tests rerun stages)."""
     repo, env = smoke_repo
     run_cmd(["dvc", "repro"], repo, env)
+    shutil.copy(repo / "dvc.lock", repo.parent / "first.dvc.lock")
     return repo, env
 
 

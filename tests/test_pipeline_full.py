@@ -22,7 +22,11 @@ def test_outputs(full):
         metrics = json.loads((repo / "reports" / name / "metrics.json").read_text())
         assert metrics["val_loss"] > 0 and metrics["steps"] > 0, name
         assert (repo / "reports" / name / "loss.png").stat().st_size > 1000
-    assert metrics["train_seconds"] > 0
+    speed = {p.name: json.loads(p.read_text()) for p in (repo / "reports/speed").glob("*.json")}
+    assert set(speed) == {f"{m}.json" for m in MODELS} | {"tokenizer.json", "eval.json"}
+    assert all(speed[f"{m}.json"]["train_seconds"] > 0 < speed[f"{m}.json"]["tokens_per_s"] for m in MODELS)
+    assert speed["eval.json"]["seq2seq"]["continue"]["beam2"]["ms_per_item"] > 0
+    assert "train_seconds" not in metrics and "tokens_per_s" not in metrics  # wall clock only in reports/speed/
     assert json.loads((repo / "reports/decoder/metrics.json").read_text())["steps"] == 40
     ev = json.loads((repo / "reports/eval/metrics.json").read_text())
     assert set(ev["decoder-sft"]["tasks"]) == {"speaker", "play", "continue"}

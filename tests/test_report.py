@@ -11,7 +11,7 @@ from tinylm.evaluation.statistics import bootstrap_ci, degenerate_rates, paired_
 def decoder_metrics(correct: np.ndarray, logprobs: np.ndarray, outputs: list[list[int]]) -> dict:
     return {"exact_match": correct.mean(), "exact_match_ci": bootstrap_ci(correct),
             "mean_logprob": logprobs.mean(), "mean_logprob_ci": bootstrap_ci(logprobs),
-            "mean_length": 1.0, "mean_length_ci": [1.0, 1.0], "tokens_per_s": 100.0, "ms_per_item": 5.0,
+            "mean_length": 1.0, "mean_length_ci": [1.0, 1.0],
             "degenerate": degenerate_rates(outputs)}
 
 
@@ -67,4 +67,9 @@ def test_report_states_significance_intervals_and_degenerate_outputs(tmp_path):
     assert "| bag-of-words logistic regression (L2 0.001, picked on val) | 0.500 [0.400, 0.600] |" in md
     assert "- BERT classifier against the bag-of-words logistic regression: +0.000" in md
     assert table[0]["score_lo"] == round(lo, 4) and table[0]["score_hi"] == round(hi, 4)
-    assert all(p.stat().st_size > 1000 for p in report.plot(table, tmp_path))
+    assert "tokens/s" not in md.split("\n\n")[2]  # the table holds no wall-clock figure (reports/speed/ does)
+    report.plot(table, tmp_path / "quality.png")
+    speed = {"decoder-sft": {"speaker": {d: {"tokens_per_s": 10.0 * (i + 1), "ms_per_item": 5.0}
+                                         for i, d in enumerate(("greedy", "beam2", "sample"))}}}
+    report.plot_speed(table, speed, tmp_path / "speed.png")
+    assert all((tmp_path / p).stat().st_size > 1000 for p in ("quality.png", "speed.png"))

@@ -1,4 +1,6 @@
-"""The evaluate stage's human-readable outputs: plot data (CSV), PNG charts and report.md.
+"""The evaluate stage's human-readable outputs: plot data (CSV), PNG charts and report.md, all a function of
+the models and data alone; the speed chart (quality against generated tokens/s) goes with the other
+wall-clock figures to reports/speed/.
 
 report.md states which paired differences are significant (p < ALPHA) and which are not, with their 95%
 intervals, and flags a decoder's degenerate outputs where a kind's share exceeds the references' by FLAG.
@@ -28,7 +30,8 @@ def score_of(task_metrics: dict) -> tuple[str, float]:
 
 
 def rows(metrics: dict, models: list[str]) -> list[dict]:
-    """Flat rows model/task/decoder/metric/score (with its 95% interval)/speed for the plot data and tables."""
+    """Flat rows model/task/decoder/metric/score (with its 95% interval)/log-prob/length for the plot data and
+    tables."""
     out = []
     for model in models:
         for task, by_decoder in metrics[model]["tasks"].items():
@@ -37,7 +40,6 @@ def rows(metrics: dict, models: list[str]) -> list[dict]:
                 (lo, hi), (lp_lo, lp_hi) = m[f"{key}_ci"], m["mean_logprob_ci"]
                 out.append({"model": model, "task": task, "decoder": decoder, "metric": key, "score": round(score, 4),
                             "score_lo": round(lo, 4), "score_hi": round(hi, 4),
-                            "tokens_per_s": round(m["tokens_per_s"], 1), "ms_per_item": round(m["ms_per_item"], 2),
                             "mean_logprob": round(m["mean_logprob"], 4), "mean_logprob_lo": round(lp_lo, 4),
                             "mean_logprob_hi": round(lp_hi, 4), "mean_length": round(m["mean_length"], 2)})
     return out
@@ -50,13 +52,9 @@ def write_csv(path: Path, table: list[dict]) -> None:
         w.writerows(table)
 
 
-def plot(table: list[dict], out: Path) -> list[Path]:
-    """quality_by_decoder.png (one panel per model/task, 95% intervals as error bars) and quality_vs_speed.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(table: list[dict], path: Path) -> None:
+    """quality_by_decoder.png: one panel per model/task, 95% intervals as error bars."""
+    plt = _pyplot()
     groups = sorted({(r["model"], r["task"]) for r in table})
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), squeeze=False)
     for ax, (model, task) in zip(axes[0], groups, strict=True):
@@ -66,22 +64,36 @@ def plot(table: list[dict], out: Path) -> list[Path]:
         ax.set_title(f"{model}\n{task} ({sel[0]['metric']})", fontsize=9)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     fig.tight_layout()
-    paths = [out / "quality_by_decoder.png", out / "quality_vs_speed.png"]
-    _save(fig, paths[0])
+    _save(fig, path)
+
+
+def plot_speed(table: list[dict], speed: dict, path: Path) -> None:
+    """quality_vs_speed.png: each decoder's score against its generated tokens/s (speed: model -> task ->
+    decoder -> {"tokens_per_s", "ms_per_item"}, as the evaluate stage writes reports/speed/eval.json)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model, task in groups:
-        sel = [r for r in table if (r["model"], r["task"]) == (model, task)]
-        ax.plot([r["tokens_per_s"] for r in sel], [r["score"] for r in sel], marker="o", label=f"{model}/{task}")
-        for r in sel:
-            ax.annotate(r["decoder"], (r["tokens_per_s"], r["score"]), fontsize=7)
+    for model, task in sorted({(r["model"], r["task"]) for r in table}):
+        sel = [(r, speed[model][task][r["decoder"]]["tokens_per_s"]) for r in table
+               if (r["model"], r["task"]) == (model, task)]
+        ax.plot([tps for _, tps in sel], [r["score"] for r, _ in sel], marker="o", label=f"{model}/{task}")
+        for r, tps in sel:
+            ax.annotate(r["decoder"], (tps, r["score"]), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens / s (log)")
     ax.set_ylabel("exact match or chrF")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, paths[1])
-    return paths
+    _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: Path) -> None:
@@ -98,14 +110,14 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
     models = list(dict.fromkeys(r["model"] for r in table))
     lines = ["# Evaluation: greedy vs beam search", "",
              "Held-out SFT test items. Exact match for `speaker` and `play`, chrF for `continue` "
-             "(BLEU in metrics.json); speed is generated tokens per second on this machine. "
-             "Brackets: 95% bootstrap intervals over the test items.", ""]
-    lines += ["| model | task | decoder | score [95% CI] | mean log-prob [95% CI] | mean length | tokens/s | ms/item |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+             "(BLEU in metrics.json). Brackets: 95% bootstrap intervals over the test items. What each decoder "
+             "costs (generated tokens/s, ms per item on this machine): reports/speed/eval.json and "
+             "quality_vs_speed.png.", ""]
+    lines += ["| model | task | decoder | score [95% CI] | mean log-prob [95% CI] | mean length |",
+              "|---|---|---|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['task']} | {r['decoder']} | {r['score']:.3f} [{r['score_lo']:.3f}, "
               f"{r['score_hi']:.3f}] ({r['metric']}) | {r['mean_logprob']:.2f} [{r['mean_logprob_lo']:.2f}, "
-              f"{r['mean_logprob_hi']:.2f}] | {r['mean_length']:.1f} | {r['tokens_per_s']:.0f} | "
-              f"{r['ms_per_item']:.1f} |" for r in table]
+              f"{r['mean_logprob_hi']:.2f}] | {r['mean_length']:.1f} |" for r in table]
     if metrics.get("majority_baseline"):
         base = metrics["majority_baseline"]
         lines += ["", "Majority-answer baseline (always the most frequent training answer): " + ", ".join(

@@ -3,6 +3,10 @@
 Rows are {"step": s, name: value, ...}: train rows every `log_every` optimizer steps, val rows after each
 validation. Lightning stores the callback's state_dict in every checkpoint; restoring drops nothing and
 duplicates nothing. `write(dir)` writes train.csv / val.csv (x = step) and loss.png for DVC plots.
+
+Wall-clock figures (WALL_CLOCK: tokens/s, MFU) go to `speed` rows instead, kept out of the checkpoint and the
+CSVs, so that the checkpoint and the plots are a function of the inputs alone (two runs give the same bytes)
+and a resumed run's `speed` holds its own steps only.
 """
 
 import csv
@@ -12,12 +16,15 @@ import pytorch_lightning as pl
 
 from tinylm.atomic import atomic_file
 
+WALL_CLOCK = ("train/tokens_per_s", "train/mfu")
+
 
 class MetricHistory(pl.Callback):
     def __init__(self, log_every: int):
         self.log_every = log_every
         self.train: list[dict] = []
         self.val: list[dict] = []
+        self.speed: list[dict] = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -26,7 +33,9 @@ class MetricHistory(pl.Callback):
         if self.train and self.train[-1]["step"] == step:
             return  # gradient accumulation: one row per optimizer step
         m = trainer.callback_metrics
-        self.train.append({"step": step, **{k: float(v) for k, v in m.items() if k.startswith("train/")}})
+        self.train.append({"step": step, **{k: float(v) for k, v in m.items()
+                                            if k.startswith("train/") and k not in WALL_CLOCK}})
+        self.speed.append({"step": step, **{k: float(m[k]) for k in WALL_CLOCK if k in m}})
 
     def on_validation_end(self, trainer, module):
         if trainer.sanity_checking:
