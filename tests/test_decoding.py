@@ -28,11 +28,14 @@ def tiny_gpt(vocab_size: int = 60, eos_bias: float = 2.0, eos_drift: float = 3.0
 
 
 def tiny_seq2seq(vocab_size: int = 40, eos_bias: float = 3.0, seed: int = 0):
-    """A 2-layer encoder-decoder with EOS made likely through the last decoder norm's bias."""
+    """A 2-layer encoder-decoder with EOS made likely through the last decoder norm's bias. Its embedding is
+    redrawn at N(0, 0.02): at the default N(0, 1/d) an untrained tied model echoes its input token forever,
+    and the decoding tests need hypotheses that differ and end."""
     torch.manual_seed(seed)
     cfg = presets("transformer", vocab_size=vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32)
     model = build_model(cfg)
     with torch.no_grad():
+        model.embed.weight.normal_(0.0, 0.02)
         w = model.embed.weight[EOS]
         model.decoder[-1].ln_2.bias.add_(eos_bias * w / w.square().sum())
     return model.eval()

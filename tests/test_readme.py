@@ -240,7 +240,7 @@ def test_the_override_reader():
                                "set it below max_steps, e.g. to 1"),
     (["trainer.max_steps=500", "trainer.warmup_steps=500"], "trainer.warmup_steps=500: must be < max_steps=500"),
     (["encoder.train.max_steps=10"], "encoder.train.warmup_steps=50: must be < max_steps=10"),
-    (["cls.train.max_steps=20"], "cls.train.warmup_steps=30: must be < max_steps=20 (the warm-up is part of the "
+    (["cls.train.max_steps=20"], "cls.train.warmup_steps=60: must be < max_steps=20 (the warm-up is part of the "
                                  "run); set it below max_steps, e.g. to 2"),
     (["trainer.max_steps=1"], "e.g. to 0"),
 ])
