@@ -38,22 +38,27 @@ VAL = (np.arange(7, 2007) % 37).astype(np.uint16)
 
 
 class KillAt(CausalLMModule):
-    """Dies by SIGKILL when optimizer step `kill_at` is about to start (no cleanup, no final checkpoint)."""
-    kill_at = None
+    """Dies by SIGKILL (no cleanup, no final checkpoint) when optimizer step `kill_at` is about to start, or
+    with kill_in_validation, when the validation after step `kill_at` starts."""
+    kill_at, kill_in_validation = None, False
 
     def on_train_batch_start(self, batch, batch_idx):
-        if self.global_step == self.kill_at:
+        if self.global_step == self.kill_at and not self.kill_in_validation:
             os.kill(os.getpid(), signal.SIGKILL)
         super().on_train_batch_start(batch, batch_idx)
 
+    def on_validation_start(self):
+        if self.global_step == self.kill_at and self.kill_in_validation:
+            os.kill(os.getpid(), signal.SIGKILL)
 
-def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, fingerprint="fp", say=print):
+
+def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, kill_in_validation=False, fingerprint="fp", say=print):
     torch.set_num_threads(1)
     pl.seed_everything(1, verbose=False)
     cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1).to_dict()
     optim = dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=max_steps, grad_clip=1.0)
     module = KillAt(cfg, optim, seed=1)
-    module.kill_at = kill_at
+    module.kill_at, module.kill_in_validation = kill_at, kill_in_validation
     dm = StepDataModule(RandomWindows(TOKENS, 16, 4, seed=1), FixedWindows(VAL, 16, 4, 2), batch_size=None,
                         seed=1, max_steps=max_steps, accumulate=accumulate)
     tcfg = SimpleNamespace(max_steps=max_steps, val_every=5, val_batches=2, log_every=1, ckpt_every=5,
@@ -64,7 +69,7 @@ def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, fingerprint="fp", 
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], kill_at=int(sys.argv[2]), accumulate=int(sys.argv[3]))
+    run(sys.argv[1], kill_at=int(sys.argv[2]), accumulate=int(sys.argv[3]), kill_in_validation=sys.argv[4] == "val")
 '''
 
 
@@ -119,22 +124,26 @@ def test_same_params_give_identical_results(run, reference, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kill_at", "accumulate"), [(8, 1), (12, 2)])
-def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path, kill_at, accumulate):
+@pytest.mark.parametrize(("kill_at", "accumulate", "where"), [(8, 1, "train"), (12, 2, "train"), (10, 1, "val")])
+def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path, kill_at, accumulate, where):
+    """where="val": killed in the validation of a checkpoint step, so it resumes from the step before
+    (a checkpoint is written after its step's validation, never before it)."""
     if accumulate == 1:
-        _, ref_module, ref_history = reference
+        ref_dir, ref_module, ref_history = reference
     else:
-        ref_module, _, ref_history = run(tmp_path / "reference", accumulate=accumulate, say=lambda *_: None)
+        ref_dir = tmp_path / "reference"
+        ref_module, _, ref_history = run(ref_dir, accumulate=accumulate, say=lambda *_: None)
     out = tmp_path / "resumed"
-    proc = subprocess.run([sys.executable, str(script), str(out), str(kill_at), str(accumulate)],
+    proc = subprocess.run([sys.executable, str(script), str(out), str(kill_at), str(accumulate), where],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     ckpt = torch.load(out / "last.ckpt", weights_only=True, map_location="cpu")
-    assert ckpt["global_step"] == kill_at // 5 * 5  # the last checkpoint before the kill (ckpt_every=5)
+    resumed_at = kill_at // 5 * 5 - 5 * (where == "val")  # the last checkpoint before the kill (ckpt_every=5)
+    assert ckpt["global_step"] == resumed_at
     said = []
     module, trainer, history = run(out, accumulate=accumulate, say=said.append)
-    assert said == [f"resuming from {out / 'last.ckpt'} at step {kill_at // 5 * 5} (the data continues at that "
+    assert said == [f"resuming from {out / 'last.ckpt'} at step {resumed_at} (the data continues at that "
                     "step's batch: batches are indexed by step)"]
     assert trainer.global_step == 20
     assert history.val == ref_history.val
@@ -143,6 +152,7 @@ def test_resume_after_sigkill_is_bit_exact(script, run, reference, tmp_path, kil
     for ours, theirs in zip(history.train, ref_history.train, strict=True):
         for key in ("train/loss", "train/lr", "train/grad_norm"):
             assert ours[key] == theirs[key], (ours["step"], key)
+    assert (out / "last.ckpt").read_bytes() == (ref_dir / "last.ckpt").read_bytes()  # in another folder, too
 
 
 def test_fingerprint_mismatch_starts_fresh(run, reference, tmp_path):

@@ -3,31 +3,73 @@ strategies (`ddp`, `fsdp`, torchrun or SLURM launch) — nothing distributed is 
 
 Resume rule: `out_dir/last.ckpt` is reused only when `out_dir/fingerprint.txt` equals this run's config
 fingerprint; otherwise the directory's checkpoint is discarded (with a message) and training starts fresh.
-Checkpoints are saved every `ckpt_every` steps and at the end, and loaded with weights_only=True.
+Checkpoints are saved every `ckpt_every` steps (after that step's validation, if it has one) and at the end,
+written atomically (a temporary file, then a rename), and loaded with weights_only=True. So a SIGKILL at any
+moment resumes to the uninterrupted run's weights, metrics and history, bit for bit (tests/test_fit.py).
 """
 
+import copy
 import os
+import sys
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from tinylm.training.history import MetricHistory
 
 
-class _StepCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that rewrites a step's checkpoint after a validation at that same step: the step
-    checkpoint is taken before validation runs, and Lightning does not rerun that validation on resume, so
-    without this the resumed MetricHistory would lack the validation row."""
+class _StepCheckpoint(pl.Callback):
+    """Writes out_dir/last.ckpt every `every` optimizer steps, always after everything that step does: a step
+    that validates is saved after its validation (which MetricHistory, listed before this callback, has
+    recorded). Lightning does not rerun a validation on resume, so a checkpoint taken before one would
+    resume with that validation row missing from the history. Holds no state (no paths in the checkpoint)."""
+
+    def __init__(self, path: Path, every: int, val_every: int):
+        self.path, self.every, self.val_every = path, every, val_every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0  # this micro-batch ended an optimizer step
+        if stepped and step % self.every == 0 and step % self.val_every:
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_validation_end(self, trainer, pl_module):
-        super().on_validation_end(trainer, pl_module)
         step = trainer.global_step  # the same on every rank: saving is collective under DDP
-        if trainer.state.fn == "fit" and not trainer.sanity_checking and step and step % self._every_n_train_steps == 0:
-            trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt", weights_only=False)
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and step % self.every == 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class _CheckpointIO(TorchCheckpointIO):
+    """Saves a canonical copy of the checkpoint atomically: torch.save to a temporary file, then os.replace, so
+    a kill mid-write leaves the previous checkpoint whole. Canonical: pickle shares one copy of an object met
+    twice, so equal strings that happen to be one object (a key of a fresh optimizer) or two (the same key
+    loaded from a checkpoint) give different bytes; with every string interned and every container rebuilt,
+    the bytes depend on the content alone, and a resumed run's checkpoint equals the uninterrupted run's."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        super().save_checkpoint(_canonical(checkpoint), tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def _canonical(obj):
+    """obj with str interned and dicts, lists and tuples rebuilt (their types kept); anything else as is."""
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, dict):
+        out = copy.copy(obj)
+        out.clear()
+        out.update((_canonical(k), _canonical(v)) for k, v in obj.items())
+        return out
+    if isinstance(obj, list | tuple) and type(obj) in (list, tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
 
 
 class _ProgressBar(TQDMProgressBar):
@@ -77,8 +119,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     ckpt = resume_path(out_dir, fingerprint, say)
     history = MetricHistory(tcfg.log_every)
     callbacks = [history, _ProgressBar(refresh_rate=tcfg.log_every * tcfg.accumulate_grad_batches),
-                 _StepCheckpoint(dirpath=out_dir, save_last=True, save_top_k=0, every_n_train_steps=tcfg.ckpt_every,
-                                 enable_version_counter=False)]
+                 _StepCheckpoint(out_dir / "last.ckpt", tcfg.ckpt_every, tcfg.val_every)]
     logger = MLFlowLogger(tracking_uri=mlflow_run[0], run_id=mlflow_run[1]) if mlflow_run else False
     if tcfg.compile:
         module.model.compile()
@@ -89,6 +130,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
         devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
         accumulate_grad_batches=tcfg.accumulate_grad_batches,
         callbacks=callbacks, logger=logger, default_root_dir=out_dir, enable_model_summary=False,
+        enable_checkpointing=False, plugins=[_CheckpointIO()],
         use_distributed_sampler=False, deterministic=False, enable_progress_bar=True,
     )
     if trainer.is_global_zero:

@@ -5,11 +5,13 @@ validation. Lightning stores the callback's state_dict in every checkpoint; rest
 duplicates nothing. `write(dir)` writes train.csv / val.csv (x = step) and loss.png for DVC plots.
 
 Wall-clock figures (WALL_CLOCK: tokens/s, MFU) go to `speed` rows instead, kept out of the checkpoint and the
-CSVs, so that the checkpoint and the plots are a function of the inputs alone (two runs give the same bytes)
+CSVs, so that the checkpoint and the plots are a function of the inputs alone (two runs, or a run and its
+killed-and-resumed twin, give the same bytes)
 and a resumed run's `speed` holds its own steps only.
 """
 
 import csv
+import json
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -48,10 +50,12 @@ class MetricHistory(pl.Callback):
             self.val.append(row)
 
     def state_dict(self):
-        return {"train": self.train, "val": self.val}
+        """The rows as JSON text (floats round-trip exactly): pickling the dicts themselves would give bytes
+        that depend on which key strings happen to be one object, so a resumed run's checkpoint would differ."""
+        return {"train": json.dumps(self.train), "val": json.dumps(self.val)}
 
     def load_state_dict(self, state):
-        self.train, self.val = list(state["train"]), list(state["val"])
+        self.train, self.val = json.loads(state["train"]), json.loads(state["val"])
 
     def write(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
