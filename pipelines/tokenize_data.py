@@ -1,47 +1,8 @@
-"""Stage tokenize: the corpus -> pretraining memmaps data/tokens/{train,val,test}.bin + meta.json, and the
-task sets -> data/tokens/sft, data/tokens/cls (tinylm.data.tokens), with reports/data/tokens.json.
-
-    python pipelines/tokenize_data.py [hydra overrides, e.g. sft.max_length=96]
-
-(Not named tokenize.py: the script's folder heads sys.path, so that file would shadow the stdlib module
-`tokenize`, which `inspect` imports, for every script in pipelines/.)
-"""
+"""`python pipelines/tokenize_data.py [args]`: runs tinylm.pipeline.stages.tokenize_data, a DVC stage."""
 
 import sys
-from dataclasses import asdict
 
-import datasets
-import mlflow
-from common import CLS, CORPUS, METRICS, SFT, TOKENIZER, TOKENS, config
-
-from tinylm.atomic import atomic_dir, write_json
-from tinylm.data.tokens import encode_cls, encode_sft, write_pretrain
-from tinylm.pipeline.tracking import flatten, stage_run
-
-
-def main(argv: list[str]) -> None:
-    cfg = config(argv)
-    params = {"tokenizer": asdict(cfg.tokenizer), "sft": {"max_length": cfg.sft.max_length},
-              "cls": {"max_length": cfg.cls.max_length}}
-    with stage_run("tokenize", params, experiment=cfg.name):
-        n = cfg.tokenizer.num_proc
-        sft_text, cls_text = datasets.load_from_disk(str(SFT)), datasets.load_from_disk(str(CLS))
-        with atomic_dir(TOKENS) as tmp:
-            meta = write_pretrain(datasets.load_from_disk(str(CORPUS)), TOKENIZER, tmp, n)
-            sft = encode_sft(sft_text, TOKENIZER, cfg.sft.max_length, n)
-            cls = encode_cls(cls_text, TOKENIZER, cfg.cls.max_length, n)
-            sft.save_to_disk(str(tmp / "sft"))
-            cls.save_to_disk(str(tmp / "cls"))
-        sft_stats = {s: {"items": len(ds), "dropped": len(sft_text[s]) - len(ds),
-                         "response_tokens": sum(map(len, ds["response_ids"]))} for s, ds in sft.items()}
-        stats = {"pretrain": meta["splits"], "vocab_size": meta["vocab_size"], "sft": sft_stats,
-                 "cls": {s: {"items": len(ds)} for s, ds in cls.items()}}
-        write_json(METRICS / "tokens.json", stats)
-        mlflow.log_metrics(flatten(stats))
-        mlflow.log_dict(meta, "meta.json")
-    print("tokenize: " + ", ".join(f"{s} {v['tokens']:,} tokens" for s, v in meta["splits"].items())
-          + f" ({meta['dtype']}) -> {TOKENS}/")
-
+from tinylm.pipeline.stages.tokenize_data import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

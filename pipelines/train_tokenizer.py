@@ -1,48 +1,8 @@
-"""Stage train_tokenizer: byte-level BPE on the corpus's train split -> artifacts/tokenizer/tokenizer.json,
-with reports/data/tokenizer.json (vocab size, merges, UTF-8 bytes per token on val) and the training time in
-reports/speed/tokenizer.json.
-
-    python pipelines/train_tokenizer.py [hydra overrides, e.g. tokenizer.vocab_size=8192]
-"""
+"""`python pipelines/train_tokenizer.py [args]`: runs tinylm.pipeline.stages.train_tokenizer, a DVC stage."""
 
 import sys
-import time
-from dataclasses import asdict
 
-import datasets
-import mlflow
-from common import CORPUS, METRICS, SPEED, TOKENIZER, TOKENIZER_DIR, config
-
-from tinylm.atomic import atomic_dir, write_json
-from tinylm.data.special_tokens import SPECIAL_TOKENS
-from tinylm.pipeline.tracking import stage_run
-from tinylm.tokenizer import BPETokenizer
-
-
-def bytes_per_token(tok: BPETokenizer, texts: list[str]) -> float:
-    """UTF-8 bytes per token of texts (the compression ratio)."""
-    return sum(len(t.encode("utf-8")) for t in texts) / max(1, sum(map(len, tok.encode_batch(texts))))
-
-
-def main(argv: list[str]) -> None:
-    cfg = config(argv)
-    with stage_run("train_tokenizer", {"tokenizer": asdict(cfg.tokenizer)}, experiment=cfg.name):
-        corpus = datasets.load_from_disk(str(CORPUS))
-        t0 = time.perf_counter()
-        tok = BPETokenizer.train(corpus["train"]["text"], cfg.tokenizer.vocab_size, list(SPECIAL_TOKENS),
-                                 min_frequency=cfg.tokenizer.min_frequency)
-        seconds = time.perf_counter() - t0
-        with atomic_dir(TOKENIZER_DIR) as tmp:
-            tok.save(tmp / TOKENIZER.name)
-        stats = {"vocab_size": tok.vocab_size, "merges": len(tok.merges),
-                 "val_bytes_per_token": round(bytes_per_token(tok, corpus["val"]["text"]), 4)}
-        write_json(METRICS / "tokenizer.json", stats)
-        write_json(SPEED / "tokenizer.json", {"train_seconds": round(seconds, 2)})
-        mlflow.log_metrics({**stats, "train_seconds": round(seconds, 2)})
-        mlflow.log_artifact(str(TOKENIZER))
-    print(f"train_tokenizer: vocab {tok.vocab_size} in {seconds:.1f} s, "
-          f"{stats['val_bytes_per_token']} bytes/token on val -> {TOKENIZER}")
-
+from tinylm.pipeline.stages.train_tokenizer import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

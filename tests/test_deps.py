@@ -27,8 +27,8 @@ def write(root: Path, files: dict[str, str]) -> None:
 @pytest.fixture
 def repo(tmp_path):
     write(tmp_path, {
-        "pipelines/stage.py": "import sys\nfrom common import P\nfrom tinylm.a import f\nimport numpy\n",
-        "pipelines/common.py": "from tinylm.pipeline.config import load\nP = 1\n",
+        "pipelines/stage.py": "import sys\nfrom tinylm.s import P\nfrom tinylm.a import f\nimport numpy\n",
+        "src/tinylm/s.py": "from tinylm.pipeline.config import load\nP = 1\n",
         "src/tinylm/__init__.py": "",
         "src/tinylm/pipeline/config.py": "from tinylm.models import big\n",  # bookkeeping: neither it nor its imports
         "src/tinylm/models/__init__.py": "", "src/tinylm/models/big.py": "",
@@ -41,15 +41,15 @@ def repo(tmp_path):
 
 def test_closure_follows_every_import_but_bookkeeping(repo):
     assert deps.closure("pipelines/stage.py", repo) == {
-        "pipelines/stage.py", "pipelines/common.py", "src/tinylm/__init__.py", "src/tinylm/a/__init__.py",
+        "pipelines/stage.py", "src/tinylm/s.py", "src/tinylm/__init__.py", "src/tinylm/a/__init__.py",
         "src/tinylm/a/f.py", "src/tinylm/a/x.py",  # relative `from . import x`
         "src/tinylm/b/__init__.py", "src/tinylm/b/y.py"}  # a function-level relative import runs too
 
 
 def test_a_folder_stands_for_its_files_only_when_all_are_imported(repo):
     files = deps.closure("pipelines/stage.py", repo)
-    assert deps.compress(files, repo) == ["pipelines/common.py", "pipelines/stage.py", "src/tinylm/__init__.py",
-                                          "src/tinylm/a", "src/tinylm/b/__init__.py", "src/tinylm/b/y.py"]
+    assert deps.compress(files, repo) == ["pipelines/stage.py", "src/tinylm/__init__.py", "src/tinylm/a",
+                                          "src/tinylm/b/__init__.py", "src/tinylm/b/y.py", "src/tinylm/s.py"]
 
 
 def test_drift_is_reported_and_write_fixes_it(repo, monkeypatch, capsys):
@@ -58,7 +58,7 @@ def test_drift_is_reported_and_write_fixes_it(repo, monkeypatch, capsys):
                                    "    outs:\n      - data/out\n")
     monkeypatch.chdir(repo)
     assert deps.main([]) == 1
-    assert "s: missing ['pipelines/common.py'" in capsys.readouterr().out
+    assert "s: missing ['src/tinylm/__init__.py', 'src/tinylm/a'" in capsys.readouterr().out
     assert deps.main(["--write"]) == 0
     text = (repo / "dvc.yaml").read_text()
     assert "      - src/tinylm/a\n" in text and "src/tinylm/b\n" not in text and "      - data/in\n" in text

@@ -87,13 +87,9 @@ def test_missing_model_dir_names_the_fix(tmp_path):
 
 
 def test_an_empty_task_set_stops_build_tasks_with_the_fix():
-    import sys
-    from pathlib import Path
-
     import datasets
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
-    from build_tasks import check_not_empty
+    from tinylm.pipeline.stages.build_tasks import check_not_empty
 
     sft = datasets.DatasetDict({s: datasets.Dataset.from_dict({"prompt": ["q"] * (s != "val")}) for s in
                                 ("train", "val", "test")})

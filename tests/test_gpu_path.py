@@ -125,7 +125,6 @@ import runpy, sys
 for name in ("mlflow", "hydra", "omegaconf", "dvc", "datasets"):
     sys.modules[name] = None  # as on the GPU box: not installed
 sys.argv = ["pipelines/pretrain.py", "decoder"]
-sys.path.insert(0, "pipelines")  # as `python pipelines/pretrain.py` has it
 runpy.run_path("pipelines/pretrain.py", run_name="__main__")
 """
 

@@ -296,3 +296,18 @@ def test_seq2seq_target_is_causal():
     a, b = m(src, tgt), m(src, tgt2)
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert not torch.allclose(a[:, 4:], b[:, 4:], atol=1e-4)
+
+
+def test_the_chat_flag_travels_with_the_saved_model(tmp_path):
+    import json
+
+    from tinylm.models.io import is_chat_model, save_pretrained
+
+    model = build_model(presets("gpt2", vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    save_pretrained(model, tmp_path / "sft", chat=True)
+    save_pretrained(model, tmp_path / "base")
+    assert is_chat_model(tmp_path / "sft") and not is_chat_model(tmp_path / "base")
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    del config["chat"]  # a folder written before the flag existed: not a chat model
+    (tmp_path / "base" / "config.json").write_text(json.dumps(config))
+    assert not is_chat_model(tmp_path / "base")

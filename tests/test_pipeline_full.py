@@ -90,7 +90,13 @@ def test_cli(full, run, tmp_path):
                "--decoder", "beam", "--num-beams", "2", "--max-new-tokens", "8"], repo, env)
     assert out.returncode == 0
     info = run(["tinylm", "info", "models/decoder"], repo, env).stdout
-    assert "GPT (gpt)" in info and "last.ckpt" in info
+    assert "GPT (gpt)" in info and "last.ckpt" in info and "metrics (" in info and "val_loss" in info
+    chat = {m: json.loads((repo / "models" / m / "config.json").read_text())["chat"]
+            for m in ("decoder", "decoder-sft")}
+    assert chat == {"decoder": False, "decoder-sft": True}  # what `generate` wraps in the chat template
+    full_context = run(["tinylm", "generate", "--model", "models/decoder", "--prompt", "x", "--max-new-tokens", "96"],
+                       repo, env, check=False)
+    assert full_context.returncode != 0 and "--max-new-tokens=96 leaves no room for a prompt" in full_context.stderr
     bad = run(["tinylm", "generate", "--model", "models/decoder", "--prompt", "x", "--top-p", "1.5"], repo, env,
               check=False)
     assert bad.returncode != 0 and "--top-p must be in (0, 1]" in bad.stderr

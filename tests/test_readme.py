@@ -46,6 +46,9 @@ RUN: dict[str, tuple[str, ...]] = {
     "that is the question:' --decoder beam --num-beams 4": (),  # a smoke model's answer: any text
     "tinylm generate --model models/decoder --prompt \"ROMEO:\" --decoder sample --temperature 0.8 --top-p 0.95": (),
     "tinylm export --model models/decoder-sft --out hf-decoder-sft": ("wrote hf-decoder-sft",),
+    "python -m tinylm.pipeline.reference": ("reproduced: HEAD's dvc.lock against this run",),
+    "git diff --stat -- dvc.lock": (),  # the copy's results are committed: no change to show
+    "dvc metrics diff": (),
     "dvc exp run --queue -S 'decoder=gpt2,baichuan'": ("Queued experiment",),
     "python -m tinylm.pipeline.config decoder=baichuan trainer.max_steps=10 trainer.warmup_steps=2": (
         "preset: baichuan", "max_steps: 10", "warmup_steps: 2"),

@@ -1,8 +1,14 @@
 """A run against a reference dvc.lock (tinylm.pipeline.reference): the comparison on small locks and the command
 against a committed lock in a git repository."""
 
+import json
+import os
+import platform
 import subprocess
+from pathlib import Path
 
+import pytest
+import torch
 import yaml
 
 from tinylm.pipeline.reference import compare, main, reproduced
@@ -48,3 +54,41 @@ def test_the_command_reads_the_committed_lock(tmp_path, monkeypatch, capsys):
     assert main([]) == 1
     out = capsys.readouterr().out
     assert "pretrain@decoder  differs: models/decoder" in out and "not reproduced" in out
+
+
+# --- The smoke experiment against its own committed reference (tests/fixtures/smoke.dvc.lock), as a user checks
+# the default run against the committed dvc.lock. Data stages are pure Python and must match everywhere; the
+# training and evaluation stages' float sums depend on the CPU's kernels, so they are held to the reference only
+# on the platform it was recorded on (tests/fixtures/smoke.platform.json).
+SMOKE_LOCK = Path(__file__).parent / "fixtures" / "smoke.dvc.lock"
+SMOKE_PLATFORM = SMOKE_LOCK.with_name("smoke.platform.json")
+DATA_STAGES = ("download", "prepare", "build_tasks", "train_tokenizer", "tokenize")
+REFRESH = ("refresh it after a change to the stages' code or params: TINYLM_UPDATE_REFERENCE=1 pytest "
+           "tests/test_reference.py -k smoke, then commit tests/fixtures/smoke.*")
+
+
+def this_platform() -> dict:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    return {"torch": str(torch.__version__), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(), "cpu": cpu, "python": platform.python_version()}
+
+
+@pytest.mark.slow
+def test_the_smoke_run_reproduces_its_committed_reference(full):
+    repo, _ = full
+    lock = yaml.safe_load((repo.parent / "first.dvc.lock").read_text())  # as the first `dvc repro` left it
+    if os.environ.get("TINYLM_UPDATE_REFERENCE"):
+        SMOKE_LOCK.write_text((repo.parent / "first.dvc.lock").read_text())
+        SMOKE_PLATFORM.write_text(json.dumps(this_platform(), indent=2) + "\n")
+    result = compare(yaml.safe_load(SMOKE_LOCK.read_text()), lock)
+    changed = {s: r["status"] for s, r in result.items() if r["status"] in ("inputs changed", "missing", "new")}
+    assert not changed, f"the committed reference is stale ({changed}): {REFRESH}"
+    data = {s: r["differs"] for s, r in result.items() if s in DATA_STAGES and r["status"] != "reproduced"}
+    assert not data, f"data stages gave other bytes than the reference from the same inputs: {data}"
+    recorded = json.loads(SMOKE_PLATFORM.read_text())
+    if recorded != this_platform():
+        pytest.skip(f"training outputs are compared on the reference's platform only: {recorded}, not "
+                    f"{this_platform()}")
+    assert reproduced(result), {s: r for s, r in result.items() if r["status"] != "reproduced"}

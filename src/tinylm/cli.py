@@ -8,8 +8,9 @@
     tinylm compare --metric '*val_loss'        # runs `dvc exp show --json` here; or --dvc-json FILE, --mlflow
 
 A model directory holds model.safetensors, config.json and tokenizer.json (the training stages write them).
-Models fine-tuned with the chat template (decoder-sft) get the prompt wrapped in it unless --raw is given;
-a prompt longer than the context is cut from the left with a warning, or refused with --no-truncate.
+Models fine-tuned with the chat template (config.json's "chat": decoder-sft) get the prompt wrapped in it
+unless --raw is given; a prompt longer than the context is cut from the left with a warning, or refused
+with --no-truncate.
 `compare` groups runs by their params without `seed` keys and prints each metric's mean +- sd over the seeds.
 """
 
@@ -47,8 +48,11 @@ def info(args) -> None:
     print(f"  tokenizer: vocab {tok.vocab_size}, special tokens {list(tok.special_tokens)}")
     for name in sorted(p.name for p in path.iterdir()):
         print(f"  {name}")
-    metrics = path.parent.parent / "reports" / path.name / "metrics.json"
-    if metrics.exists():
+    from tinylm.pipeline.paths import MODELS, REPORTS
+
+    root = path.resolve().parent.parent  # a pipeline's model folder is <repository>/models/<name>
+    metrics = root / REPORTS / path.name / "metrics.json"
+    if path.resolve().parent == root / MODELS and metrics.exists():
         print(f"  metrics ({metrics}): {json.loads(metrics.read_text())}")
 
 
@@ -56,6 +60,8 @@ def generate(args) -> None:
     from tinylm.data.chat import ChatTemplate
     from tinylm.data.special_tokens import EOS
     from tinylm.decoding.dispatch import decode
+    from tinylm.evaluation.generation import prompt_room
+    from tinylm.models.io import is_chat_model
 
     if args.num_beams < 1:
         raise SystemExit(f"error: --num-beams must be >= 1, got {args.num_beams}")
@@ -66,12 +72,12 @@ def generate(args) -> None:
     model, tok = _load(args.model)
     if model.config.arch != "gpt":
         raise SystemExit(f"error: {args.model} holds a {model.config.arch} model; generate runs decoder LMs")
-    chat = not args.raw and "sft" in Path(args.model).name
+    chat = not args.raw and is_chat_model(args.model)
     ids = ChatTemplate.from_tokenizer(tok).prompt_ids(args.prompt) if chat else tok.encode(args.prompt)
-    room = model.config.block_size - args.max_new_tokens
-    if room < 1:
-        raise SystemExit(f"error: --max-new-tokens={args.max_new_tokens} leaves no room for a prompt in the "
-                         f"context of {model.config.block_size} tokens")
+    try:
+        room = prompt_room(model.config.block_size, args.max_new_tokens)
+    except ValueError as e:
+        raise SystemExit(f"error: --{str(e).replace('_', '-')}") from None
     if len(ids) > room:
         if not args.truncate:
             raise SystemExit(f"error: the prompt has {len(ids)} tokens; with --max-new-tokens={args.max_new_tokens} "

@@ -38,6 +38,16 @@ def pad_batch(seqs: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Ten
     return ids, mask
 
 
+def prompt_room(block_size: int, new_tokens: int) -> int:
+    """How many prompt tokens fit in a context of block_size beside new_tokens generated ones (prompt + answer
+    <= block_size); ValueError if none do."""
+    room = block_size - new_tokens
+    if room < 1:
+        raise ValueError(f"max_new_tokens={new_tokens} leaves no room for a prompt in the context of {block_size} "
+                         "tokens")
+    return room
+
+
 def cut_at_eos(ids: list[int], eos_id: int) -> tuple[list[int], bool]:
     """(ids before the first EOS, whether there was one)."""
     return (ids[:ids.index(eos_id)], True) if eos_id in ids else (ids, False)

@@ -5,6 +5,8 @@
 - perplexity: exp(mean next-token cross-entropy) over fixed windows of a token split.
 - sequence log-probability: sum_t log p(y_t | prompt, y_<t) under teacher forcing.
 - masked-LM accuracy: argmax at the corrupted positions (BERT's 15% / 80-10-10 masking, fixed seed).
+- classifier hits: per item, 1 if the argmax class is the label; the majority class: the most frequent
+  training label (the lowest id on a tie), the baseline a classifier has to beat.
 """
 
 import math
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from tinylm.data.masking import mask_tokens
 from tinylm.data.windows import FixedWindows, with_cls_sep
+from tinylm.evaluation.generation import pad_batch
 
 
 def normalize(s: str) -> str:
@@ -77,3 +80,21 @@ def mlm_accuracy(model, tokens: np.ndarray, *, cls_id: int, sep_id: int, mask_id
         correct += int((model(inputs).argmax(-1)[keep] == labels[keep]).sum())
         chosen += int(keep.sum())
     return correct / max(1, chosen)
+
+
+@torch.no_grad()
+def classifier_hits(model, rows: list[dict], pad_id: int, batch_size: int) -> list[int]:
+    """Per row ({"input_ids", "labels"}): 1 if model(ids, mask).argmax(-1) is its label, else 0. Batches are
+    right-padded with pad_id; the model should be in eval mode."""
+    hits = []
+    for i in range(0, len(rows), batch_size):
+        batch = rows[i:i + batch_size]
+        ids, mask = pad_batch([r["input_ids"] for r in batch], pad_id, left=False)
+        pred = model(ids, mask).argmax(-1).tolist()
+        hits += [int(p == r["labels"]) for p, r in zip(pred, batch, strict=True)]
+    return hits
+
+
+def majority_label(labels: list[int], num_labels: int) -> int:
+    """The most frequent label (the lowest id among ties)."""
+    return int(torch.bincount(torch.tensor(labels), minlength=num_labels).argmax())

@@ -16,10 +16,12 @@ from tinylm.models.bert import BertClassifier
 from tinylm.models.config import ModelConfig
 
 
-def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, Path] | None = None) -> Path:
-    """Write model.safetensors + config.json (+ copies of extra_files, e.g. the tokenizer) into `path`."""
+def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, Path] | None = None, *,
+                    chat: bool = False) -> Path:
+    """Write model.safetensors + config.json (+ copies of extra_files, e.g. the tokenizer) into `path`.
+    chat: the model was fine-tuned on the chat template (tinylm.data.chat), so prompts go through it."""
     path = Path(path)
-    config = {"model": model.config.to_dict()}
+    config = {"model": model.config.to_dict(), "chat": chat}
     if isinstance(model, BertClassifier):
         config["num_labels"] = model.num_labels
     with ExitStack() as files:  # on leaving, each temporary file is renamed into place (or removed on error)
@@ -28,6 +30,11 @@ def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, P
         for name, src in (extra_files or {}).items():
             shutil.copyfile(src, files.enter_context(atomic_file(path / name)))
     return path
+
+
+def is_chat_model(path: str | Path) -> bool:
+    """Whether the model saved at `path` was fine-tuned on the chat template (see save_pretrained)."""
+    return json.loads((Path(path) / "config.json").read_text()).get("chat", False)
 
 
 def load_pretrained(path: str | Path) -> nn.Module:

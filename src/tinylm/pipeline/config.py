@@ -444,6 +444,15 @@ def load_config(argv: list[str] | None = None, params: str | Path = "params.yaml
     return Config.from_dict(raw)
 
 
+def stage_config(argv: list[str]) -> Config:
+    """load_config for a stage script: on a bad config, exit with one line naming the key and the fix, before
+    any work."""
+    try:
+        return load_config(argv)
+    except ConfigError as e:
+        raise SystemExit(f"config error: {e}") from None
+
+
 def to_yaml(d: dict) -> str:
     """YAML as DVC writes params.yaml (OmegaConf's dumper: same key order and quoting)."""
     from omegaconf import OmegaConf

@@ -1,9 +1,9 @@
 """A stage's code dependencies, derived from the imports of its entry script, so dvc.yaml cannot drift.
 
-    closure(pipelines/X.py) = the script + every module it imports, transitively: `tinylm.*` modules under
-    src/ and the scripts' shared modules under pipelines/ (`from common import ...`); imports anywhere in a
-    file count (a function-level import runs when the function does), and so does each package's
-    __init__.py on the way to a module (Python executes it).
+    closure(pipelines/X.py) = the script + every `tinylm.*` module under src/ it imports, transitively (the
+    stage itself lives in tinylm.pipeline.stages.X); imports anywhere in a file count (a function-level
+    import runs when the function does), and so does each package's __init__.py on the way to a module
+    (Python executes it).
 
 Rule: bookkeeping modules are left out, and so is what only they import: config validation
 (`tinylm/pipeline/config.py`), MLflow conventions (`tinylm/pipeline/tracking.py`) and atomic file writes
@@ -26,10 +26,11 @@ CODE = ("pipelines/", "src/")
 
 
 def _module_file(name: str, root: Path) -> Path | None:
-    """The file of module `name` in this repository (src/ or pipelines/), else None (a third-party module)."""
+    """The file of module `name` under src/, else None (a third-party module)."""
     parts = name.split(".")
-    base = root / "src" if parts[0] == "tinylm" else root / "pipelines"
-    for path in (base.joinpath(*parts).with_suffix(".py"), base.joinpath(*parts, "__init__.py")):
+    if parts[0] != "tinylm":
+        return None
+    for path in ((root / "src").joinpath(*parts).with_suffix(".py"), (root / "src").joinpath(*parts, "__init__.py")):
         if path.is_file():
             return path
     return None

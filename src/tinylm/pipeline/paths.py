@@ -1,19 +1,16 @@
-"""What the stage scripts share: the DVC paths (pipelines/ is the only place that knows them) and config
-loading that fails with one clear line before any work.
+"""Where the DVC stages read and write, relative to the repository root (DVC's working directory). The only
+module that names these folders (tests/test_layers.py holds the library to that).
 
-Stages run from the repository root (DVC's working directory). Scripts that may run under DDP write only
-on rank zero (Lightning re-runs the whole script on every rank); the data stages are single-process.
+Scripts that may run under DDP write only on rank zero (Lightning re-runs the whole script on every rank);
+the data stages are single-process.
 """
 
-import sys
 from pathlib import Path
-
-from tinylm.pipeline.config import Config, ConfigError, load_config
 
 RAW = Path("data/raw")  # download: the exact bytes fetched, and manifest.json
 CORPUS = Path("data/corpus")  # prepare: DatasetDict train/val/test (tinylm.data.corpus)
 SFT = Path("data/sft")  # build_tasks: DatasetDict train/val/test of task/doc/prompt/response
-CLS = Path("data/cls")  # build_tasks: DatasetDict train/val/test of doc/text/label (ClassLabel)
+CLS_SETS = Path("data/cls")  # build_tasks: DatasetDict train/val/test of doc/text/label (ClassLabel)
 TOKENIZER_DIR = Path("artifacts/tokenizer")  # train_tokenizer
 TOKENIZER = TOKENIZER_DIR / "tokenizer.json"
 TOKENS = Path("data/tokens")  # tokenize: {train,val,test}.bin + meta.json (pretraining), sft/, cls/
@@ -21,11 +18,3 @@ METRICS = Path("reports/data")  # numeric JSON metrics of the data stages: <stag
 MODELS = Path("models")  # training stages: models/<name>/ (weights, config, tokenizer, last.ckpt, hf/)
 REPORTS = Path("reports")  # training stages: reports/<name>/ metrics.json, train.csv, val.csv, loss.png
 SPEED = REPORTS / "speed"  # every wall-clock figure, <stage or model>.json: the only outputs that differ between runs
-
-
-def config(argv: list[str]) -> Config:
-    """The validated config (params.yaml, or conf/ composed with Hydra overrides in argv); exits on error."""
-    try:
-        return load_config(argv)
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")

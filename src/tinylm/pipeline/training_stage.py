@@ -21,13 +21,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
-from common import MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
 from pytorch_lightning.utilities import rank_zero_only
 
 from tinylm.atomic import check_writable, write_json
 from tinylm.data.sources import sha256_file
 from tinylm.interop.hf import save_hf
 from tinylm.models.io import save_pretrained
+from tinylm.pipeline.paths import MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
+from tinylm.training.datamodules import StepDataModule
 from tinylm.training.fit import fit, set_threads
 from tinylm.training.optim import OptimConfig
 
@@ -44,6 +45,15 @@ def optim_dict(t) -> dict:
     return asdict(OptimConfig.of(t))
 
 
+def datamodule(train, val, tcfg, *, collate=None, batched: bool = False) -> StepDataModule:
+    """The stage's data: train batches of tcfg.batch_size drawn by (seed, step), so a resume continues them;
+    `batched`: the datasets yield whole batches (the pretraining windows)."""
+    size = None if batched else tcfg.batch_size
+    return StepDataModule(train, val, batch_size=size, seed=tcfg.seed, max_steps=tcfg.max_steps,
+                          accumulate=tcfg.accumulate_grad_batches, collate=collate, num_workers=tcfg.num_workers,
+                          val_batch_size=size)
+
+
 def prepare(tcfg) -> None:
     """Threads and seeds, before any model is built (so initial weights depend only on the seed)."""
     set_threads(tcfg.num_threads)
@@ -51,12 +61,13 @@ def prepare(tcfg) -> None:
 
 
 def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, params: dict, inputs: list[Path],
-          export_hf: bool, tracking: bool, extra_metrics=None) -> dict:
+          export_hf: bool, tracking: bool, extra_metrics=None, chat: bool = False) -> dict:
     """Fit `module` and write models/<name>/, reports/<name>/ and reports/speed/<name>.json; returns the final
     metrics and the speed figures (rank zero).
 
     params: the stage's config (logged, and hashed with the `inputs` files into the resume fingerprint).
     extra_metrics(module) -> dict: more final numbers for metrics.json (e.g. test accuracy).
+    chat: the data was in the chat template (SFT), recorded in the model's config.json for `tinylm generate`.
     """
     out, report = MODELS / name, REPORTS / name
     if rank_zero_only.rank == 0:
@@ -82,7 +93,7 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
         if not trainer.is_global_zero:
             return {}
         model = module.model
-        save_pretrained(model, out, {"tokenizer.json": TOKENIZER})
+        save_pretrained(model, out, {"tokenizer.json": TOKENIZER}, chat=chat)
         if export_hf:
             try:
                 save_hf(model, out / "hf", TOKENIZER)

@@ -1,0 +1,258 @@
+"""Stage evaluate: greedy vs beam search (K = eval.beams) vs sampling on the held-out SFT test items, for
+the SFT decoder and the encoder-decoder; perplexity of the pretrained and SFT decoders; BERT's masked-LM
+and genre accuracy beside the majority class, a bag-of-words logistic regression fit on the classifier's own
+train split (its L2 penalty picked on val: tinylm.evaluation.baselines) and the SFT decoder's zero-shot
+answer to the same question.
+
+Statistics over the test items (tinylm.evaluation.statistics, seeded with trainer.seed): every per-item metric
+gets a 95% percentile-bootstrap interval (`<metric>_ci`); `paired` holds paired tests (difference, paired
+bootstrap interval, approximate-randomization p) of each decoder against greedy on the task's score and mean
+log-prob, and against the majority answer on exact match, and the genre classifiers against the majority
+class and the bag-of-words baseline; `degenerate` the share of empty, one-token and repetitive outputs
+(`reference_degenerate`: the references' own).
+
+Writes reports/eval/: metrics.json (model/task/decoder), generations.jsonl, by_decoder.csv,
+quality_by_decoder.png and report.md, and the wall-clock figures apart (reports/speed/eval.json: generated
+tokens/s and ms per item of each model/task/decoder; reports/speed/quality_vs_speed.png), all made in a staging
+folder and then renamed into place together (an interrupted run leaves the previous set, not a mix); all logged
+to MLflow.
+
+    python pipelines/evaluate.py [hydra overrides, e.g. eval.max_items=20]
+"""
+
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from pathlib import Path
+
+import datasets
+import mlflow
+import torch
+from sacrebleu.metrics import BLEU, CHRF
+
+from tinylm.atomic import write_json, write_text
+from tinylm.data.chat import ChatTemplate
+from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS
+from tinylm.data.tokens import load_tokenizer, read_tokens
+from tinylm.evaluation import report
+from tinylm.evaluation.baselines import fit_bow_classifier
+from tinylm.evaluation.generation import cut_at_eos, generate, prompt_room
+from tinylm.evaluation.metrics import (
+    bleu,
+    chrf,
+    classifier_hits,
+    exact_match,
+    majority_label,
+    mlm_accuracy,
+    normalize,
+    perplexity,
+    sequence_logprob,
+)
+from tinylm.evaluation.statistics import bootstrap_ci, corpus_stats, degenerate_rates, paired_test
+from tinylm.models.io import load_pretrained
+from tinylm.pipeline.config import stage_config
+from tinylm.pipeline.paths import CLS_SETS, MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
+from tinylm.pipeline.tracking import flatten, stage_run
+from tinylm.training.fit import set_threads
+
+OUT = REPORTS / "eval"
+GENRE_PROMPT = "Which genre is this passage from?\n"
+GENRE_TOKENS = 8  # room for the longest genre name and EOS
+SHORT_ANSWERS = {"speaker", "play"}  # a name or a title: eval.max_answer_tokens, the rest eval.max_new_tokens
+
+
+def test_items(max_items: int) -> dict[str, list[dict]]:
+    """Up to max_items tokenized SFT test items per task."""
+    by_task = defaultdict(list)
+    for row in datasets.load_from_disk(str(TOKENS / "sft"))["test"]:
+        if len(by_task[row["task"]]) < max_items:
+            by_task[row["task"]].append(row)
+    return dict(by_task)
+
+
+def majority_answers(items: dict[str, list[dict]]) -> dict[str, list[int]]:
+    """Per-item exact match (1/0) of always answering the most frequent training answer of each QA task."""
+    train = datasets.load_from_disk(str(TOKENS / "sft"))["train"].select_columns(["task", "response"]).to_list()
+    out = {}
+    for task, rows in items.items():
+        answers = Counter(normalize(r["response"]) for r in train if r["task"] == task)
+        if task != "continue" and answers:
+            top = answers.most_common(1)[0][0]
+            out[task] = [int(normalize(r["response"]) == top) for r in rows]
+    return out
+
+
+def with_ci(name: str, x: list, seed: int) -> dict:
+    """{name: mean of x, name_ci: its 95% bootstrap interval}."""
+    return {name: sum(x) / len(x), f"{name}_ci": bootstrap_ci(x, seed=seed)}
+
+
+def item_scores(task: str, texts: list[str], refs: list[str]) -> dict[str, tuple]:
+    """A task's quality metrics per item, as the statistics functions take them: name -> (x, score); score None
+    for the mean of x (exact match, 1/0 per item), else sacrebleu's corpus score of x's summed rows."""
+    if task == "continue":
+        return {"chrf": corpus_stats(CHRF(), texts, refs), "bleu": corpus_stats(BLEU(), texts, refs)}
+    return {"exact_match": ([exact_match([t], [r]) for t, r in zip(texts, refs, strict=True)], None)}
+
+
+def task_metrics(task: str, texts: list[str], refs: list[str], per_item: dict[str, tuple], gen, seed: int) -> dict:
+    """The decoder's metrics on a task, each per-item one followed by its 95% bootstrap interval."""
+    values = {"chrf": chrf(texts, refs), "bleu": bleu(texts, refs)} if task == "continue" else \
+        {"exact_match": exact_match(texts, refs)}
+    lp, lengths = per_item["mean_logprob"][0], per_item["mean_length"][0]
+    values |= {"mean_logprob": sum(lp) / len(lp), "mean_length": sum(lengths) / len(lengths)}
+    m = {}
+    for k, v in values.items():
+        m[k] = v
+        if k in per_item:
+            m[f"{k}_ci"] = bootstrap_ci(*per_item[k], seed=seed)
+    m["degenerate"] = degenerate_rates(gen.ids)
+    return m
+
+
+def paired_tests(per_item: dict[str, dict[str, tuple]], score_key: str, majority: list[int] | None,
+                 seed: int) -> dict:
+    """Each decoder against greedy on the task's score and mean log-prob; against the majority answer on exact
+    match (QA tasks). per_item: decoder -> its item_scores plus mean_logprob."""
+    greedy = per_item["greedy"]
+    out = {f"{d}_vs_greedy": {k: paired_test(s[k][0], greedy[k][0], s[k][1], seed=seed)
+                              for k in (score_key, "mean_logprob")} for d, s in per_item.items() if d != "greedy"}
+    if majority is not None:
+        out |= {f"{d}_vs_majority": {"exact_match": paired_test(s["exact_match"][0], majority, seed=seed)}
+                for d, s in per_item.items()}
+    return out
+
+
+def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders: list[str], cfg, tok, seq2seq: bool,
+                       majority: dict[str, list[int]], generations: list[dict], speed: dict) -> dict:
+    """The model's metrics per task and decoder (appending its outputs to `generations` and their wall-clock
+    figures to speed[task][decoder])."""
+    eos, pad, seed = tok.token_to_id(EOS), tok.token_to_id(PAD), cfg.trainer.seed
+    out = {"tasks": {}, "beam_vs_greedy": {}, "paired": {}}
+    logps = defaultdict(list)  # decoder -> log-probs over all items, in order
+    for task, rows in items.items():
+        new_tokens = cfg.eval.max_answer_tokens if task in SHORT_ANSWERS else cfg.eval.max_new_tokens
+        keep = prompt_room(model.config.block_size, 1 if seq2seq else new_tokens)  # a source: the start token
+        prompts = [(r["src_ids"] if seq2seq else r["prompt_ids"])[-keep:] for r in rows]
+        refs = [r["response"] for r in rows]
+        out["tasks"][task] = {}
+        texts_by, per_item = {}, {}
+        for d in decoders:
+            gen = generate(model, prompts, d, eos_id=eos, pad_id=pad, max_new_tokens=new_tokens,
+                           batch_size=cfg.eval.batch_size, length_penalty=cfg.eval.length_penalty, seq2seq=seq2seq,
+                           start_id=eos, temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
+                           seed=cfg.trainer.seed)
+            texts = [tok.decode(ids) for ids in gen.ids]
+            lp = [sequence_logprob(model, p, ids + [eos] * end, seq2seq=seq2seq, start_id=eos)
+                  for p, ids, end in zip(prompts, gen.ids, gen.finished, strict=True)]
+            logps[d] += lp
+            texts_by[d] = (texts, lp)
+            per_item[d] = {**item_scores(task, texts, refs), "mean_logprob": (lp, None),
+                           "mean_length": ([len(i) for i in gen.ids], None)}
+            out["tasks"][task][d] = task_metrics(task, texts, refs, per_item[d], gen, seed)
+            speed.setdefault(task, {})[d] = {"tokens_per_s": gen.tokens_per_s, "ms_per_item": gen.ms_per_item()}
+        score_key, _ = report.score_of(out["tasks"][task]["greedy"])
+        out["paired"][task] = paired_tests(per_item, score_key, majority.get(task), seed)
+        for i, r in enumerate(rows):
+            generations.append({"model": name, "task": task, "prompt": r["prompt"], "reference": r["response"],
+                                "outputs": {d: {"text": t[i], "logprob": round(lp[i], 4)}
+                                            for d, (t, lp) in texts_by.items()}})
+    for d in decoders:
+        if d.startswith("beam"):
+            pairs = list(zip(logps[d], logps["greedy"], strict=True))
+            out["beam_vs_greedy"][d] = {"higher": sum(b > g + 1e-6 for b, g in pairs) / len(pairs),
+                                        "lower": sum(b < g - 1e-6 for b, g in pairs) / len(pairs),
+                                        "same": sum(abs(b - g) <= 1e-6 for b, g in pairs) / len(pairs)}
+    return out
+
+
+@torch.no_grad()
+def genre_accuracy(cls_model, decoder, tok, rows: list[dict], names: list[str],
+                   batch_size: int) -> tuple[list[int], list[int]]:
+    """Per passage, 1 if right: (BERT classifier, SFT decoder zero-shot: the genre name it finds most likely)."""
+    correct_enc, correct_dec = classifier_hits(cls_model, rows, tok.token_to_id(PAD), batch_size), []
+    tmpl = ChatTemplate.from_tokenizer(tok)
+    for r in rows:
+        prompt = tmpl.prompt_ids(GENRE_PROMPT + r["text"])[-prompt_room(decoder.config.block_size, GENRE_TOKENS):]
+        scores = [sequence_logprob(decoder, prompt, tmpl.response_ids(n)) for n in names]
+        correct_dec.append(int(max(range(len(names)), key=scores.__getitem__) == r["labels"]))
+    return correct_enc, correct_dec
+
+
+def main(argv: list[str]) -> None:
+    cfg = stage_config(argv)
+    set_threads(cfg.trainer.num_threads)
+    torch.manual_seed(cfg.trainer.seed)
+    models = {n: load_pretrained(MODELS / n) for n in ("decoder", "decoder-sft", "seq2seq", "encoder", "encoder-cls")}
+    tok = load_tokenizer(TOKENIZER)
+    decoders = ["greedy", *(f"beam{k}" for k in cfg.eval.beams), "sample"]
+    items = test_items(cfg.eval.max_items)
+    OUT.mkdir(parents=True, exist_ok=True)
+    seed, eos = cfg.trainer.seed, tok.token_to_id(EOS)
+    with stage_run("evaluate", {"eval": asdict(cfg.eval)}, model_name="decoder-sft", experiment=cfg.name):
+        generations, metrics, speed, majority_em = [], {}, {}, majority_answers(items)
+        for name, seq2seq in (("decoder-sft", False), ("seq2seq", True)):
+            metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok, seq2seq, majority_em,
+                                               generations, speed.setdefault(name, {}))
+        metrics["majority_baseline"] = {k: v for t, x in majority_em.items() for k, v in with_ci(t, x, seed).items()}
+        metrics["reference_degenerate"] = {task: degenerate_rates([cut_at_eos(r["response_ids"], eos)[0] for r in rows])
+                                           for task, rows in items.items()}
+        val = read_tokens(TOKENS, "val")
+        n_val = cfg.trainer.val_batches
+        metrics["perplexity"] = {n: perplexity(models[n], val, cfg.eval.batch_size, n_val)
+                                 for n in ("decoder", "decoder-sft")}
+        cls_sets = datasets.load_from_disk(str(TOKENS / "cls"))
+        test = cls_sets["test"].select(range(min(len(cls_sets["test"]), cfg.eval.max_items))).to_list()
+        names = datasets.load_from_disk(str(CLS_SETS))["train"].features["label"].names
+        majority = majority_label(cls_sets["train"]["labels"], len(names))
+        enc_acc, dec_acc = genre_accuracy(models["encoder-cls"], models["decoder-sft"], tok, test, names,
+                                          cfg.eval.batch_size)
+        maj_acc = [int(r["labels"] == majority) for r in test]
+        bow = fit_bow_classifier(cls_sets["train"]["text"], cls_sets["train"]["labels"], cls_sets["val"]["text"],
+                                 cls_sets["val"]["labels"], num_labels=len(names))
+        bow_acc = [int(p == r["labels"]) for p, r in zip(bow.predict([r["text"] for r in test]), test, strict=True)]
+        metrics["encoder"] = {
+            "mlm_acc": mlm_accuracy(models["encoder"], val, cls_id=tok.token_to_id(CLS), sep_id=tok.token_to_id(SEP),
+                                    mask_id=tok.token_to_id(MASK),
+                                    special_ids=[tok.token_to_id(t) for t in SPECIAL_TOKENS],
+                                    batch_size=cfg.eval.batch_size, n_batches=n_val, seed=seed),
+            **with_ci("genre_acc", enc_acc, seed), **with_ci("decoder_genre_acc", dec_acc, seed),
+            **with_ci("genre_majority_acc", maj_acc, seed), **with_ci("genre_bow_acc", bow_acc, seed),
+            "genre_bow_l2": bow.l2,
+            "paired": {"classifier_vs_majority": paired_test(enc_acc, maj_acc, seed=seed),
+                       "classifier_vs_bow": paired_test(enc_acc, bow_acc, seed=seed),
+                       "decoder_vs_majority": paired_test(dec_acc, maj_acc, seed=seed),
+                       "classifier_vs_decoder": paired_test(enc_acc, dec_acc, seed=seed)}}
+        table = report.rows(metrics, ["decoder-sft", "seq2seq"])
+        per_task = defaultdict(list)
+        for g in generations:
+            per_task[(g["model"], g["task"])].append(g)
+        examples = [g for group in per_task.values() for g in group[:2]]
+        SPEED.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=OUT) as staged:  # every output made first, then renamed together
+            staged = Path(staged)
+            write_json(staged / "metrics.json", metrics)
+            write_text(staged / "generations.jsonl", "".join(json.dumps(g) + "\n" for g in generations))
+            report.write_csv(staged / "by_decoder.csv", table)
+            report.plot(table, staged / "quality_by_decoder.png")
+            write_text(staged / "report.md", report.markdown(metrics, table, examples, decoders))
+            write_json(staged / "eval.json", speed)
+            report.plot_speed(table, speed, staged / "quality_vs_speed.png")
+            for made in sorted(staged.iterdir()):
+                os.replace(made, (SPEED if made.name in ("eval.json", "quality_vs_speed.png") else OUT) / made.name)
+        flat = {**flatten(metrics), **flatten({n: {"tasks": s} for n, s in speed.items()})}  # keys as one nesting
+        mlflow.log_metrics({k: float(v) for k, v in flat.items() if not isinstance(v, list)})
+        mlflow.log_table({"model": [g["model"] for g in generations], "task": [g["task"] for g in generations],
+                          "prompt": [g["prompt"] for g in generations],
+                          "reference": [g["reference"] for g in generations],
+                          **{d: [g["outputs"][d]["text"] for g in generations] for d in decoders}},
+                         artifact_file="generations.json")
+        for path in [OUT / "quality_by_decoder.png", SPEED / "quality_vs_speed.png", OUT / "report.md",
+                     OUT / "by_decoder.csv", OUT / "metrics.json", SPEED / "eval.json"]:
+            mlflow.log_artifact(str(path))
+    best = {r["task"]: r for r in table if r["model"] == "decoder-sft" and r["decoder"] == "greedy"}
+    print("evaluate: decoder-sft greedy " + ", ".join(f"{t}={r['score']:.3f}" for t, r in best.items())
+          + f" -> {OUT}/report.md")
+

@@ -1,0 +1,31 @@
+"""Stage prepare: data/raw/ -> the clean corpus data/corpus/ (train/val/test) and reports/data/corpus.json.
+
+    python pipelines/prepare.py [hydra overrides, e.g. data.stage_directions=drop]
+"""
+
+from dataclasses import asdict
+
+import mlflow
+
+from tinylm.atomic import atomic_dir
+from tinylm.data.corpus import build_corpus, corpus_stats
+from tinylm.pipeline.config import stage_config
+from tinylm.pipeline.data_stage import record_stats
+from tinylm.pipeline.paths import CORPUS, RAW
+from tinylm.pipeline.tracking import log_dataset, stage_run
+
+
+def main(argv: list[str]) -> None:
+    cfg = stage_config(argv)
+    with stage_run("prepare", {"data": asdict(cfg.data)}, experiment=cfg.name):
+        corpus = build_corpus(RAW, cfg.data)
+        with atomic_dir(CORPUS) as tmp:
+            corpus.save_to_disk(str(tmp))
+        stats = corpus_stats(corpus)
+        record_stats("corpus", stats)
+        mlflow.log_text(corpus["train"][0]["text"][:5000], "sample.txt")
+        for split, ds in corpus.items():
+            log_dataset(ds, CORPUS / split, f"corpus/{split}", split)
+    print("prepare: " + ", ".join(f"{s} {v['sections']} sections {v['chars']:,} chars"
+                                  for s, v in stats.items()))
+

@@ -1,0 +1,46 @@
+"""Classifier hits and the majority class (against brute force), and the prompt's room in the context."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinylm.evaluation.generation import prompt_room
+from tinylm.evaluation.metrics import classifier_hits, majority_label
+
+PAD = 0
+
+
+class BagClassifier(torch.nn.Module):
+    """Logits from the sum of the unpadded token embeddings: padding must not change a prediction."""
+
+    def __init__(self, vocab: int, labels: int):
+        super().__init__()
+        self.emb = torch.nn.Embedding(vocab, labels)
+
+    def forward(self, ids, mask):  # (B, T), (B, T) -> (B, labels)
+        return (self.emb(ids) * mask[..., None]).sum(1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 19), min_size=1, max_size=7), min_size=1, max_size=9),
+       st.integers(1, 4), st.integers(0, 10_000))
+def test_classifier_hits_match_one_item_at_a_time(seqs, batch_size, seed):
+    torch.manual_seed(seed)
+    model = BagClassifier(20, 3)
+    rows = [{"input_ids": s, "labels": i % 3} for i, s in enumerate(seqs)]
+    alone = [int(model(torch.tensor([r["input_ids"]]), torch.ones(1, len(r["input_ids"]))).argmax() == r["labels"])
+             for r in rows]
+    assert classifier_hits(model, rows, PAD, batch_size) == alone
+
+
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=30))
+def test_majority_label_is_the_most_frequent_lowest_on_ties(labels):
+    counts = [labels.count(k) for k in range(5)]
+    assert majority_label(labels, 5) == counts.index(max(counts))
+
+
+def test_prompt_room():
+    assert prompt_room(64, 16) == 48 and prompt_room(64, 63) == 1
+    with pytest.raises(ValueError, match="max_new_tokens=64 leaves no room for a prompt in the context of 64"):
+        prompt_room(64, 64)
