@@ -29,6 +29,11 @@ def lock(model_md5="a.dir", speed_md5="s1", code_md5="c1", lr=1e-3) -> dict:
 def test_compare_leaves_out_wall_clock_and_tells_changed_inputs_from_other_bytes():
     same = compare(lock(), lock(speed_md5="s2"))  # only the wall-clock file differs
     assert reproduced(same) and same["pretrain@decoder"] == {"status": "reproduced", "differs": []}
+    reads_speed = lock(speed_md5="s2")  # a stage that reads the wall-clock file (summarize logs it)
+    reads_speed["stages"]["download"]["deps"].append({"path": "reports/speed/decoder.json", "md5": "s2"})
+    reference = lock()
+    reference["stages"]["download"]["deps"].append({"path": "reports/speed/decoder.json", "md5": "s1"})
+    assert reproduced(compare(reference, reads_speed))
     other = compare(lock(), lock(model_md5="b.dir"))
     assert not reproduced(other) and other["pretrain@decoder"] == {"status": "differs", "differs": ["models/decoder"]}
     assert other["download"]["status"] == "reproduced"

@@ -2,8 +2,9 @@
 committed one, `git show HEAD:dvc.lock`), stage by stage and output by output.
 
 dvc.lock records, per stage, the md5 of every dependency (code, data, params) and of every output (a folder: of
-its file listing). Outputs under WALL_CLOCK (reports/speed/) hold seconds and tokens/s and differ between any
-two runs; every other output is a function of its stage's inputs. So a stage whose inputs match the reference's:
+its file listing). Files under WALL_CLOCK (reports/speed/) hold seconds and tokens/s and differ between any
+two runs, as outputs and as inputs (of summarize, which only logs them); every other output is a function of
+its stage's other inputs. So a stage whose inputs match the reference's:
 
     reproduced   every output other than WALL_CLOCK has the reference's md5
     differs      some output does not: same code, data and params, other bytes (another CPU or torch build
@@ -32,7 +33,10 @@ def _entries(stage: dict, key: str) -> dict[str, str | None]:
 
 
 def _inputs(stage: dict) -> tuple:
-    return _entries(stage, "deps"), stage.get("params", {}), stage.get("cmd")
+    """What a stage's outputs are a function of: its deps (wall-clock files left out: `summarize` reads them
+    only to log them), params and command."""
+    deps = {p: m for p, m in _entries(stage, "deps").items() if not p.startswith(WALL_CLOCK)}
+    return deps, stage.get("params", {}), stage.get("cmd")
 
 
 def compare(reference: dict, current: dict) -> dict[str, dict]:
