@@ -47,7 +47,7 @@ RUN: dict[str, tuple[str, ...]] = {
     "tinylm generate --model models/decoder --prompt \"ROMEO:\" --decoder sample --temperature 0.8 --top-p 0.95": (),
     "tinylm export --model models/decoder-sft --out hf-decoder-sft": ("wrote hf-decoder-sft",),
     "python -m tinylm.pipeline.reference": ("reproduced: HEAD's dvc.lock against this run",),
-    "git diff --stat -- dvc.lock": (),  # the copy's results are committed: no change to show
+    "git diff -- dvc.lock": (),  # the copy's results are committed: no change to show
     "dvc metrics diff": (),
     "dvc exp run --queue -S 'decoder=gpt2,baichuan'": ("Queued experiment",),
     "python -m tinylm.pipeline.config decoder=baichuan trainer.max_steps=10 trainer.warmup_steps=2": (
@@ -67,7 +67,7 @@ RUN: dict[str, tuple[str, ...]] = {
 
 # command -> why CI does not run it
 LISTED: dict[str, str] = {
-    "make run": "the default pipeline: about 15 minutes on 2 cores; CI runs the same stages on the smoke "
+    "make run": "the default pipeline: about 16 minutes on 2 cores; CI runs the same stages on the smoke "
                 "experiment (conftest's `full` fixture), whose outputs the commands above run on",
     "make test": "the test suite, this file included: what CI runs",
     "make ui": "serves the MLflow UI until stopped; tests/test_pipeline_full.py serves the same store with "
