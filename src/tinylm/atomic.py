@@ -51,11 +51,11 @@ def check_writable(folder: str | Path) -> None:
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces `path`, on error it goes."""
-    path = Path(path)
-    with _explained(path, creating_in=path.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    path, tmp = Path(path), None
+    try:  # from the folder's creation on: a Ctrl-C anywhere after it still removes it
+        with _explained(path, creating_in=path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         with _explained(path):
             yield tmp
         if path.exists():
@@ -66,25 +66,26 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         else:
             tmp.rename(path)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp)
 
 
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; on success it replaces `path` (mode 0644), on error it goes."""
-    path = Path(path)
-    with _explained(path, creating_in=path.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
+    path, tmp = Path(path), None
+    try:  # from the file's creation on: a Ctrl-C anywhere after it still removes it
+        with _explained(path, creating_in=path.parent):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        os.close(fd)
         with _explained(path):
             yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def write_text(path: str | Path, text: str) -> Path:

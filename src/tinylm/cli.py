@@ -50,9 +50,8 @@ def info(args) -> None:
         print(f"  {name}")
     from tinylm.pipeline.paths import MODELS, REPORTS
 
-    root = path.resolve().parent.parent  # a pipeline's model folder is <repository>/models/<name>
-    metrics = root / REPORTS / path.name / "metrics.json"
-    if path.resolve().parent == root / MODELS and metrics.exists():
+    metrics = path.parent.parent / REPORTS / path.name / "metrics.json"  # a pipeline's model: <repo>/models/<name>
+    if path.resolve().parent.name == MODELS.name and metrics.exists():
         print(f"  metrics ({metrics}): {json.loads(metrics.read_text())}")
 
 
