@@ -264,6 +264,25 @@ def test_bert_classifier_from_pretrained_mlm():
         BertClassifier(mlm.config, num_labels=1)
 
 
+def test_bert_classifier_mean_pooling_is_each_items_own_mean(tmp_path):
+    """Padded batch == each passage alone, unpadded (brute force); the pooling survives save/load."""
+    from tinylm.models.io import load_pretrained, save_pretrained
+
+    clf = BertClassifier.from_pretrained_mlm(tiny("bert"), num_labels=3, pooling="mean").eval()
+    x, mask = ids(2, 6), torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]])
+    one = [clf.pooler(clf.bert(x[i:i + 1, :n]).mean(1)) for i, n in enumerate((6, 3))]
+    want = torch.cat([clf.classifier(torch.tanh(p)) for p in one])
+    torch.testing.assert_close(clf(x, attention_mask=mask), want)
+    cls_pooled = BertClassifier.from_pretrained_mlm(tiny("bert"), num_labels=3).eval()
+    cls_pooled.load_state_dict(clf.state_dict())
+    assert not torch.allclose(cls_pooled(x, attention_mask=mask), want, atol=1e-4)
+    back = load_pretrained(save_pretrained(clf, tmp_path / "clf"))
+    assert back.pooling == "mean"
+    torch.testing.assert_close(back(x, attention_mask=mask), want)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        BertClassifier(clf.config, num_labels=3, pooling="max")
+
+
 # ---- encoder-decoder -------------------------------------------------------------------------------------
 def test_seq2seq_cached_decode_equals_full_decode():
     m = tiny("transformer")

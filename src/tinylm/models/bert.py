@@ -2,7 +2,9 @@
 
     h_0 = LayerNorm(word[x_t] + position[t] + token_type[s_t]);  h_l = Block_l(h_{l-1}) (padding mask only)
     MLM logits = LayerNorm(gelu(h W_t + b_t)) word^T + b          (decoder tied to the word embeddings)
-    class logits = W_c tanh(W_p h[CLS] + b_p) + b_c                (pooler + classifier on the first token)
+    class logits = W_c tanh(W_p pool(h) + b_p) + b_c               (pooler + classifier)
+    pool(h) = h[CLS] (pooling="cls", BERT's) or the mean of h over the non-padding tokens (pooling="mean":
+    MLM-only pretraining never trains the [CLS] state, so its mean does better; BENCHMARKS.md "Default quality")
 
 Names mirror Hugging Face's BertForMaskedLM where the structure is the same (embeddings.word_embeddings,
 ...); each layer is a post-LN `Block` with separate q/k/v projections.
@@ -79,14 +81,19 @@ class BERT(nn.Module):
         return F.linear(h, self.decoder_weight, self.decoder_bias)  # (B, T, V)
 
 
-class BertClassifier(nn.Module):
-    """Sequence classifier on [CLS]: model(input_ids, attention_mask=None, token_type_ids=None) -> (B, num_labels)."""
+POOLINGS = ("cls", "mean")
 
-    def __init__(self, cfg: ModelConfig, num_labels: int):
+
+class BertClassifier(nn.Module):
+    """Sequence classifier: model(input_ids, attention_mask=None, token_type_ids=None) -> (B, num_labels)."""
+
+    def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str = "cls"):
         super().__init__()
         if num_labels < 2:
             raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
-        self.config, self.num_labels = cfg, num_labels
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.config, self.num_labels, self.pooling = cfg, num_labels, pooling
         self.bert = BertEncoder(cfg)
         self.pooler = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -94,11 +101,17 @@ class BertClassifier(nn.Module):
         init_weights(self, cfg.n_layer)
 
     @classmethod
-    def from_pretrained_mlm(cls, mlm: BERT, num_labels: int) -> "BertClassifier":
-        model = cls(mlm.config, num_labels)
+    def from_pretrained_mlm(cls, mlm: BERT, num_labels: int, pooling: str = "cls") -> "BertClassifier":
+        model = cls(mlm.config, num_labels, pooling)
         model.bert.load_state_dict(mlm.bert.state_dict())
         return model
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        h = self.bert(input_ids, attention_mask, token_type_ids)[:, 0]  # (B, C): the [CLS] token
+        h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        if self.pooling == "cls":
+            h = h[:, 0]  # (B, C): the [CLS] token
+        else:
+            keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            keep = keep.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+            h = (h * keep).sum(1) / keep.sum(1)  # (B, C): mean over the non-padding tokens
         return self.classifier(self.dropout(torch.tanh(self.pooler(h))))  # (B, num_labels)

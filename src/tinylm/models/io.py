@@ -23,7 +23,7 @@ def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, P
     path = Path(path)
     config = {"model": model.config.to_dict(), "chat": chat}
     if isinstance(model, BertClassifier):
-        config["num_labels"] = model.num_labels
+        config |= {"num_labels": model.num_labels, "pooling": model.pooling}
     with ExitStack() as files:  # on leaving, each temporary file is renamed into place (or removed on error)
         files.enter_context(atomic_file(path / "config.json")).write_text(json.dumps(config, indent=2) + "\n")
         save_model(model, str(files.enter_context(atomic_file(path / "model.safetensors"))))
@@ -47,7 +47,8 @@ def load_pretrained(path: str | Path) -> nn.Module:
                                 "run the training stage that writes it (dvc repro)")
     config = json.loads((path / "config.json").read_text())
     cfg = ModelConfig(**config["model"])
-    model = BertClassifier(cfg, config["num_labels"]) if "num_labels" in config else build_model(cfg)
+    model = BertClassifier(cfg, config["num_labels"], config.get("pooling", "cls")) if "num_labels" in config \
+        else build_model(cfg)
     try:
         load_model(model, str(path / "model.safetensors"))
     except RuntimeError as e:

@@ -190,11 +190,14 @@ class ClsConfig:
     max_train_items: int
     max_eval_items: int  # per eval split
     max_length: int
+    pooling: Literal["cls", "mean"]  # the classifier's input: the [CLS] state or the tokens' mean
+    head_lr_scale: float  # the fresh pooler and classifier learn at this x cls.train.lr
     train: dict
 
     def __post_init__(self):
         for key in ("passage_lines", "max_train_items", "max_eval_items", "max_length"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        _need(self.head_lr_scale > 0, "head_lr_scale", self.head_lr_scale, "must be > 0")
 
 
 @dataclass(frozen=True)

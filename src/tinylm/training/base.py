@@ -50,7 +50,8 @@ class TinyLMModule(pl.LightningModule):
         if fused is None:  # fp16's GradScaler must unscale before clipping: only an unfused optimizer lets it
             fp16 = self._trainer is not None and self.trainer.precision == "16-mixed"
             fused = self.device.type == "cuda" and not fp16
-        opt = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, fused=fused, optimizer=o.optimizer)
+        opt = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, fused=fused, optimizer=o.optimizer,
+                              lr_scale=o.lr_scale)
         sched = build_scheduler(opt, o.lr, o.min_lr, o.warmup_steps, o.max_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -1,5 +1,6 @@
-"""Sequence classification (BERT genre classifier): cross-entropy on the [CLS] pooler's logits; the encoder
-starts from the masked-LM pretrained weights. Validation reports loss and accuracy."""
+"""Sequence classification (BERT genre classifier): cross-entropy on the pooler's logits ([CLS] or mean
+pooling); the encoder starts from the masked-LM pretrained weights, and the fresh pooler and classifier learn
+at head_lr_scale x lr. Validation reports loss and accuracy."""
 
 import torch.nn.functional as F
 
@@ -8,13 +9,14 @@ from tinylm.training.base import TinyLMModule
 
 
 class SequenceClassificationModule(TinyLMModule):
-    def __init__(self, model_config: dict, num_labels: int, optim: dict, seed: int = 0):
-        super().__init__(optim, seed)
+    def __init__(self, model_config: dict, num_labels: int, optim: dict, seed: int = 0, pooling: str = "cls",
+                 head_lr_scale: float = 1.0):
+        super().__init__({**optim, "lr_scale": {"pooler.": head_lr_scale, "classifier.": head_lr_scale}}, seed)
         self.save_hyperparameters()
         cfg = ModelConfig(**model_config)
         if cfg.arch != "bert":
             raise ValueError(f"SequenceClassificationModule fine-tunes BERT encoders, got arch={cfg.arch!r}")
-        self.model = BertClassifier(cfg, num_labels)
+        self.model = BertClassifier(cfg, num_labels, pooling)
 
     def _step(self, batch):
         logits = self.model(batch["input_ids"], batch.get("attention_mask"))

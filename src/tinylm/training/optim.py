@@ -52,6 +52,7 @@ class OptimConfig:
     grad_clip: float = 0.0  # max global gradient norm; 0: off
     fused: bool | None = None  # fused AdamW; None: on CUDA unless fp16 needs unscaled gradients
     optimizer: str = "adamw"  # or "muon": Muon on the blocks' matrices, AdamW on the rest
+    lr_scale: dict[str, float] | None = None  # parameter-name prefix -> lr multiplier (param_groups)
 
     def __post_init__(self):
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
@@ -62,6 +63,8 @@ class OptimConfig:
             raise ValueError(f"optim: weight_decay={self.weight_decay} and grad_clip={self.grad_clip} must be >= 0")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optim: optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if any(not v > 0 for v in (self.lr_scale or {}).values()):
+            raise ValueError(f"optim: every lr_scale must be > 0, got {self.lr_scale}")
         object.__setattr__(self, "betas", tuple(self.betas))
 
     @classmethod
@@ -73,13 +76,21 @@ OPTIMIZERS = ("adamw", "muon")
 NO_DECAY = ("wpe", "position_embeddings", "token_type_embeddings")
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...] = NO_DECAY) -> list[dict]:
-    decay, keep = [], []
+def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...] = NO_DECAY,
+                 lr_scale: dict[str, float] | None = None) -> list[dict]:
+    """[decayed, not decayed] (the module doc), then the same split of the parameters whose name starts with a
+    key of lr_scale, each such group with its "lr_scale" (a fine-tune's fresh head learning faster than the
+    pretrained body); groups of scaled parameters come only when they have members."""
+    groups = {}  # (scale, decayed) -> parameters
     for name, p in model.named_parameters():  # tied parameters appear once
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 and not any(s in name for s in no_decay) else keep).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+        decay = p.dim() >= 2 and not any(s in name for s in no_decay)
+        scale = next((v for prefix, v in (lr_scale or {}).items() if name.startswith(prefix)), 1.0)
+        groups.setdefault((scale, decay), []).append(p)
+    keys = [(1.0, True), (1.0, False), *sorted(k for k in groups if k[0] != 1.0)[::-1]]
+    return [{"params": groups.get(k, []), "weight_decay": weight_decay if k[1] else 0.0, "lr_scale": k[0]}
+            for k in keys]
 
 
 def muon_params(model: nn.Module) -> list[nn.Parameter]:
@@ -174,20 +185,24 @@ class MuonAdamW(torch.optim.Optimizer):
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8,
                     no_decay: tuple[str, ...] = NO_DECAY, fused: bool | None = None,
-                    optimizer: str = "adamw") -> torch.optim.Optimizer:
+                    optimizer: str = "adamw", lr_scale: dict[str, float] | None = None) -> torch.optim.Optimizer:
     """AdamW over `param_groups`, or MuonAdamW (Muon on `muon_params`, decayed; AdamW on the rest as
-    `param_groups` splits them); fused=None: fused AdamW on CUDA, foreach elsewhere."""
+    `param_groups` splits them); fused=None: fused AdamW on CUDA, foreach elsewhere. A group's lr is
+    lr x its lr_scale (the scheduler's factor multiplies each group's own)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     fused = next(model.parameters()).is_cuda if fused is None else fused
-    groups = param_groups(model, weight_decay, no_decay)
+    groups = param_groups(model, weight_decay, no_decay, lr_scale)
+    for g in groups:
+        scale = g.pop("lr_scale")
+        if scale != 1.0:
+            g["lr"] = lr * scale
     if optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused or None)
     hidden = {id(p) for p in muon_params(model)}
+    muon = [{**g, "params": [p for p in g["params"] if id(p) in hidden], "muon": True} for g in groups]
     rest = [{**g, "params": [p for p in g["params"] if id(p) not in hidden]} for g in groups]
-    muon = {"params": [p for p in groups[0]["params"] if id(p) in hidden], "weight_decay": weight_decay,
-            "muon": True}
-    return MuonAdamW([muon, *(g for g in rest if g["params"])], lr, betas, eps, fused)
+    return MuonAdamW([*(g for g in muon if g["params"]), *(g for g in rest if g["params"])], lr, betas, eps, fused)
 
 
 def lr_at(step: int, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:

@@ -1,5 +1,5 @@
-"""Stage classify: fine-tune the pretrained BERT encoder to name a passage's genre from its [CLS] token;
-reports validation and test accuracy beside the majority-class baseline.
+"""Stage classify: fine-tune the pretrained BERT encoder to name a passage's genre (from its [CLS] state or
+its tokens' mean: cls.pooling); reports validation and test accuracy beside the majority-class baseline.
 
     python pipelines/classify.py [hydra overrides, e.g. cls.train.max_steps=50]
 """
@@ -28,8 +28,10 @@ def main(argv: list[str]) -> None:
     sets = datasets.load_from_disk(str(TOKENS / "cls"))
     labels = sets["train"].features["labels"]
     num_labels = labels.num_classes if hasattr(labels, "num_classes") else len(set(sets["train"]["labels"]))
-    module = SequenceClassificationModule(encoder.config.to_dict(), num_labels, optim_dict(tcfg), seed=tcfg.seed)
-    module.model.load_state_dict(BertClassifier.from_pretrained_mlm(encoder, num_labels).state_dict())
+    pooling = cfg.cls.pooling
+    module = SequenceClassificationModule(encoder.config.to_dict(), num_labels, optim_dict(tcfg), seed=tcfg.seed,
+                                          pooling=pooling, head_lr_scale=cfg.cls.head_lr_scale)
+    module.model.load_state_dict(BertClassifier.from_pretrained_mlm(encoder, num_labels, pooling).state_dict())
     rows = {s: sets[s].select_columns(["input_ids", "labels"]).to_list() for s in sets}
     collate = pad_collate(tok.token_to_id(PAD))
     dm = datamodule(rows["train"], rows["val"], tcfg, collate=collate)
