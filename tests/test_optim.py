@@ -207,3 +207,33 @@ def test_orthogonalize_flattens_the_spectrum():
     torch.testing.assert_close(o, u @ torch.diag((u.T @ o @ vh.T).diagonal()) @ vh, rtol=0, atol=1e-8)
     with pytest.raises(ValueError, match="2-D"):
         Muon([torch.nn.Parameter(torch.zeros(3))], lr=0.1)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_lr_scale_gives_a_prefix_its_own_lr_through_the_schedule(optimizer):
+    """The scaled parameters get lr x scale, the rest lr, and the schedule keeps the ratio at every step."""
+    model = build_model(presets("bert", **TINY))
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1, optimizer=optimizer, lr_scale={"transform": 10.0})
+    sched = build_scheduler(opt, 1e-3, 1e-4, warmup_steps=2, max_steps=6)
+    scaled = {id(p) for n, p in model.named_parameters() if n.startswith("transform")}
+    assert len(scaled) == 4  # transform.{weight,bias}, transform_norm.{weight,bias}
+    lrs = {}
+    for step in range(8):
+        for g in opt.param_groups:
+            for p in g["params"]:
+                lrs.setdefault(id(p) in scaled, set()).add(g["lr"])
+        assert len(lrs[True]) == 1 and len(lrs[False]) == 1, "one lr per kind at a step"
+        (fast,), (slow,) = lrs.pop(True), lrs.pop(False)
+        assert fast == pytest.approx(10 * slow) and slow == pytest.approx(lr_at(step, 1e-3, 1e-4, 2, 6))
+        opt.step()
+        sched.step()
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted({id(p) for p in model.parameters()})  # each once
+
+
+def test_without_lr_scale_the_groups_are_decay_then_keep():
+    model = build_model(presets("gpt2", **TINY))
+    assert [g["lr_scale"] for g in param_groups(model, 0.1)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="lr_scale must be > 0"):
+        from tinylm.training.optim import OptimConfig
+        OptimConfig(lr=1e-3, min_lr=0.0, warmup_steps=0, max_steps=2, weight_decay=0.0, lr_scale={"x": 0.0})

@@ -188,6 +188,16 @@ def test_classifier_from_pretrained_mlm_copies_encoder_and_learns():
                            mlm.model.bert.embeddings.word_embeddings.weight)
 
 
+def test_classifier_head_learns_at_head_lr_scale():
+    module = SequenceClassificationModule(cfg("bert"), num_labels=3, optim=OPTIM, pooling="mean", head_lr_scale=10.0)
+    opt = module.configure_optimizers()["optimizer"]
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    for name, p in module.model.named_parameters():
+        head = name.startswith(("pooler.", "classifier."))
+        assert lr_of[id(p)] == pytest.approx(OPTIM["lr"] * (10.0 if head else 1.0) / OPTIM["warmup_steps"]), name
+    assert module.model.pooling == "mean"
+
+
 def test_seq2seq_overfits_a_fixed_batch():
     BOS, EOS = 1, 2
     g = torch.Generator().manual_seed(0)
