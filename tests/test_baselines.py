@@ -14,6 +14,7 @@ from tinylm.evaluation.baselines import (
     featurize,
     fit_bow_classifier,
     fit_logreg,
+    loss_and_grad,
     objective,
     words,
 )
@@ -60,3 +61,50 @@ def test_classifier_learns_a_separable_toy_task():
     assert clf.l2 == max(L2_GRID)  # every grid value separates it: ties pick the strongest penalty
     with pytest.raises(ValueError, match="empty split"):
         fit_bow_classifier([], [], ["x"], [0], num_labels=2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1e-1, 1e-4]))
+def test_closed_form_gradient_is_autograds(seed, l2):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(30, 7, generator=g, dtype=torch.float64)
+    x = (x * (x > 0.6)).to_sparse().coalesce()
+    y = torch.randint(0, 4, (30,), generator=g)
+    w = torch.randn(4, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
+    loss = objective(w, b, x, y, l2)
+    gw, gb = torch.autograd.grad(loss, (w, b))
+    ours, gwt, gb2 = loss_and_grad(w.detach().T.contiguous(), b.detach(), x.to_sparse_csr(),
+                                   x.t().coalesce().to_sparse_csr(), y, l2)
+    assert ours.item() == pytest.approx(loss.item(), rel=1e-12)
+    torch.testing.assert_close(gwt.T, gw, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gb2, gb, rtol=1e-10, atol=1e-12)
+
+
+def test_warm_start_reaches_the_same_minimum():
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(80, 12, generator=g, dtype=torch.float64)
+    x = (x * (x > 0.5)).to_sparse()
+    y = torch.randint(0, 3, (80,), generator=g)
+    cold = fit_logreg(x, y, 3, 1e-3)
+    warm = fit_logreg(x, y, 3, 1e-3, init=fit_logreg(x, y, 3, 1e-1))
+    torch.testing.assert_close(warm, cold, rtol=0, atol=1e-4)
+
+
+def test_the_path_stops_past_the_best_penalty(monkeypatch):
+    """Validation accuracy rises, ties, then falls: the grid is walked down to the first fall and no further,
+    the tie keeps the stronger penalty."""
+    import tinylm.evaluation.baselines as bl
+
+    seen, accs = [], iter([0.2, 0.5, 0.5, 0.4, 0.9])
+    real = bl.fit_logreg
+
+    def spy(x, y, num_labels, l2, **kw):
+        seen.append(l2)
+        return real(x, y, num_labels, l2, **kw)
+
+    monkeypatch.setattr(bl, "fit_logreg", spy)
+    monkeypatch.setattr(bl, "accuracy", lambda *_: next(accs))
+    clf = bl.fit_bow_classifier(["a b", "b c"], [0, 1], ["a b"], [0], num_labels=2)
+    grid = sorted(L2_GRID, reverse=True)
+    assert seen == grid[:4] and clf.l2 == grid[1]

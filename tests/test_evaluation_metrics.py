@@ -44,3 +44,29 @@ def test_prompt_room():
     assert prompt_room(64, 16) == 48 and prompt_room(64, 63) == 1
     with pytest.raises(ValueError, match="max_new_tokens=64 leaves no room for a prompt in the context of 64"):
         prompt_room(64, 64)
+
+
+def _tiny_gpt():
+    from tinylm.models import build_model, presets
+
+    torch.manual_seed(0)
+    return build_model(presets("gpt2", vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 39), min_size=1, max_size=8),
+       st.lists(st.lists(st.integers(1, 39), min_size=1, max_size=6), min_size=1, max_size=5))
+def test_candidate_logprobs_score_each_candidate_alone(prompt, candidates):
+    """Batched and right-padded equals one candidate at a time, which equals the brute-force sum of
+    log p(y_t | prompt, y_<t) from a fresh forward pass per token."""
+    from tinylm.evaluation.metrics import candidate_logprobs, sequence_logprob
+
+    model = _tiny_gpt()
+    alone = [sequence_logprob(model, prompt, c) for c in candidates]
+    assert candidate_logprobs(model, prompt, candidates) == pytest.approx(alone, abs=1e-4)
+    with torch.no_grad():
+        brute = [sum(torch.log_softmax(model(torch.tensor([prompt + c[:t]]))[0, -1], -1)[c[t]].item()
+                     for t in range(len(c))) for c in candidates]
+    assert alone == pytest.approx(brute, abs=1e-4)
+    with pytest.raises(ValueError, match="non-empty"):
+        candidate_logprobs(model, prompt, [[]])

@@ -3,7 +3,8 @@
 - exact match: normalised strings equal (case, surrounding whitespace and punctuation ignored).
 - chrF (Popović 2015) and BLEU (Papineni et al. 2002): corpus-level, via sacrebleu.
 - perplexity: exp(mean next-token cross-entropy) over fixed windows of a token split.
-- sequence log-probability: sum_t log p(y_t | prompt, y_<t) under teacher forcing.
+- sequence log-probability: sum_t log p(y_t | prompt, y_<t) under teacher forcing (candidate_logprobs: many
+  continuations of one prompt in one batch).
 - masked-LM accuracy: argmax at the corrupted positions (BERT's 15% / 80-10-10 masking, fixed seed).
 - classifier hits: per item, 1 if the argmax class is the label; the majority class: the most frequent
   training label (the lowest id on a tie), the baseline a classifier has to beat.
@@ -64,6 +65,20 @@ def sequence_logprob(model, prompt: list[int], output: list[int], *, seq2seq: bo
     else:
         logits = model(torch.tensor([prompt + output[:-1]]))[0, len(prompt) - 1:]
     return F.log_softmax(logits.float(), -1).gather(-1, out[0][:, None]).sum().item()
+
+
+@torch.no_grad()
+def candidate_logprobs(model, prompt: list[int], candidates: list[list[int]]) -> list[float]:
+    """[sequence_logprob(model, prompt, c) for c in candidates] in one decoder-only forward pass: the rows
+    prompt + c[:-1] are right-padded, and causal attention keeps every scored position from seeing the pads."""
+    if not prompt or any(not c for c in candidates):
+        raise ValueError("candidate_logprobs needs a non-empty prompt and non-empty candidates")
+    width = max(map(len, candidates))
+    ids = torch.tensor([prompt + c[:-1] + [0] * (width - len(c)) for c in candidates])  # (K, P + width - 1)
+    targets = torch.tensor([c + [0] * (width - len(c)) for c in candidates])  # (K, width)
+    logp = F.log_softmax(model(ids)[:, len(prompt) - 1:].float(), -1).gather(-1, targets[..., None])[..., 0]
+    keep = torch.arange(width) < torch.tensor([len(c) for c in candidates])[:, None]  # (K, width)
+    return (logp * keep).sum(-1).tolist()
 
 
 @torch.no_grad()

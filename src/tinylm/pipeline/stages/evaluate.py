@@ -41,6 +41,7 @@ from tinylm.evaluation.baselines import fit_bow_classifier
 from tinylm.evaluation.generation import cut_at_eos, generate, prompt_room
 from tinylm.evaluation.metrics import (
     bleu,
+    candidate_logprobs,
     chrf,
     classifier_hits,
     exact_match,
@@ -174,9 +175,10 @@ def genre_accuracy(cls_model, decoder, tok, rows: list[dict], names: list[str],
     """Per passage, 1 if right: (BERT classifier, SFT decoder zero-shot: the genre name it finds most likely)."""
     correct_enc, correct_dec = classifier_hits(cls_model, rows, tok.token_to_id(PAD), batch_size), []
     tmpl = ChatTemplate.from_tokenizer(tok)
+    answers = [tmpl.response_ids(n) for n in names]
     for r in rows:
         prompt = tmpl.prompt_ids(GENRE_PROMPT + r["text"])[-prompt_room(decoder.config.block_size, GENRE_TOKENS):]
-        scores = [sequence_logprob(decoder, prompt, tmpl.response_ids(n)) for n in names]
+        scores = candidate_logprobs(decoder, prompt, answers)
         correct_dec.append(int(max(range(len(names)), key=scores.__getitem__) == r["labels"]))
     return correct_enc, correct_dec
 
