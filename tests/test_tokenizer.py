@@ -572,3 +572,24 @@ def test_token_bytes_sum_to_the_texts_utf8_bytes_without_specials(small_tok, par
     sizes = small_tok.token_bytes
     assert sum(sizes[i] for i in small_tok.encode(text)) == len(plain.encode("utf-8"))
     assert all(sizes[small_tok.token_to_id(s)] == 0 for s in small_tok.special_tokens)
+
+
+def test_ctrl_c_while_encoding_in_a_pool_stops_at_an_item_boundary(small_tok):
+    """A SIGINT during pooled encoding is raised as KeyboardInterrupt between items (never inside the pool's
+    locking), the workers are gone afterwards and Python's Ctrl-C handler is back."""
+    import multiprocessing
+    import os
+    import signal
+
+    texts = [" ".join(CORPUS) * 20] * 40
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        for i, ids in enumerate(small_tok.encode_arrays(texts, num_workers=2)):
+            got.append(ids)
+            if i == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+                got.append("the item's own work goes on")  # not interrupted mid-item
+    assert got.pop() == "the item's own work goes on"
+    assert len(got) == 4 and all(np.array_equal(a, got[0]) for a in got)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not multiprocessing.active_children()

@@ -20,11 +20,13 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
 import re
 import signal
+import threading
 import warnings
 from array import array
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -320,6 +322,9 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
     # fork). Frozen objects are left out of collections.
     # A Ctrl-C while the workers are being forked would leave them behind (Pool's cleanup catches Exception,
     # not KeyboardInterrupt), holding the stage's output pipes: hold it back until the pool can be closed.
+    # Later, a KeyboardInterrupt raised at any bytecode could land inside the pool's own locking (imap's
+    # condition taken, not yet released: its result thread then blocks on it and closing the pool hangs, the
+    # likely cause of a Ctrl-C hang seen once in CI): Ctrl-C is deferred to the next item boundary instead.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         gc.freeze()
@@ -327,11 +332,32 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
             pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
         finally:
             gc.unfreeze()
-        with pool:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back arrives here
-            yield from pool.imap(_encode_in_worker, texts)
+        with pool, _deferred_ctrl_c() as pressed:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back arrives here, deferred
+            for ids in pool.imap(_encode_in_worker, texts):
+                if pressed:
+                    raise KeyboardInterrupt
+                yield ids
+            if pressed:
+                raise KeyboardInterrupt
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+@contextlib.contextmanager
+def _deferred_ctrl_c() -> Iterator[list]:
+    """Within: a SIGINT that would raise KeyboardInterrupt (Python's default handler, main thread) is recorded
+    in the yielded list instead, for the caller to raise where it is safe; the handler is restored on exit."""
+    pressed: list = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield pressed  # ignored, handled by someone else, or (off the main thread) never delivered here
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _encode_in_worker(text: str) -> np.ndarray:
