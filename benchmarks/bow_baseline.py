@@ -65,5 +65,6 @@ def main() -> None:
         print(f"| {l2:g} | {bl.accuracy(xv, yv, *fit):.4f} | {bl.accuracy(xt, yt, *fit):.4f} | {calls[0]} | "
               f"{seconds:.1f} |")
 
+
 if __name__ == "__main__":
     main()
