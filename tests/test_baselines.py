@@ -91,12 +91,13 @@ def test_warm_start_reaches_the_same_minimum():
     torch.testing.assert_close(warm, cold, rtol=0, atol=1e-4)
 
 
-def test_the_path_stops_past_the_best_penalty(monkeypatch):
-    """Validation accuracy rises, ties, then falls: the grid is walked down to the first fall and no further,
-    the tie keeps the stronger penalty."""
+def test_the_path_walks_the_whole_grid(monkeypatch):
+    """Validation accuracy rises, ties, falls, then rises past its first peak: the whole grid is walked
+    (stopping at the first fall would miss the best penalty), a tie keeps the stronger penalty."""
     import tinylm.evaluation.baselines as bl
 
-    seen, accs = [], iter([0.2, 0.5, 0.5, 0.4, 0.9])
+    grid = sorted(L2_GRID, reverse=True)
+    seen, accs = [], iter([0.2, 0.5, 0.5, 0.4, 0.9, 0.9] + [0.1] * (len(grid) - 6))
     real = bl.fit_logreg
 
     def spy(x, y, num_labels, l2, **kw):
@@ -106,5 +107,4 @@ def test_the_path_stops_past_the_best_penalty(monkeypatch):
     monkeypatch.setattr(bl, "fit_logreg", spy)
     monkeypatch.setattr(bl, "accuracy", lambda *_: next(accs))
     clf = bl.fit_bow_classifier(["a b", "b c"], [0, 1], ["a b"], [0], num_labels=2)
-    grid = sorted(L2_GRID, reverse=True)
-    assert seen == grid[:4] and clf.l2 == grid[1]
+    assert seen == grid and clf.l2 == grid[4]
