@@ -11,6 +11,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    RoFormerConfig,
+    RoFormerForMaskedLM,
 )
 
 from tinylm.interop.hf import from_hf, save_hf, to_hf
@@ -22,6 +24,7 @@ VARIANTS = {
     "baichuan": ("baichuan", dict(rope_base=500.0), LlamaForCausalLM),
     "baichuan-gqa": ("baichuan", dict(n_kv_head=2, n_embd=64), LlamaForCausalLM),
     "bert": ("bert", {}, BertForMaskedLM),
+    "bert-rope": ("bert", dict(position="rope"), RoFormerForMaskedLM),
 }
 # no padding, left padding, right padding
 MASK = torch.tensor([[1] * 8, [0, 0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0, 0]])
@@ -42,7 +45,7 @@ def ours_logits(m, x, mask):
 
 
 def hf_logits(hf, x, mask):
-    if hf.config.model_type == "bert":
+    if hf.config.model_type in ("bert", "roformer"):
         return hf(input_ids=x, attention_mask=mask).logits
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     return hf(input_ids=x, attention_mask=mask, position_ids=pos).logits
@@ -72,9 +75,10 @@ def test_llama_export_carries_gqa_and_rope_base():
     assert hf.model.layers[0].self_attn.k_proj.weight.shape == (2 * 16, 64)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bert"])
-def test_round_trip_is_exact(name):
-    model = make(name)
+@pytest.mark.parametrize("variant_name", ["gpt2", "bert", "bert-rope"])
+def test_round_trip_is_exact(variant_name):
+    name, kw, _ = VARIANTS[variant_name]
+    model = make(name, **kw)
     back = from_hf(to_hf(model))
     assert type(back) is type(model) and back.config == model.config
     ours, theirs = model.state_dict(), back.state_dict()
@@ -92,10 +96,11 @@ def test_round_trip_baichuan_logits():
         torch.testing.assert_close(back(x), model(x), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("name, auto", [("gpt2", AutoModelForCausalLM), ("baichuan", AutoModelForCausalLM),
-                                        ("bert", AutoModelForMaskedLM)])
-def test_save_hf_loads_with_auto_class(tmp_path, name, auto):
-    model = make(name)
+@pytest.mark.parametrize("variant_name, auto", [("gpt2", AutoModelForCausalLM), ("baichuan", AutoModelForCausalLM),
+                                                ("bert", AutoModelForMaskedLM), ("bert-rope", AutoModelForMaskedLM)])
+def test_save_hf_loads_with_auto_class(tmp_path, variant_name, auto):
+    name, kw, _ = VARIANTS[variant_name]
+    model = make(name, **kw)
     path = save_hf(model, tmp_path / "export")
     loaded = auto.from_pretrained(path).eval()
     x = torch.randint(0, 100, MASK.shape)
@@ -114,7 +119,10 @@ def test_save_hf_loads_with_auto_class(tmp_path, name, auto):
     lambda: BertForMaskedLM(BertConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=32)),
-], ids=["gpt2", "llama", "bert"])
+    lambda: RoFormerForMaskedLM(RoFormerConfig(
+        vocab_size=100, embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=32)),
+], ids=["gpt2", "llama", "bert", "roformer"])
 def test_from_hf_without_tinylm_key(hf_model):
     torch.manual_seed(0)
     hf = hf_model().eval()
@@ -134,6 +142,7 @@ def test_from_hf_without_tinylm_key(hf_model):
     ("bert", dict(mlp="relu"), "mlp=relu"),
     ("bert", dict(norm_placement="pre"), "norm_placement=pre"),
     ("bert", dict(bias=False), "bias=False"),
+    ("bert", dict(position="rope", rope_base=500.0), "rope_base 10000"),
 ])
 def test_to_hf_rejects_unsupported_configs(name, kw, match):
     with pytest.raises(ValueError, match=match):

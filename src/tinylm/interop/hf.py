@@ -4,6 +4,9 @@
     baichuan-style GPT   <-> LlamaForCausalLM  (fused c_attn split into q/k/v_proj; NormHead rows are
                                                 normalised on export, since Llama's head is a plain matrix)
     BERT                 <-> BertForMaskedLM
+    BERT with RoPE       <-> RoFormerForMaskedLM (base 10000, RoFormer's fixed one; RoFormer rotates adjacent
+                                                 pairs (2i, 2i+1) where tinylm rotates (i, i + D/2): the q and
+                                                 k rows of each head are permuted to match)
 
 Logits agree to float32 round-off on the same inputs (pass HF the position_ids that tinylm derives from the
 attention mask: p = cumsum(mask) - 1). The tinylm ModelConfig travels in the HF config under `tinylm`, so
@@ -33,8 +36,9 @@ def _llama_compatible(cfg: ModelConfig) -> bool:
 
 
 def _bert_compatible(cfg: ModelConfig) -> bool:
-    return (cfg.norm, cfg.norm_placement, cfg.position, cfg.mlp, cfg.bias) == (
-        "layernorm", "post", "learned", "gelu", True) and cfg.n_kv_head == cfg.n_head
+    return (cfg.norm, cfg.norm_placement, cfg.mlp, cfg.bias) == ("layernorm", "post", "gelu", True) \
+        and cfg.n_kv_head == cfg.n_head and (cfg.position == "learned" or (cfg.position, cfg.rope_base) == (
+            "rope", 10000.0))
 
 
 # ---- GPT-2 ---------------------------------------------------------------------------------------------------
@@ -104,9 +108,11 @@ def _from_llama_state(hf: dict, cfg: ModelConfig) -> dict:
 
 # ---- BERT ----------------------------------------------------------------------------------------------------
 def _bert_pairs(cfg: ModelConfig):
-    for k in ("word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight",
-              "LayerNorm.weight", "LayerNorm.bias"):
-        yield f"bert.embeddings.{k}", f"bert.embeddings.{k}"
+    """(tinylm key, HF key): BertForMaskedLM's, or RoFormerForMaskedLM's for RoPE (no position table)."""
+    hf = "bert" if cfg.position == "learned" else "roformer"
+    for k in ("word_embeddings.weight", "token_type_embeddings.weight", "LayerNorm.weight", "LayerNorm.bias",
+              *(("position_embeddings.weight",) if cfg.position == "learned" else ())):
+        yield f"bert.embeddings.{k}", f"{hf}.embeddings.{k}"
     names = {"attn.q_proj": "attention.self.query", "attn.k_proj": "attention.self.key",
              "attn.v_proj": "attention.self.value", "attn.c_proj": "attention.output.dense",
              "ln_1": "attention.output.LayerNorm", "mlp.c_fc": "intermediate.dense",
@@ -114,16 +120,46 @@ def _bert_pairs(cfg: ModelConfig):
     for i in range(cfg.n_layer):
         for ours, theirs in names.items():
             for p in ("weight", "bias"):
-                yield f"bert.layer.{i}.{ours}.{p}", f"bert.encoder.layer.{i}.{theirs}.{p}"
+                yield f"bert.layer.{i}.{ours}.{p}", f"{hf}.encoder.layer.{i}.{theirs}.{p}"
     for p in ("weight", "bias"):
         yield f"transform.{p}", f"cls.predictions.transform.dense.{p}"
         yield f"transform_norm.{p}", f"cls.predictions.transform.LayerNorm.{p}"
     yield "decoder_bias", "cls.predictions.bias"
 
 
-def _bert_config(cfg: ModelConfig):
-    from transformers import BertConfig
+def _rotary_rows(w: torch.Tensor, n_head: int, to_hf: bool) -> torch.Tensor:
+    """q/k projection rows (n_head * D, ...) from tinylm's rotate-half order (pair i with i + D/2) to
+    RoFormer's adjacent pairs (row 2i <- i, row 2i+1 <- i + D/2), or back (to_hf=False)."""
+    d = w.size(0) // n_head
+    perm = torch.arange(d).view(2, d // 2).t().flatten()  # (D,): [0, D/2, 1, D/2 + 1, ...]
+    perm = perm if to_hf else perm.argsort()
+    return w.view(n_head, d, *w.shape[1:])[:, perm].reshape(w.shape)
 
+
+def _bert_state(state: dict, cfg: ModelConfig, to_hf: bool) -> dict:
+    """tinylm BERT state -> the HF model's (to_hf) or back, RoPE heads' q/k rows reordered."""
+    out = {}
+    for ours, theirs in _bert_pairs(cfg):
+        src, dst = (ours, theirs) if to_hf else (theirs, ours)
+        w = state[src].clone()
+        if cfg.position == "rope" and ours.endswith(("attn.q_proj.weight", "attn.q_proj.bias", "attn.k_proj.weight",
+                                                     "attn.k_proj.bias")):
+            w = _rotary_rows(w, cfg.n_head, to_hf)
+        out[dst] = w
+    return out
+
+
+def _bert_config(cfg: ModelConfig):
+    from transformers import BertConfig, RoFormerConfig
+
+    if cfg.position == "rope":  # RoFormer's embedding_size: no projection between embeddings and layers
+        return RoFormerConfig(vocab_size=cfg.vocab_size, embedding_size=cfg.n_embd, hidden_size=cfg.n_embd,
+                              num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+                              intermediate_size=cfg.mlp_hidden, hidden_act="gelu",
+                              max_position_embeddings=cfg.block_size, type_vocab_size=cfg.type_vocab_size,
+                              layer_norm_eps=cfg.norm_eps, hidden_dropout_prob=cfg.dropout,
+                              attention_probs_dropout_prob=cfg.dropout, pad_token_id=cfg.pad_token_id or 0,
+                              rotary_value=False)
     return BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.n_embd, num_hidden_layers=cfg.n_layer,
                       num_attention_heads=cfg.n_head, intermediate_size=cfg.mlp_hidden, hidden_act="gelu",
                       max_position_embeddings=cfg.block_size, type_vocab_size=cfg.type_vocab_size,
@@ -134,7 +170,7 @@ def _bert_config(cfg: ModelConfig):
 # ---- public API ----------------------------------------------------------------------------------------------
 def to_hf(model: nn.Module) -> nn.Module:
     """A `transformers` model (eval mode) computing the same logits as `model`."""
-    from transformers import BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM
+    from transformers import BertForMaskedLM, GPT2LMHeadModel, LlamaForCausalLM, RoFormerForMaskedLM
 
     cfg = model.config
     if isinstance(model, GPT) and _gpt2_compatible(cfg):
@@ -142,17 +178,17 @@ def to_hf(model: nn.Module) -> nn.Module:
     elif isinstance(model, GPT) and _llama_compatible(cfg):
         hf_cls, hf_cfg, state = LlamaForCausalLM, _llama_config(cfg), _llama_state(model)
     elif isinstance(model, BERT) and _bert_compatible(cfg):
-        ours = model.state_dict()
-        hf_cls, hf_cfg = BertForMaskedLM, _bert_config(cfg)
-        state = {theirs: ours[k].clone() for k, theirs in _bert_pairs(cfg)}
-        state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
+        hf_cls = BertForMaskedLM if cfg.position == "learned" else RoFormerForMaskedLM
+        hf_cfg, state = _bert_config(cfg), _bert_state(model.state_dict(), cfg, to_hf=True)
+        state["cls.predictions.decoder.weight"] = state[f"{hf_cls.base_model_prefix}.embeddings.word_embeddings.weight"]
         state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"]
     else:
         raise ValueError(
             f"no transformers architecture matches this {type(model).__name__} (norm={cfg.norm}, norm_placement="
             f"{cfg.norm_placement}, position={cfg.position}, mlp={cfg.mlp}, bias={cfg.bias}, tie_embeddings="
             f"{cfg.tie_embeddings}, n_head={cfg.n_head}, n_kv_head={cfg.n_kv_head}): export supports "
-            "the gpt2 preset (GPT2LMHeadModel), the baichuan preset (LlamaForCausalLM) and bert (BertForMaskedLM)")
+            "the gpt2 preset (GPT2LMHeadModel), the baichuan preset (LlamaForCausalLM) and bert (BertForMaskedLM; "
+            "with position=rope at rope_base 10000: RoFormerForMaskedLM)")
     hf_cfg.tinylm = cfg.to_dict()
     hf = hf_cls(hf_cfg)
     _load_exact(hf, state)
@@ -160,7 +196,7 @@ def to_hf(model: nn.Module) -> nn.Module:
 
 
 def from_hf(hf_model: nn.Module) -> nn.Module:
-    """The tinylm model equal to a GPT2LMHeadModel, LlamaForCausalLM or BertForMaskedLM."""
+    """The tinylm model equal to a GPT2LMHeadModel, LlamaForCausalLM, BertForMaskedLM or RoFormerForMaskedLM."""
     hf_cfg, state = hf_model.config, hf_model.state_dict()
     saved = getattr(hf_cfg, "tinylm", None)
     kind = hf_cfg.model_type
@@ -171,11 +207,11 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     elif kind == "llama":
         cfg = ModelConfig(**saved) if saved else _llama_from_config(hf_cfg)
         model, ours = GPT(cfg), _from_llama_state(state, cfg)
-    elif kind == "bert":
+    elif kind in ("bert", "roformer"):
         cfg = ModelConfig(**saved) if saved else _bert_from_config(hf_cfg)
-        model, ours = BERT(cfg), {k: state[theirs].clone() for k, theirs in _bert_pairs(cfg)}
+        model, ours = BERT(cfg), _bert_state(state, cfg, to_hf=False)
     else:
-        raise ValueError(f"cannot import model_type={kind!r}: supported are gpt2, llama and bert")
+        raise ValueError(f"cannot import model_type={kind!r}: supported are gpt2, llama, bert and roformer")
     if cfg.tie_embeddings and "lm_head.weight" in ours:
         ours.pop("lm_head.weight")
     _load_exact(model, ours)
@@ -205,7 +241,8 @@ def save_hf(model: nn.Module, path: str | Path, tokenizer_file: str | Path | Non
 def _load_exact(model: nn.Module, state: dict) -> None:
     """load_state_dict that tolerates only tied or non-persistent duplicates, never a missing weight."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    tied = {"lm_head.weight", "cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
+            "roformer.encoder.embed_positions.weight"}  # RoFormer's sinusoid table: a function of its config
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise ValueError(f"weight mismatch converting {type(model).__name__}: "
@@ -232,6 +269,10 @@ def _llama_from_config(c) -> ModelConfig:
 def _bert_from_config(c) -> ModelConfig:
     from tinylm.models import presets
 
+    if c.model_type == "roformer" and (c.embedding_size != c.hidden_size or c.rotary_value):
+        raise ValueError("cannot import a RoFormer with embedding_size != hidden_size or rotary_value=True: "
+                         "tinylm's BERT has neither")
     return presets("bert", vocab_size=c.vocab_size, block_size=c.max_position_embeddings,
                    n_layer=c.num_hidden_layers, n_head=c.num_attention_heads, n_embd=c.hidden_size,
-                   mlp_hidden=c.intermediate_size, norm_eps=c.layer_norm_eps, type_vocab_size=c.type_vocab_size)
+                   mlp_hidden=c.intermediate_size, norm_eps=c.layer_norm_eps, type_vocab_size=c.type_vocab_size,
+                   position="learned" if c.model_type == "bert" else "rope")

@@ -1,6 +1,9 @@
 """BERT (Devlin et al. 2019): a post-LN bidirectional encoder with a masked-LM head and a [CLS] classifier.
 
     h_0 = LayerNorm(word[x_t] + position[t] + token_type[s_t]);  h_l = Block_l(h_{l-1}) (padding mask only)
+    position="rope" (RoFormer, Su et al. 2021): no position[t]; every layer rotates q and k by their positions,
+    so attention sees offsets t - s directly (BENCHMARKS.md "Where pretraining pays": learned positions kept
+    500 MLM steps at the unigram plateau)
     MLM logits = LayerNorm(gelu(h W_t + b_t)) word^T + b          (decoder tied to the word embeddings)
     class logits = W_c tanh(W_p pool(h) + b_p) + b_c               (pooler + classifier)
     pool(h) = h[CLS] (pooling="cls", BERT's) or the mean of h over the non-padding tokens (pooling="mean":
@@ -18,13 +21,15 @@ from tinylm.models.config import ModelConfig
 from tinylm.models.init import init_weights
 from tinylm.nn.block import Block
 from tinylm.nn.norms import LayerNorm
+from tinylm.nn.positions import RotaryEmbedding
 
 
 class BertEmbeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.position_embeddings = nn.Embedding(cfg.block_size, cfg.n_embd)
+        if cfg.position == "learned":
+            self.position_embeddings = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.n_embd)
         self.LayerNorm = LayerNorm(cfg.n_embd, eps=cfg.norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -33,8 +38,9 @@ class BertEmbeddings(nn.Module):
         T = input_ids.size(1)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        pos = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings(token_type_ids)
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        if hasattr(self, "position_embeddings"):
+            x = x + self.position_embeddings(torch.arange(T, device=input_ids.device))
         return self.dropout(self.LayerNorm(x))
 
 
@@ -43,19 +49,21 @@ class BertEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.position != "learned":
-            raise ValueError(f"BERT uses learned absolute positions, got position={cfg.position!r}")
+        if cfg.position not in ("learned", "rope"):
+            raise ValueError(f"BERT takes position='learned' (BERT's) or 'rope' (RoFormer's), got {cfg.position!r}")
         self.config = cfg
         self.embeddings = BertEmbeddings(cfg)
         self.layer = nn.ModuleList(Block(cfg, fused=False) for _ in range(cfg.n_layer))
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_base) if cfg.position == "rope" else None
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         T = input_ids.size(1)
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size={self.config.block_size}")
         x = self.embeddings(input_ids, token_type_ids)
+        pos = {} if self.rope is None else {"rope": self.rope, "positions": torch.arange(T, device=x.device)}
         for layer in self.layer:
-            x = layer(x, key_mask=attention_mask)
+            x = layer(x, key_mask=attention_mask, **pos)
         return x
 
 
