@@ -1,6 +1,6 @@
 """The bag-of-words baseline's regularization path on the default run's genre data: per l2 of L2_GRID,
 val and test accuracy, L-BFGS evaluations and seconds (each fit warm-started from the one before, as
-`fit_bow_classifier` walks it, but here the whole grid, past the point where the walk stops), and the time of
+`fit_bow_classifier` walks it), and the time of
 one objective + gradient evaluation in closed form (`loss_and_grad`, CSR) against autograd through
 `objective` (COO), the peer it replaced.
 
