@@ -1,12 +1,12 @@
 """Does pretraining help the genre classifier? One plain fine-tuning loop on the default run's genre data,
 the same recipe for every backbone (the classify stage's: mean over the non-padding tokens' final states,
 AdamW at lr 5e-4 with the fresh head at 10x, weight decay 0.1, batch 16, warm-up 60 then cosine to 0.1x,
-clipping at 1.0; seed 0):
+clipping at 1.0; --seed, default 0):
 
 - bert:        the run's masked-LM encoder (models/encoder) under BertClassifier's pooler and classifier
 - bert-random: the same architecture from its initialization, no pretraining
-- gpt:         the run's pretrained decoder (models/decoder): its final normalized states, mean-pooled, under
-               a linear head (GPT-1's recipe with mean instead of last-token pooling)
+- gpt:         the run's pretrained decoder (models/decoder) as a GPTClassifier: its final normalized states,
+               pooled by their mean or the last token's (--gpt-pooling), under a linear head (GPT-1's recipe)
 - gpt-random:  the same from its initialization
 
 each with all train labels (3000 steps) and with the first 2000 (1000 steps), beside the bag-of-words
@@ -15,6 +15,7 @@ on the run's test split and train accuracy on the first 400 training items.
 
     python benchmarks/cls_pretraining.py                       # after `make run`; about 30 min on 2 cores
     python benchmarks/cls_pretraining.py --labels 2000 --backbones bert gpt
+    python benchmarks/cls_pretraining.py --labels 2000 --backbones gpt --gpt-pooling last --seed 1
 """
 
 import argparse
@@ -32,7 +33,7 @@ from tinylm.data.tokens import load_tokenizer
 from tinylm.evaluation.baselines import fit_bow_classifier
 from tinylm.evaluation.generation import pad_batch
 from tinylm.evaluation.metrics import classifier_hits
-from tinylm.models import BertClassifier, build_model
+from tinylm.models import build_classifier, classifier_from_pretrained
 from tinylm.models.io import load_pretrained
 from tinylm.training.optim import build_optimizer, lr_at
 
@@ -41,37 +42,19 @@ STEPS = {2000: 1000}  # labels -> fine-tuning steps; all labels: 3000 (the class
 BACKBONES = ("bert", "bert-random", "gpt", "gpt-random")
 
 
-class GPTClassifier(nn.Module):
-    """logits = W mean_t(ln_f(h_t)) + b over the non-padding tokens of a GPT."""
-
-    def __init__(self, gpt: nn.Module, num_labels: int):
-        super().__init__()
-        self.gpt, self.head = gpt, nn.Linear(gpt.config.n_embd, num_labels)
-        gpt.transformer.ln_f.register_forward_hook(self._keep)
-
-    def _keep(self, module, args, out):
-        self.states = out  # (B, T, C)
-
-    def forward(self, input_ids, attention_mask):
-        self.gpt(input_ids, attention_mask)
-        keep = attention_mask.unsqueeze(-1).to(self.states.dtype)  # (B, T, 1)
-        return self.head((self.states * keep).sum(1) / keep.sum(1))  # (B, num_labels)
-
-
-def backbone(name: str, num_labels: int) -> tuple[nn.Module, dict]:
+def backbone(name: str, num_labels: int, pooling: str) -> tuple[nn.Module, dict]:
     """The classifier and its head's lr_scale for build_optimizer."""
     pretrained = load_pretrained(ROOT / "models" / ("encoder" if name.startswith("bert") else "decoder"))
-    if name.startswith("bert"):
-        model = BertClassifier.from_pretrained_mlm(pretrained, num_labels, "mean") if name == "bert" \
-            else BertClassifier(pretrained.config, num_labels, "mean")
-        return model, {"pooler.": 10.0, "classifier.": 10.0}
-    return GPTClassifier(pretrained if name == "gpt" else build_model(pretrained.config), num_labels), {"head.": 10.0}
+    pooling = pooling if name.startswith("gpt") else "mean"
+    model = build_classifier(pretrained.config, num_labels, pooling) if name.endswith("-random") \
+        else classifier_from_pretrained(pretrained, num_labels, pooling)
+    return model, {"pooler.": 10.0, "classifier.": 10.0}
 
 
-def fine_tune(model: nn.Module, lr_scale: dict, train: list[dict], steps: int, pad_id: int) -> None:
+def fine_tune(model: nn.Module, lr_scale: dict, train: list[dict], steps: int, pad_id: int, seed: int) -> None:
     opt = build_optimizer(model, 5e-4, 0.1, lr_scale=lr_scale)
     base = [g["lr"] for g in opt.param_groups]
-    order, g = [], torch.Generator().manual_seed(0)
+    order, g = [], torch.Generator().manual_seed(seed)
     model.train()
     for step in range(steps):
         if not order:
@@ -93,6 +76,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", type=int, nargs="+", default=[0, 2000], help="train labels (0: all)")
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
+    parser.add_argument("--gpt-pooling", default="mean", choices=("mean", "last"))
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
@@ -112,10 +97,10 @@ def main() -> None:
         print(f"| {len(train)} | bag-of-words (l2 {bow.l2:g}) | {sum(bow_hits) / len(bow_hits):.4f} | | |",
               flush=True)
         for name in args.backbones:
-            torch.manual_seed(0)
-            model, lr_scale = backbone(name, num_labels)
+            torch.manual_seed(args.seed)
+            model, lr_scale = backbone(name, num_labels, args.gpt_pooling)
             start = time.perf_counter()
-            fine_tune(model, lr_scale, train, STEPS.get(n, 3000), pad_id)
+            fine_tune(model, lr_scale, train, STEPS.get(n, 3000), pad_id, args.seed)
             seconds = time.perf_counter() - start
             with torch.no_grad():
                 acc = sum(classifier_hits(model, test, pad_id, 64)) / len(test)

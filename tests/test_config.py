@@ -92,6 +92,9 @@ def bad(default: dict, key: str, value) -> dict:
     ("eval.max_answer_tokens", 200, "eval.max_answer_tokens=200: must be < decoder.block_size=128"),
     ("eval.max_answer_tokens", 0, "max_answer_tokens"),
     ("cls", None, "cls=None: expected a mapping of ClsConfig fields"),
+    ("cls.backbone", "seq2seq", "cls.backbone='seq2seq': must be one of 'decoder', 'encoder'"),
+    ("cls.pooling", "cls", "cls.pooling='cls': with backbone decoder one of ['mean', 'last']"),
+    ("cls.max_length", 256, "cls.max_length=256: samples must fit the model's context, decoder.block_size=128"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, message):
     with pytest.raises(ConfigError) as e:

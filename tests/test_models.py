@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from tinylm.models import BERT, GPT, BertClassifier, ModelConfig, Seq2SeqTransformer, build_model, presets
+from tinylm.models import (BERT, GPT, BertClassifier, GPTClassifier, ModelConfig, Seq2SeqTransformer, build_classifier,
+                           build_model, classifier_from_pretrained, presets)
 from tinylm.nn.mlp import MLP, SwiGLU
 from tinylm.nn.norms import LayerNorm, RMSNorm
 
@@ -281,6 +282,44 @@ def test_bert_classifier_mean_pooling_is_each_items_own_mean(tmp_path):
     torch.testing.assert_close(back(x, attention_mask=mask), want)
     with pytest.raises(ValueError, match="pooling must be one of"):
         BertClassifier(clf.config, num_labels=3, pooling="max")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_gpt_classifier_pools_each_items_own_states(pooling, tmp_path):
+    """Right- and left-padded batches == each passage alone, unpadded (brute force from the LM's own hidden
+    states); the pretrained weights are copied exactly; the pooling survives save/load."""
+    from tinylm.models.io import load_pretrained, save_pretrained
+
+    lm = tiny("gpt2")
+    clf = classifier_from_pretrained(lm, num_labels=3, pooling=pooling).eval()
+    assert isinstance(clf, GPTClassifier)
+    ours, theirs = clf.gpt.state_dict(), lm.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    x = ids(2, 6)
+    alone = [lm.transformer.ln_f(lm.hidden_states(x[i:i + 1, :n]))[0] for i, n in enumerate((6, 3))]  # (n, C)
+    pooled = torch.stack([h.mean(0) if pooling == "mean" else h[-1] for h in alone])  # (2, C)
+    want = clf.classifier(pooled)
+    right = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]])
+    torch.testing.assert_close(clf(x, attention_mask=right), want)
+    left_x = torch.stack([x[0], torch.cat([x[1, 3:], x[1, :3]])])  # row 1: 3 padding tokens, then its 3 real ones
+    left = torch.tensor([[1] * 6, [0, 0, 0, 1, 1, 1]])
+    torch.testing.assert_close(clf(left_x, attention_mask=left), want)
+    torch.testing.assert_close(clf(x[:1]), want[:1])  # no mask: every token is real
+    back = load_pretrained(save_pretrained(clf, tmp_path / "clf"))
+    assert isinstance(back, GPTClassifier) and back.pooling == pooling
+    torch.testing.assert_close(back(x, attention_mask=right), want)
+
+
+def test_classifier_guards():
+    lm = tiny("gpt2")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        GPTClassifier(lm.config, num_labels=3, pooling="cls")  # a causal model's first token saw nothing
+    with pytest.raises(ValueError, match="2 labels"):
+        GPTClassifier(lm.config, num_labels=1)
+    with pytest.raises(ValueError, match="arch='seq2seq'"):
+        build_classifier(tiny("transformer").config, 3, "mean")
+    with pytest.raises(ValueError, match="pretrained BERT or GPT"):
+        classifier_from_pretrained(tiny("transformer"), 3, "mean")
 
 
 # ---- encoder-decoder -------------------------------------------------------------------------------------

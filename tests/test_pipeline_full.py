@@ -10,7 +10,7 @@ import pytest
 import torch
 
 pytestmark = pytest.mark.slow
-MODELS = ("decoder", "encoder", "decoder-sft", "encoder-cls", "seq2seq")
+MODELS = ("decoder", "encoder", "decoder-sft", "classifier", "seq2seq")
 STAGES = {"pretrain": 2, "sft": 1, "classify": 1, "train_seq2seq": 1, "evaluate": 1}
 
 
@@ -32,7 +32,8 @@ def test_outputs(full):
     assert set(ev["decoder-sft"]["tasks"]) == {"speaker", "play", "continue"}
     assert set(ev["decoder-sft"]["tasks"]["play"]) == {"greedy", "beam2", "beam4", "sample"}
     assert 0 <= ev["decoder-sft"]["tasks"]["play"]["beam4"]["exact_match"] <= 1
-    assert ev["perplexity"]["decoder"] > 1 and 0 <= ev["encoder"]["genre_acc"] <= 1
+    assert ev["perplexity"]["decoder"] > 1 and 0 <= ev["encoder"]["mlm_acc"] <= 1
+    assert 0 <= ev["genre"]["classifier_acc"] <= 1 and ev["genre"]["paired"]["classifier_vs_bow"]["p_value"] <= 1
     report = (repo / "reports/eval/report.md").read_text()
     assert "| decoder-sft | speaker | beam4 |" in report and "## Examples" in report
     lines = (repo / "reports/eval/generations.jsonl").read_text().splitlines()

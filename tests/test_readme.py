@@ -98,7 +98,7 @@ LISTED: dict[str, str] = {
 # the headline files summarize writes and the numbers each must hold after the smoke pipeline
 HEADLINE = {"decoder": {"val_loss", "val_bpb"}, "decoder-sft": {"val_loss", "val_bpb"},
             "seq2seq": {"val_loss", "val_bpb"}, "encoder": {"val_loss", "acc"},
-            "encoder-cls": {"val_loss", "acc", "majority"},
+            "classifier": {"val_loss", "acc", "majority"},
             **{f"{m}.{t}": {"greedy", "beam", "majority"} for m in ("decoder-sft", "seq2seq")
                for t in ("speaker", "play")}}
 

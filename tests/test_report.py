@@ -36,14 +36,15 @@ def synthetic_metrics() -> dict:
                             "paired": paired},
             "majority_baseline": {"speaker": 0.0, "speaker_ci": [0.0, 0.0]},
             "reference_degenerate": {"speaker": degenerate_rates(names)},
-            "encoder": {"mlm_acc": 0.2, "genre_acc": cls.mean(), "genre_acc_ci": bootstrap_ci(cls),
-                        "decoder_genre_acc": 0.3, "decoder_genre_acc_ci": [0.2, 0.4],
-                        "genre_majority_acc": cls_majority.mean(), "genre_majority_acc_ci": bootstrap_ci(cls_majority),
-                        "genre_bow_acc": 0.5, "genre_bow_acc_ci": [0.4, 0.6], "genre_bow_l2": 0.001,
-                        "paired": {"classifier_vs_majority": paired_test(cls, cls_majority),
-                                   "classifier_vs_bow": paired_test(cls, cls),
-                                   "decoder_vs_majority": paired_test(cls_majority, cls_majority),
-                                   "classifier_vs_decoder": paired_test(cls, cls_majority)}},
+            "encoder": {"mlm_acc": 0.2},
+            "genre": {"classifier_acc": cls.mean(), "classifier_acc_ci": bootstrap_ci(cls),
+                      "decoder_acc": 0.3, "decoder_acc_ci": [0.2, 0.4],
+                      "majority_acc": cls_majority.mean(), "majority_acc_ci": bootstrap_ci(cls_majority),
+                      "bow_acc": 0.5, "bow_acc_ci": [0.4, 0.6], "bow_l2": 0.001,
+                      "paired": {"classifier_vs_majority": paired_test(cls, cls_majority),
+                                 "classifier_vs_bow": paired_test(cls, cls),
+                                 "decoder_vs_majority": paired_test(cls_majority, cls_majority),
+                                 "classifier_vs_decoder": paired_test(cls, cls_majority)}},
             "perplexity": {"decoder": 100.0}}
 
 
@@ -62,10 +63,11 @@ def test_report_states_significance_intervals_and_degenerate_outputs(tmp_path):
     assert "significant: greedy" in vs_majority and "sample +0.000 [+0.000, +0.000], p = 1" in vs_majority
     assert "| decoder-sft | speaker | beam2 | 0.00 | **0.90 !** | 0.00 |" in md
     assert "Flagged: decoder-sft / speaker / beam2: one-token 0.90 (references 0.00)." in md
-    assert "- BERT classifier against the majority class: +" in md and "p < 0.001: significant." in md
+    assert "- fine-tuned classifier against the majority class: +" in md and "p < 0.001: significant." in md
     assert "- SFT decoder (zero-shot) against the majority class: +0.000" in md and "not significant." in md
     assert "| bag-of-words logistic regression (L2 0.001, picked on val) | 0.500 [0.400, 0.600] |" in md
-    assert "- BERT classifier against the bag-of-words logistic regression: +0.000" in md
+    assert "- fine-tuned classifier against the bag-of-words logistic regression: +0.000" in md
+    assert "BERT masked-LM accuracy on val: 0.200." in md
     assert table[0]["score_lo"] == round(lo, 4) and table[0]["score_hi"] == round(hi, 4)
     assert "tokens/s" not in md.split("\n\n")[2]  # the table holds no wall-clock figure (reports/speed/ does)
     report.plot(table, tmp_path / "quality.png")

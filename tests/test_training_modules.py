@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from tinylm.data.masking import mask_tokens
-from tinylm.models import BertClassifier, presets
+from tinylm.models import BertClassifier, classifier_from_pretrained, presets
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.classification import SequenceClassificationModule
 from tinylm.training.datamodules import pad_collate
@@ -188,6 +188,20 @@ def test_classifier_from_pretrained_mlm_copies_encoder_and_learns():
                            mlm.model.bert.embeddings.word_embeddings.weight)
 
 
+def test_classifier_on_the_pretrained_decoder_learns():
+    """GPT-1's recipe: the causal LM's weights under a fresh linear head, fine-tuned end to end."""
+    lm = CausalLMModule(cfg("gpt2"), OPTIM)
+    module = SequenceClassificationModule(cfg("gpt2"), num_labels=3, optim={**OPTIM, "lr": 2e-3, "max_steps": 1000},
+                                          pooling="last", head_lr_scale=10.0)
+    module.model = classifier_from_pretrained(lm.model, num_labels=3, pooling="last")
+    batch = {**mlm_batch(B=6, seed=3), "labels": torch.tensor([0, 1, 2, 2, 1, 0])}
+    batch["input_ids"][:, 1:8] = 4 + batch["labels"][:, None]  # the genre shows in the text
+    losses = train(module, batch, 80)
+    assert losses[0] == pytest.approx(math.log(3), abs=0.1)
+    assert losses[-1] < 0.1
+    assert not torch.equal(module.model.gpt.transformer.wte.weight, lm.model.transformer.wte.weight)
+
+
 def test_classifier_head_learns_at_head_lr_scale():
     module = SequenceClassificationModule(cfg("bert"), num_labels=3, optim=OPTIM, pooling="mean", head_lr_scale=10.0)
     opt = module.configure_optimizers()["optimizer"]
@@ -229,8 +243,8 @@ def test_wrong_arch_raises():
         MaskedLMModule(cfg("gpt2"), OPTIM, mask_token_id=MASK, special_ids=[0, 1, 2, 3])
     with pytest.raises(ValueError, match="arch='gpt'"):
         Seq2SeqModule(cfg("gpt2"), OPTIM)
-    with pytest.raises(ValueError, match="arch='gpt'"):
-        SequenceClassificationModule(cfg("gpt2"), num_labels=2, optim=OPTIM)
+    with pytest.raises(ValueError, match="arch='seq2seq'"):
+        SequenceClassificationModule(cfg("transformer"), num_labels=2, optim=OPTIM)
 
 
 class PoisonAt(pl.Callback):

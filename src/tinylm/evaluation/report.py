@@ -17,10 +17,10 @@ ALPHA = 0.05
 FLAG = 0.1
 NAMES = {"exact_match": "exact match", "chrf": "chrF", "bleu": "BLEU", "mean_logprob": "mean log-prob",
          "greedy": "greedy", "majority": "the majority answer"}
-GENRE_TESTS = {"classifier_vs_majority": "BERT classifier against the majority class",
-               "classifier_vs_bow": "BERT classifier against the bag-of-words logistic regression",
+GENRE_TESTS = {"classifier_vs_majority": "fine-tuned classifier against the majority class",
+               "classifier_vs_bow": "fine-tuned classifier against the bag-of-words logistic regression",
                "decoder_vs_majority": "SFT decoder (zero-shot) against the majority class",
-               "classifier_vs_decoder": "BERT classifier against the SFT decoder (zero-shot)"}
+               "classifier_vs_decoder": "fine-tuned classifier against the SFT decoder (zero-shot)"}
 
 
 def score_of(task_metrics: dict) -> tuple[str, float]:
@@ -106,7 +106,7 @@ def _save(fig, path: Path) -> None:
 
 def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: list[str]) -> str:
     """report.md: headline tables with 95% intervals, which differences are significant, what beam bought over
-    greedy, degenerate outputs, encoder vs decoder, and examples."""
+    greedy, degenerate outputs, genre classification, and examples."""
     models = list(dict.fromkeys(r["model"] for r in table))
     lines = ["# Evaluation: greedy vs beam search", "",
              "Held-out SFT test items. Exact match for `speaker` and `play`, chrF for `continue` "
@@ -131,19 +131,21 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
         for decoder, c in m.get("beam_vs_greedy", {}).items():
             lines.append(f"| {model} | {decoder} | {c['higher']:.2f} | {c['lower']:.2f} | {c['same']:.2f} |")
     lines += _degenerate(metrics, models)
-    if "encoder" in metrics:
-        e = metrics["encoder"]
-        lines += ["", "## Encoder vs decoder on genre classification (test passages)", "",
+    if "genre" in metrics:
+        g = metrics["genre"]
+        lines += ["", "## Genre classification (test passages)", "",
                   "| model | accuracy [95% CI] |", "|---|---:|",
-                  f"| BERT encoder, fine-tuned classifier | {e['genre_acc']:.3f} {_ci(e['genre_acc_ci'])} |",
-                  f"| SFT decoder, zero-shot (most likely genre name) | {e['decoder_genre_acc']:.3f} "
-                  f"{_ci(e['decoder_genre_acc_ci'])} |",
-                  f"| bag-of-words logistic regression (L2 {e['genre_bow_l2']:g}, picked on val) | "
-                  f"{e['genre_bow_acc']:.3f} {_ci(e['genre_bow_acc_ci'])} |",
-                  f"| majority class | {e['genre_majority_acc']:.3f} {_ci(e['genre_majority_acc_ci'])} |", ""]
+                  f"| fine-tuned classifier (models/classifier) | {g['classifier_acc']:.3f} "
+                  f"{_ci(g['classifier_acc_ci'])} |",
+                  f"| SFT decoder, zero-shot (most likely genre name) | {g['decoder_acc']:.3f} "
+                  f"{_ci(g['decoder_acc_ci'])} |",
+                  f"| bag-of-words logistic regression (L2 {g['bow_l2']:g}, picked on val) | "
+                  f"{g['bow_acc']:.3f} {_ci(g['bow_acc_ci'])} |",
+                  f"| majority class | {g['majority_acc']:.3f} {_ci(g['majority_acc_ci'])} |", ""]
         lines += [f"- {GENRE_TESTS[k]}: {_result(t)}: "
-                  f"{'significant' if t['p_value'] < ALPHA else 'not significant'}." for k, t in e["paired"].items()]
-        lines += ["", f"BERT masked-LM accuracy on val: {e['mlm_acc']:.3f}."]
+                  f"{'significant' if t['p_value'] < ALPHA else 'not significant'}." for k, t in g["paired"].items()]
+    if "encoder" in metrics:
+        lines += ["", f"BERT masked-LM accuracy on val: {metrics['encoder']['mlm_acc']:.3f}."]
     if "perplexity" in metrics:
         lines += ["", "## Perplexity on the val split", "", "| model | perplexity |", "|---|---:|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in metrics["perplexity"].items()]

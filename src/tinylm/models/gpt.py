@@ -51,23 +51,13 @@ class GPT(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.config.block_size)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, logits_to_keep: int = 0, targets: torch.Tensor | None = None,
-                target_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
-        """input_ids (B, T) -> logits (B, T, V). attention_mask (B, past + T): 1 = real token, 0 = padding.
-
-        logits_to_keep = n > 0: logits of the last n positions only, (B, n, V) (as in `transformers`):
-        a decoding prefill needs one, and the output layer is the largest matmul of a small model.
-        targets (B, T) (-100 = ignored): return the loss sum_t w_t CE_eps(logits_t, targets_t) instead, with
-        w = target_weights (B, T) (default: the mean over non-ignored targets) and eps = label_smoothing,
-        computed chunk by chunk with the output layer (`tinylm.nn.linear_cross_entropy`): no (B, T, V) logits.
-        """
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      cache: KVCache | None = None) -> torch.Tensor:
+        """h_L (B, T, C): the last block's output, before ln_f (forward's arguments of the same names)."""
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} tokens exceeds block_size={self.config.block_size}")
-        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
-            raise ValueError(f"logits_to_keep must be an int >= 0 (0 = all positions), got {logits_to_keep!r}")
         if attention_mask is not None and attention_mask.size(-1) != past + T:
             raise ValueError(f"attention_mask covers {attention_mask.size(-1)} tokens, expected past + T = {past + T}")
         key_pos = positions_from_mask(attention_mask, past, T, input_ids.device)  # (Tk,) or (B, Tk)
@@ -84,6 +74,22 @@ class GPT(nn.Module):
         key_mask = attention_mask.bool() if attention_mask is not None else None  # once, not once per layer
         for i, block in enumerate(self.transformer.h):
             x = block(x, key_mask=key_mask, causal=True, cache=cache, layer=i, **extra)
+        return x
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None, logits_to_keep: int = 0, targets: torch.Tensor | None = None,
+                target_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
+        """input_ids (B, T) -> logits (B, T, V). attention_mask (B, past + T): 1 = real token, 0 = padding.
+
+        logits_to_keep = n > 0: logits of the last n positions only, (B, n, V) (as in `transformers`):
+        a decoding prefill needs one, and the output layer is the largest matmul of a small model.
+        targets (B, T) (-100 = ignored): return the loss sum_t w_t CE_eps(logits_t, targets_t) instead, with
+        w = target_weights (B, T) (default: the mean over non-ignored targets) and eps = label_smoothing,
+        computed chunk by chunk with the output layer (`tinylm.nn.linear_cross_entropy`): no (B, T, V) logits.
+        """
+        if isinstance(logits_to_keep, bool) or not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be an int >= 0 (0 = all positions), got {logits_to_keep!r}")
+        x = self.hidden_states(input_ids, attention_mask, cache)  # (B, T, C)
         x = self.transformer.ln_f(x[:, -logits_to_keep:])  # logits_to_keep = 0 keeps all: x[:, -0:] is x
         w = self.lm_head.weight
         w = F.normalize(w, dim=-1) if self.config.norm_head else w
@@ -91,3 +97,39 @@ class GPT(nn.Module):
             weights = target_weights.flatten() if target_weights is not None else None
             return linear_cross_entropy(x.flatten(0, 1), w, targets.flatten(), weights, label_smoothing)
         return F.linear(x, w)  # (B, T, V)
+
+
+class GPTClassifier(nn.Module):
+    """Sequence classifier on a GPT (GPT-1's recipe): logits = W pool_t(ln_f(h_t)) + b, pooled over the
+    non-padding tokens by their mean ("mean") or the last one, the only state that saw them all ("last").
+    model(input_ids, attention_mask=None) -> (B, num_labels)."""
+
+    POOLINGS = ("mean", "last")
+
+    def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str = "mean"):
+        super().__init__()
+        if num_labels < 2:
+            raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling must be one of {self.POOLINGS} for a GPT classifier, got {pooling!r}")
+        self.config, self.num_labels, self.pooling = cfg, num_labels, pooling
+        self.gpt = GPT(cfg)
+        self.classifier = nn.Linear(cfg.n_embd, num_labels)
+        init_weights(self.classifier, cfg.n_layer)
+
+    @classmethod
+    def from_pretrained_lm(cls, lm: GPT, num_labels: int, pooling: str = "mean") -> "GPTClassifier":
+        model = cls(lm.config, num_labels, pooling)
+        model.gpt.load_state_dict(lm.state_dict())
+        return model
+
+    def forward(self, input_ids, attention_mask=None):
+        keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask  # (B, T)
+        h = self.gpt.transformer.ln_f(self.gpt.hidden_states(input_ids, attention_mask))  # (B, T, C)
+        if self.pooling == "last":
+            last = keep.size(1) - 1 - keep.flip(1).argmax(1)  # (B,): the last real token (any padding side)
+            h = h[torch.arange(h.size(0), device=h.device), last]  # (B, C)
+        else:
+            w = keep.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+            h = (h * w).sum(1) / w.sum(1)  # (B, C)
+        return self.classifier(h)  # (B, num_labels)

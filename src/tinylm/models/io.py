@@ -14,6 +14,7 @@ from torch import nn
 from tinylm.atomic import atomic_file
 from tinylm.models.bert import BertClassifier
 from tinylm.models.config import ModelConfig
+from tinylm.models.gpt import GPTClassifier
 
 
 def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, Path] | None = None, *,
@@ -22,7 +23,7 @@ def save_pretrained(model: nn.Module, path: str | Path, extra_files: dict[str, P
     chat: the model was fine-tuned on the chat template (tinylm.data.chat), so prompts go through it."""
     path = Path(path)
     config = {"model": model.config.to_dict(), "chat": chat}
-    if isinstance(model, BertClassifier):
+    if isinstance(model, (BertClassifier, GPTClassifier)):
         config |= {"num_labels": model.num_labels, "pooling": model.pooling}
     with ExitStack() as files:  # on leaving, each temporary file is renamed into place (or removed on error)
         files.enter_context(atomic_file(path / "config.json")).write_text(json.dumps(config, indent=2) + "\n")
@@ -39,7 +40,7 @@ def is_chat_model(path: str | Path) -> bool:
 
 def load_pretrained(path: str | Path) -> nn.Module:
     """The model saved by `save_pretrained` (eval mode)."""
-    from tinylm.models import build_model
+    from tinylm.models import build_classifier, build_model
 
     path = Path(path)
     if not (path / "config.json").exists() or not (path / "model.safetensors").exists():
@@ -47,7 +48,7 @@ def load_pretrained(path: str | Path) -> nn.Module:
                                 "run the training stage that writes it (dvc repro)")
     config = json.loads((path / "config.json").read_text())
     cfg = ModelConfig(**config["model"])
-    model = BertClassifier(cfg, config["num_labels"], config.get("pooling", "cls")) if "num_labels" in config \
+    model = build_classifier(cfg, config["num_labels"], config.get("pooling", "cls")) if "num_labels" in config \
         else build_model(cfg)
     try:
         load_model(model, str(path / "model.safetensors"))

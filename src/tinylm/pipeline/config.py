@@ -184,19 +184,23 @@ class SFTConfig:
 
 @dataclass(frozen=True)
 class ClsConfig:
-    """Passage -> genre classification with the encoder (top-level key `cls`)."""
+    """Passage -> genre classification, fine-tuned from a pretrained model (top-level key `cls`)."""
 
+    backbone: Literal["decoder", "encoder"]  # the pretrained GPT (GPTClassifier) or BERT (BertClassifier)
     passage_lines: int
     max_train_items: int
     max_eval_items: int  # per eval split
     max_length: int
-    pooling: Literal["cls", "mean"]  # the classifier's input: the [CLS] state or the tokens' mean
+    pooling: Literal["cls", "mean", "last"]  # the head's input: the [CLS] state (encoder), the tokens' mean,
+    # or the last token's state (decoder: the one state that saw the whole passage)
     head_lr_scale: float  # the fresh pooler and classifier learn at this x cls.train.lr
     train: dict
 
     def __post_init__(self):
         for key in ("passage_lines", "max_train_items", "max_eval_items", "max_length"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        fits = {"encoder": ("cls", "mean"), "decoder": ("mean", "last")}[self.backbone]
+        _need(self.pooling in fits, "pooling", self.pooling, f"with backbone {self.backbone} one of {list(fits)}")
         _need(self.head_lr_scale > 0, "head_lr_scale", self.head_lr_scale, "must be > 0")
 
 
@@ -310,7 +314,8 @@ class Config:
             self.trainer_for(group)
         fits = [("sft.max_length", self.sft.max_length, "decoder.block_size", models["decoder"].block_size),
                 ("sft.max_length", self.sft.max_length, "seq2seq.block_size", models["seq2seq"].block_size),
-                ("cls.max_length", self.cls.max_length, "encoder.block_size", models["encoder"].block_size)]
+                ("cls.max_length", self.cls.max_length, f"{self.cls.backbone}.block_size",
+                 models[self.cls.backbone].block_size)]
         for key, n, limit_key, limit in fits:
             if n > limit:
                 raise ConfigError(f"{key}={n}: samples must fit the model's context, {limit_key}={limit}; "

@@ -1,10 +1,11 @@
-"""Sequence classification (BERT genre classifier): cross-entropy on the pooler's logits ([CLS] or mean
-pooling); the encoder starts from the masked-LM pretrained weights, and the fresh pooler and classifier learn
-at head_lr_scale x lr. Validation reports loss and accuracy."""
+"""Sequence classification (the genre classifier): cross-entropy on the logits of a BertClassifier ([CLS] or
+mean pooling) or a GPTClassifier (mean or last-token pooling); the backbone starts from its pretrained
+weights (masked LM or causal LM), and the fresh head (pooler, classifier) learns at head_lr_scale x lr.
+Validation reports loss and accuracy."""
 
 import torch.nn.functional as F
 
-from tinylm.models import BertClassifier, ModelConfig
+from tinylm.models import ModelConfig, build_classifier
 from tinylm.training.base import TinyLMModule
 
 
@@ -13,10 +14,7 @@ class SequenceClassificationModule(TinyLMModule):
                  head_lr_scale: float = 1.0):
         super().__init__({**optim, "lr_scale": {"pooler.": head_lr_scale, "classifier.": head_lr_scale}}, seed)
         self.save_hyperparameters()
-        cfg = ModelConfig(**model_config)
-        if cfg.arch != "bert":
-            raise ValueError(f"SequenceClassificationModule fine-tunes BERT encoders, got arch={cfg.arch!r}")
-        self.model = BertClassifier(cfg, num_labels, pooling)
+        self.model = build_classifier(ModelConfig(**model_config), num_labels, pooling)
 
     def _step(self, batch):
         logits = self.model(batch["input_ids"], batch.get("attention_mask"))

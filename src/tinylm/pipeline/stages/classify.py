@@ -1,5 +1,6 @@
-"""Stage classify: fine-tune the pretrained BERT encoder to name a passage's genre (from its [CLS] state or
-its tokens' mean: cls.pooling); reports validation and test accuracy beside the majority-class baseline.
+"""Stage classify: fine-tune a pretrained model to name a passage's genre: the decoder (GPTClassifier, GPT-1's
+recipe) or the BERT encoder (BertClassifier), as cls.backbone says, pooled as cls.pooling says; reports
+validation and test accuracy beside the majority-class baseline.
 
     python pipelines/classify.py [hydra overrides, e.g. cls.train.max_steps=50]
 """
@@ -10,7 +11,7 @@ import datasets
 from tinylm.data.special_tokens import PAD
 from tinylm.data.tokens import load_tokenizer
 from tinylm.evaluation.metrics import classifier_hits, majority_label
-from tinylm.models import BertClassifier
+from tinylm.models import classifier_from_pretrained
 from tinylm.models.io import load_pretrained
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.paths import MODELS, TOKENIZER, TOKENS
@@ -22,16 +23,16 @@ from tinylm.training.datamodules import pad_collate
 def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
     tcfg = cfg.trainer_for("cls")
-    encoder = load_pretrained(MODELS / "encoder")  # fails first, with the fix, if pretraining is missing
+    backbone = load_pretrained(MODELS / cfg.cls.backbone)  # fails first, with the fix, if pretraining is missing
     tok = load_tokenizer(TOKENIZER)
     prepare(tcfg)
     sets = datasets.load_from_disk(str(TOKENS / "cls"))
     labels = sets["train"].features["labels"]
     num_labels = labels.num_classes if hasattr(labels, "num_classes") else len(set(sets["train"]["labels"]))
     pooling = cfg.cls.pooling
-    module = SequenceClassificationModule(encoder.config.to_dict(), num_labels, optim_dict(tcfg), seed=tcfg.seed,
+    module = SequenceClassificationModule(backbone.config.to_dict(), num_labels, optim_dict(tcfg), seed=tcfg.seed,
                                           pooling=pooling, head_lr_scale=cfg.cls.head_lr_scale)
-    module.model.load_state_dict(BertClassifier.from_pretrained_mlm(encoder, num_labels, pooling).state_dict())
+    module.model.load_state_dict(classifier_from_pretrained(backbone, num_labels, pooling).state_dict())
     rows = {s: sets[s].select_columns(["input_ids", "labels"]).to_list() for s in sets}
     collate = pad_collate(tok.token_to_id(PAD))
     dm = datamodule(rows["train"], rows["val"], tcfg, collate=collate)
@@ -43,9 +44,8 @@ def main(argv: list[str]) -> None:
                 "test_majority_acc": sum(r["labels"] == majority for r in rows["test"]) / len(rows["test"]),
                 "num_labels": num_labels}
 
-    params = {"cls": {k: v for k, v in cfg.to_dict()["cls"].items() if k != "train"}, "model": encoder.config.to_dict()}
-    train(stage="classify", name="encoder-cls", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
-          params=params, inputs=[TOKENIZER, MODELS / "encoder" / "model.safetensors",
+    params = {"cls": {k: v for k, v in cfg.to_dict()["cls"].items() if k != "train"}, "model": backbone.config.to_dict()}
+    train(stage="classify", name="classifier", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
+          params=params, inputs=[TOKENIZER, MODELS / cfg.cls.backbone / "model.safetensors",
                                  *sorted((TOKENS / "cls").rglob("*.arrow"))],
           export_hf=False, extra_metrics=test_metrics, tracking=cfg.tracking)
-

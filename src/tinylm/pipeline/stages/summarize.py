@@ -6,7 +6,7 @@ The headline (reports/headline/, `dvc metrics show reports/headline`): the numbe
 metrics file per row, since `dvc metrics show` prints one row per file and one column per key (sorted); the
 keys are shared between rows so the table stays about 100 columns wide:
 
-    <model>.json           val_loss, val_bpb (decoders), acc: MLM accuracy (encoder) or genre accuracy (encoder-cls)
+    <model>.json           val_loss, val_bpb (decoders), acc: MLM accuracy (encoder) or genre accuracy (classifier)
                            beside majority, the majority class's accuracy
     <model>.<task>.json    exact match of greedy decoding and of the best beam width (eval.beams) on a QA task,
                            beside majority, always answering the most frequent training answer
@@ -25,7 +25,7 @@ from tinylm.pipeline.paths import MODELS, REPORTS
 from tinylm.pipeline.tracking import log_pipeline_summary, pipeline_link, register_sft
 
 HEADLINE = REPORTS / "headline"  # every file below is a `metrics:` output of this stage in dvc.yaml
-MODEL_NAMES = ("decoder", "decoder-sft", "seq2seq", "encoder", "encoder-cls")
+MODEL_NAMES = ("decoder", "decoder-sft", "seq2seq", "encoder", "classifier")
 GENERATORS = ("decoder-sft", "seq2seq")  # the models reports/eval/metrics.json decodes with greedy and beams
 QA_TASKS = ("speaker", "play")  # the SFT tasks scored by exact match (continue is scored by chrF)
 DIGITS = 4
@@ -69,8 +69,8 @@ def headline(reports: Path = REPORTS) -> dict[str, dict]:
     rows = {name: _row(val_loss=_num(model[name], "val_loss"), val_bpb=_num(model[name], "val_bpb"))
             for name in ("decoder", "decoder-sft", "seq2seq")}
     rows["encoder"] = _row(val_loss=_num(model["encoder"], "val_loss"), acc=_num(ev, "encoder", "mlm_acc"))
-    rows["encoder-cls"] = _row(val_loss=_num(model["encoder-cls"], "val_loss"), acc=_num(ev, "encoder", "genre_acc"),
-                               majority=_num(ev, "encoder", "genre_majority_acc"))
+    rows["classifier"] = _row(val_loss=_num(model["classifier"], "val_loss"), acc=_num(ev, "genre", "classifier_acc"),
+                              majority=_num(ev, "genre", "majority_acc"))
     for name in GENERATORS:
         for task in QA_TASKS:
             by_decoder = _node(ev, name, "tasks", task)
