@@ -9,13 +9,14 @@ clipping at 1.0; --seed, default 0):
                pooled by their mean or the last token's (--gpt-pooling), under a linear head (GPT-1's recipe)
 - gpt-random:  the same from its initialization
 
-each with all train labels (3000 steps) and with the first 2000 (1000 steps), beside the bag-of-words
+each with all train labels (3000 steps) and with the first 2000 (500 steps, as the classify stage; --steps
+sets either), beside the bag-of-words
 baseline (tinylm.evaluation.baselines, its l2 picked on val) fit on the same labels. Prints test accuracy
 on the run's test split and train accuracy on the first 400 training items.
 
     python benchmarks/cls_pretraining.py                       # after `make run`; about 30 min on 2 cores
     python benchmarks/cls_pretraining.py --labels 2000 --backbones bert gpt
-    python benchmarks/cls_pretraining.py --labels 2000 --backbones gpt --gpt-pooling last --seed 1
+    python benchmarks/cls_pretraining.py --labels 2000 --backbones gpt --gpt-pooling last --seed 1 --steps 1000
 """
 
 import argparse
@@ -38,7 +39,7 @@ from tinylm.models.io import load_pretrained
 from tinylm.training.optim import build_optimizer, lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = {2000: 1000}  # labels -> fine-tuning steps; all labels: 3000 (the classify stage's)
+STEPS = {2000: 500}  # labels -> fine-tuning steps (the classify stage's); all labels: 3000
 BACKBONES = ("bert", "bert-random", "gpt", "gpt-random")
 
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--gpt-pooling", default="mean", choices=("mean", "last"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help="fine-tuning steps (default: 3000 for all labels, 500 for 2000)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
@@ -100,7 +102,7 @@ def main() -> None:
             torch.manual_seed(args.seed)
             model, lr_scale = backbone(name, num_labels, args.gpt_pooling)
             start = time.perf_counter()
-            fine_tune(model, lr_scale, train, STEPS.get(n, 3000), pad_id, args.seed)
+            fine_tune(model, lr_scale, train, args.steps or STEPS.get(n, 3000), pad_id, args.seed)
             seconds = time.perf_counter() - start
             with torch.no_grad():
                 acc = sum(classifier_hits(model, test, pad_id, 64)) / len(test)
