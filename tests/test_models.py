@@ -5,8 +5,18 @@ import math
 import pytest
 import torch
 
-from tinylm.models import (BERT, GPT, BertClassifier, GPTClassifier, ModelConfig, Seq2SeqTransformer, build_classifier,
-                           build_model, classifier_from_pretrained, presets)
+from tinylm.models import (
+    BERT,
+    GPT,
+    BertClassifier,
+    GPTClassifier,
+    ModelConfig,
+    Seq2SeqTransformer,
+    build_classifier,
+    build_model,
+    classifier_from_pretrained,
+    presets,
+)
 from tinylm.nn.mlp import MLP, SwiGLU
 from tinylm.nn.norms import LayerNorm, RMSNorm
 

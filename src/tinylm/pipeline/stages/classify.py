@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
                 "test_majority_acc": sum(r["labels"] == majority for r in rows["test"]) / len(rows["test"]),
                 "num_labels": num_labels}
 
-    params = {"cls": {k: v for k, v in cfg.to_dict()["cls"].items() if k != "train"}, "model": backbone.config.to_dict()}
+    params = {"cls": {k: v for k, v in cfg.to_dict()["cls"].items() if k != "train"},
+              "model": backbone.config.to_dict()}
     train(stage="classify", name="classifier", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
           params=params, inputs=[TOKENIZER, MODELS / cfg.cls.backbone / "model.safetensors",
                                  *sorted((TOKENS / "cls").rglob("*.arrow"))],
