@@ -50,7 +50,7 @@ def kill_after_checkpoints(repo, env, n_checkpoints: int, delay: float) -> None:
 
 def test_killed_and_resumed_stage_matches_an_uninterrupted_one(smoke_repo, tmp_path, run):
     repo, env = smoke_repo
-    env = {**env, "OMP_NUM_THREADS": "2"}  # the stage's own thread count (trainer.num_threads)
+    env = {**env, "OMP_NUM_THREADS": "1"}  # the smoke experiment's thread count (trainer.num_threads)
     straight, killed = copy_repo(repo, tmp_path / "straight"), copy_repo(repo, tmp_path / "killed")
     run(STAGE, straight, env)
     rng = random.Random()  # a different kill point each run: printed on failure
