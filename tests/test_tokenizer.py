@@ -593,3 +593,22 @@ def test_ctrl_c_while_encoding_in_a_pool_stops_at_an_item_boundary(small_tok):
     assert len(got) == 4 and all(np.array_equal(a, got[0]) for a in got)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert not multiprocessing.active_children()
+
+
+def test_closing_a_pooled_encoding_early_stops_its_feed_and_its_workers(small_tok):
+    """Abandoning the iterator stops reading the texts at the next one; the workers end with it."""
+    import multiprocessing
+
+    pulled = []
+
+    def texts():
+        for i in range(200):
+            pulled.append(i)
+            yield " ".join(CORPUS) * 20  # bigger than a pipe's buffer: the pool's feeder blocks on each
+
+    arrays = small_tok.encode_arrays(texts(), num_workers=2)
+    first, second = next(arrays), next(arrays)
+    arrays.close()
+    assert np.array_equal(first, second)
+    assert not multiprocessing.active_children()
+    assert len(pulled) < 20

@@ -322,26 +322,44 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
     # fork). Frozen objects are left out of collections.
     # A Ctrl-C while the workers are being forked would leave them behind (Pool's cleanup catches Exception,
     # not KeyboardInterrupt), holding the stage's output pipes: hold it back until the pool can be closed.
-    # Later, a KeyboardInterrupt raised at any bytecode could land inside the pool's own locking (imap's
-    # condition taken, not yet released: its result thread then blocks on it and closing the pool hangs, the
-    # likely cause of a Ctrl-C hang seen once in CI): Ctrl-C is deferred to the next item boundary instead.
+    # Later, a KeyboardInterrupt raised at any bytecode could land inside the pool's own locking: Ctrl-C is
+    # deferred to the next item boundary instead.
+    # The pool is never terminate()d: Pool.terminate drains the task pipe only while it holds data, so a
+    # text bigger than the pipe's buffer, which the pool's feeder thread starts writing just after that
+    # drain, blocks the feeder forever and terminate() with it (a Ctrl-C hang in CI, about 1 run in 4). On
+    # any exit the feed stops at the next text instead; the workers finish what was already sent, then close
+    # and join end the pool the ordinary way.
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    stop = threading.Event()
     try:
         gc.freeze()
         try:
             pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
         finally:
             gc.unfreeze()
-        with pool, _deferred_ctrl_c() as pressed:
+        with _deferred_ctrl_c() as pressed:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back arrives here, deferred
-            for ids in pool.imap(_encode_in_worker, texts):
-                if pressed:
-                    raise KeyboardInterrupt
-                yield ids
+            try:
+                for ids in pool.imap(_encode_in_worker, _until(stop, texts)):
+                    if pressed:
+                        raise KeyboardInterrupt
+                    yield ids
+            finally:
+                stop.set()
+                pool.close()
+                pool.join()
             if pressed:
                 raise KeyboardInterrupt
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _until(stop: threading.Event, texts: Iterable[str]) -> Iterator[str]:
+    """``texts`` until ``stop`` is set (checked before each text)."""
+    for text in texts:
+        if stop.is_set():
+            return
+        yield text
 
 
 @contextlib.contextmanager
