@@ -21,6 +21,7 @@ from tinylm.models.config import ModelConfig
 from tinylm.models.init import init_weights
 from tinylm.nn.block import Block
 from tinylm.nn.norms import LayerNorm
+from tinylm.nn.pooling import pool
 from tinylm.nn.positions import RotaryEmbedding
 
 
@@ -115,11 +116,5 @@ class BertClassifier(nn.Module):
         return model
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
-        if self.pooling == "cls":
-            h = h[:, 0]  # (B, C): the [CLS] token
-        else:
-            keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-            keep = keep.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-            h = (h * keep).sum(1) / keep.sum(1)  # (B, C): mean over the non-padding tokens
+        h = pool(self.bert(input_ids, attention_mask, token_type_ids), attention_mask, self.pooling)  # (B, C)
         return self.classifier(self.dropout(torch.tanh(self.pooler(h))))  # (B, num_labels)

@@ -17,6 +17,7 @@ from tinylm.nn.block import Block
 from tinylm.nn.kv_cache import KVCache
 from tinylm.nn.linear_cross_entropy import linear_cross_entropy
 from tinylm.nn.norms import build_norm
+from tinylm.nn.pooling import pool
 from tinylm.nn.positions import LearnedPositionEmbedding, RotaryEmbedding, SinusoidalPositionEmbedding, alibi_bias
 
 
@@ -124,12 +125,5 @@ class GPTClassifier(nn.Module):
         return model
 
     def forward(self, input_ids, attention_mask=None):
-        keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask  # (B, T)
         h = self.gpt.transformer.ln_f(self.gpt.hidden_states(input_ids, attention_mask))  # (B, T, C)
-        if self.pooling == "last":
-            last = keep.size(1) - 1 - keep.flip(1).argmax(1)  # (B,): the last real token (any padding side)
-            h = h[torch.arange(h.size(0), device=h.device), last]  # (B, C)
-        else:
-            w = keep.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-            h = (h * w).sum(1) / w.sum(1)  # (B, C)
-        return self.classifier(h)  # (B, num_labels)
+        return self.classifier(pool(h, attention_mask, self.pooling))  # (B, num_labels)
