@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tinylm.training.fit import resume_path
+from tinylm.training.fit import resolve_precision, resume_path
 from tinylm.training.history import MetricHistory
 from tinylm.training.optim import lr_at
 
@@ -52,7 +52,8 @@ class KillAt(CausalLMModule):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, kill_in_validation=False, fingerprint="fp", say=print):
+def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, kill_in_validation=False, fingerprint="fp", say=print,
+        precision="32-true"):
     torch.set_num_threads(1)
     pl.seed_everything(1, verbose=False)
     cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, dropout=0.1).to_dict()
@@ -62,7 +63,7 @@ def run(out_dir, *, max_steps=20, accumulate=1, kill_at=None, kill_in_validation
     dm = StepDataModule(RandomWindows(TOKENS, 16, 4, seed=1), FixedWindows(VAL, 16, 4, 2), batch_size=None,
                         seed=1, max_steps=max_steps, accumulate=accumulate)
     tcfg = SimpleNamespace(max_steps=max_steps, val_every=5, val_batches=2, log_every=1, ckpt_every=5,
-                           precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
+                           precision=precision, accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
                            accumulate_grad_batches=accumulate, compile=False)
     trainer, history = fit(module, dm, tcfg, Path(out_dir), fingerprint=fingerprint, say=say)
     return module, trainer, history
@@ -232,3 +233,37 @@ def test_history_state_roundtrip():
     g = MetricHistory(log_every=2)
     g.load_state_dict(h.state_dict())
     assert g.train == h.train and g.val == h.val and g.train is not h.train
+
+
+def test_resolve_precision_picks_bf16_only_where_the_hardware_computes_in_it(monkeypatch):
+    def hardware(amx=False, avx512_bf16=False, cuda=False, cuda_bf16=False):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+
+    hardware(amx=True, avx512_bf16=True)
+    assert resolve_precision("16-mixed", "cpu") == ("16-mixed", "as configured")
+    assert resolve_precision("auto", "cpu") == ("bf16-mixed", "the CPU has AMX and AVX512-BF16")
+    hardware(avx512_bf16=True)
+    assert resolve_precision("auto", "auto") == ("bf16-mixed", "the CPU has AVX512-BF16")
+    hardware()
+    assert resolve_precision("auto", "cpu") == ("32-true", "the CPU has neither AMX nor AVX512-BF16")
+    assert resolve_precision("auto", "mps")[0] == "32-true"
+    hardware(cuda=True, cuda_bf16=True)
+    assert resolve_precision("auto", "gpu") == resolve_precision("auto", "auto") == ("bf16-mixed",
+                                                                                    "the GPU computes in bf16")
+    hardware(amx=True, cuda=True)  # a V100 on a Xeon: the GPU decides
+    assert resolve_precision("auto", "cuda") == ("32-true", "no bf16 on this GPU")
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["avx512-bf16", "no-bf16"])
+def test_precision_auto_trains_in_what_it_resolved_and_says_so(run, tmp_path, monkeypatch, bf16):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16, raising=False)
+    said = []
+    module, trainer, history = run(tmp_path, max_steps=5, precision="auto", say=said.append)
+    want = "bf16-mixed" if bf16 else "32-true"
+    assert trainer.precision == want
+    assert said[0].startswith(f"precision auto: {want} (the CPU has ")
+    assert math.isfinite(history.val[-1]["val/loss"])

@@ -115,7 +115,8 @@ class TrainerConfig:
     val_batches: int
     log_every: int
     ckpt_every: int
-    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true"]
+    precision: Literal["32-true", "bf16-mixed", "16-mixed", "bf16-true", "auto"]  # auto: bf16 autocast where
+    # the hardware computes in bf16 (tinylm.training.fit.resolve_precision), else fp32
     accelerator: Literal["cpu", "gpu", "cuda", "mps", "auto"]
     devices: int | Literal["auto"]
     num_nodes: int

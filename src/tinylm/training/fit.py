@@ -105,6 +105,24 @@ def resume_path(out_dir: Path, fingerprint: str, say=print) -> Path | None:
     return None
 
 
+def resolve_precision(precision: str, accelerator: str) -> tuple[str, str]:
+    """Lightning's precision for `precision`, and why. "auto": bf16 autocast ("bf16-mixed") where the hardware
+    computes in bf16 (a CUDA GPU that supports it; a CPU with AMX or AVX512-BF16), else "32-true" (a CPU without
+    them emulates bf16, slower than fp32). Any other value is returned as it is."""
+    if precision != "auto":
+        return precision, "as configured"
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return ("bf16-mixed", "the GPU computes in bf16") if bf16 else ("32-true", "no bf16 on this GPU")
+    if accelerator not in ("cpu", "auto"):
+        return "32-true", f"no bf16 detection for accelerator {accelerator!r}"
+    units = [name for name, has in (("AMX", getattr(torch.cpu, "_is_amx_tile_supported", None)),
+                                     ("AVX512-BF16", getattr(torch.cpu, "_is_avx512_bf16_supported", None)))
+             if has is not None and has()]
+    return ("bf16-mixed", f"the CPU has {' and '.join(units)}") if units else \
+        ("32-true", "the CPU has neither AMX nor AVX512-BF16")
+
+
 def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, out_dir: Path, *,
         fingerprint: str, mlflow_run: tuple[str, str] | None = None, say=print) -> tuple[pl.Trainer, MetricHistory]:
     """Train `module` for tcfg.max_steps; returns the trainer and the metric history.
@@ -116,6 +134,9 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    precision, why = resolve_precision(tcfg.precision, tcfg.accelerator)
+    if tcfg.precision == "auto":
+        say(f"precision auto: {precision} ({why})")
     ckpt = resume_path(out_dir, fingerprint, say)
     history = MetricHistory(tcfg.log_every)
     callbacks = [history, _ProgressBar(refresh_rate=tcfg.log_every * tcfg.accumulate_grad_batches),
@@ -126,7 +147,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     trainer = pl.Trainer(
         max_steps=tcfg.max_steps, max_epochs=-1, val_check_interval=tcfg.val_every * tcfg.accumulate_grad_batches,
         check_val_every_n_epoch=None, limit_val_batches=tcfg.val_batches, num_sanity_val_steps=0,
-        log_every_n_steps=tcfg.log_every, precision=tcfg.precision, accelerator=tcfg.accelerator,
+        log_every_n_steps=tcfg.log_every, precision=precision, accelerator=tcfg.accelerator,
         devices=tcfg.devices, num_nodes=tcfg.num_nodes, strategy=tcfg.strategy,
         accumulate_grad_batches=tcfg.accumulate_grad_batches,
         callbacks=callbacks, logger=logger, default_root_dir=out_dir, enable_model_summary=False,
