@@ -67,13 +67,14 @@ RUN: dict[str, tuple[str, ...]] = {
 
 # command -> why CI does not run it
 LISTED: dict[str, str] = {
-    "make run": "the default pipeline: about 16 minutes on 2 cores; CI runs the same stages on the smoke "
+    "make run": "the default pipeline: 11 to 13 minutes on 2 cores; CI runs the same stages on the smoke "
                 "experiment (conftest's `full` fixture), whose outputs the commands above run on",
     "make test": "the test suite, this file included: what CI runs",
     "make ui": "serves the MLflow UI until stopped; tests/test_pipeline_full.py serves the same store with "
                "`mlflow ui` and finds the runs through its API",
     "dvc exp run -S decoder=baichuan -S trainer.max_steps=2000": FULL_RUN,
     "dvc exp run -S +decoder.attention=flash": FULL_RUN,
+    "dvc exp run -S trainer.precision=auto": FULL_RUN,
     "dvc queue start": "runs the queued experiments, a full pipeline run each (minutes); queueing them runs above",
     "dvc exp run -S data=tinystories -S sft=alpaca -S sft.max_length=128 -S data.label_field=...": HUB,
     "dvc exp run -S data=files -S data.path='corpus/*.jsonl' -S data.label_field=label -S sft=alpaca "
