@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tinylm.atomic import write_json
+from tinylm.ctrl_c import recorded_ctrl_c
 from tinylm.data.chat import ChatTemplate
 from tinylm.data.sources import sha256_file
 from tinylm.data.special_tokens import CLS, EOS, SEP, SPECIAL_TOKENS
@@ -124,6 +125,25 @@ def read_tokens(folder: str | Path, split: str, tokenizer_path: str | Path | Non
     return np.memmap(path, dtype=dtype, mode="r")
 
 
+def map_batches(ds: datasets.Dataset, fn, kw: dict, num_proc: int, desc: str) -> datasets.Dataset:
+    """``ds.map(fn, batched=True, fn_kwargs=kw)`` in memory, in up to ``num_proc`` processes: one per 1000 rows at
+    most (forking costs about 1 s). A Ctrl-C always ends it as KeyboardInterrupt: datasets' process pool turns one
+    into its cleanup's TimeoutError, and one that lands while a worker is forked is swallowed (os.fork's
+    after-fork hooks only print their exceptions); the press is recorded and raised again."""
+    n = max(1, min(num_proc, len(ds) // 1000))
+    with recorded_ctrl_c(defer=False) as pressed:
+        try:
+            out = ds.map(fn, batched=True, fn_kwargs=kw, num_proc=n if n > 1 else None, keep_in_memory=True,
+                         desc=desc)
+        except Exception as e:
+            if pressed or isinstance(e.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
+    if pressed:
+        raise KeyboardInterrupt
+    return out
+
+
 def _encode_sft(batch: dict, tokenizer_path: str, max_length: int) -> dict:
     tmpl = ChatTemplate.from_tokenizer(load_tokenizer(tokenizer_path))
     out = {k: [] for k in ("input_ids", "labels", "prompt_ids", "src_ids", "response_ids")}
@@ -145,9 +165,7 @@ def encode_sft(sft: datasets.DatasetDict, tokenizer_path: str | Path, max_length
     kw = {"tokenizer_path": str(tokenizer_path), "max_length": max_length}
     out = {}
     for split, ds in sft.items():
-        n = max(1, min(num_proc, len(ds) // 1000))  # a process per 1000 rows at most: forking costs ~1 s
-        ds = ds.map(_encode_sft, batched=True, fn_kwargs=kw, num_proc=n if n > 1 else None,
-                    keep_in_memory=True, desc=f"sft {split}")
+        ds = map_batches(ds, _encode_sft, kw, num_proc, f"sft {split}")
         out[split] = ds.filter(lambda labels: any(x != -100 for x in labels), input_columns="labels",
                                keep_in_memory=True, desc=f"sft {split}: drop truncated")
     return datasets.DatasetDict(out)
@@ -168,7 +186,5 @@ def encode_cls(cls_sets: datasets.DatasetDict, tokenizer_path: str | Path, max_l
     kw = {"tokenizer_path": str(tokenizer_path), "max_length": max_length}
     out = {}
     for split, ds in cls_sets.items():
-        n = max(1, min(num_proc, len(ds) // 1000))
-        out[split] = ds.map(_encode_cls, batched=True, fn_kwargs=kw, num_proc=n if n > 1 else None,
-                            keep_in_memory=True, desc=f"cls {split}")
+        out[split] = map_batches(ds, _encode_cls, kw, num_proc, f"cls {split}")
     return datasets.DatasetDict(out)

@@ -20,7 +20,6 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import multiprocessing
 import os
@@ -37,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinylm.atomic import write_text
+from tinylm.ctrl_c import recorded_ctrl_c
 from tinylm.tokenizer import io
 from tinylm.tokenizer.bytes_unicode import ALPHABET, BYTE_TO_CHAR, CHAR_TO_BYTE, chars_to_bytes
 from tinylm.tokenizer.encoder import PieceEncoder
@@ -337,7 +337,7 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
             pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
         finally:
             gc.unfreeze()
-        with _deferred_ctrl_c() as pressed:
+        with recorded_ctrl_c(defer=True) as pressed:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back arrives here, deferred
             try:
                 for ids in pool.imap(_encode_in_worker, _until(stop, texts)):
@@ -360,22 +360,6 @@ def _until(stop: threading.Event, texts: Iterable[str]) -> Iterator[str]:
         if stop.is_set():
             return
         yield text
-
-
-@contextlib.contextmanager
-def _deferred_ctrl_c() -> Iterator[list]:
-    """Within: a SIGINT that would raise KeyboardInterrupt (Python's default handler, main thread) is recorded
-    in the yielded list instead, for the caller to raise where it is safe; the handler is restored on exit."""
-    pressed: list = []
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield pressed  # ignored, handled by someone else, or (off the main thread) never delivered here
-        return
-    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    try:
-        yield pressed
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _encode_in_worker(text: str) -> np.ndarray:
