@@ -1,7 +1,8 @@
 """The house's floors, enforced on every import in src/tinylm (module level or inside functions):
 
     nn/, tokenizer/          torch (triton for the Triton kernel), numpy, regex; of tinylm only the floor-1
-                             io helper tinylm.atomic
+                             helpers tinylm.atomic (whole files) and tinylm.ctrl_c (Ctrl-C never lost)
+    atomic.py, ctrl_c.py     nothing of tinylm
     models/, decoding/, ...  no Lightning, MLflow, Hydra or DVC
     training/                the only library package that imports Lightning
     pipeline/                the only package that imports MLflow, Hydra/OmegaConf or DVC, and knows paths
@@ -17,6 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tinylm"
 PIPELINE_ONLY = ("mlflow", "hydra", "omegaconf", "dvc")
 LIGHTNING = ("pytorch_lightning", "lightning", "lightning_fabric")
 FLOOR_1 = {"nn": {"torch", "triton", "math", "functools"}, "tokenizer": None}  # None: no tinylm package above
+HELPERS = {"atomic", "ctrl_c"}  # floor-1 modules every package may import
 
 
 def imports(path: Path) -> set[str]:
@@ -56,7 +58,9 @@ def test_imports_respect_the_floors(path):
         assert not {n for n in names if n.startswith("tinylm.pipeline")}, f"{where}/ imports the pipeline package"
     if where in ("nn", "tokenizer"):
         ours = {n.split(".")[1] for n in names if n.startswith("tinylm.") and n.count(".")}
-        assert ours <= {where, "atomic"}, f"{where}/ imports tinylm.{ours - {where, 'atomic'}}"  # atomic: floor 1
+        assert ours <= {where} | HELPERS, f"{where}/ imports tinylm.{ours - {where} - HELPERS}"
+    if where in HELPERS:
+        assert not {n for n in names if top(n) == "tinylm"}, f"{where}.py imports tinylm"
     if where == "nn":
         third_party = {top(n) for n in names} - {"tinylm", "__future__", "typing", "dataclasses"}
         assert third_party <= FLOOR_1["nn"], f"nn/ imports {third_party - FLOOR_1['nn']}"
