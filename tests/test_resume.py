@@ -3,6 +3,7 @@ steps and a validation every 40) killed twice by SIGKILL, each time at a random 
 checkpoints, then run to the end, leaves the same files as an uninterrupted run in another directory:
 weights, metrics, histories, plots, the HF export and last.ckpt itself, byte for byte (issue 18)."""
 
+import json
 import os
 import random
 import signal
@@ -65,3 +66,19 @@ def test_killed_and_resumed_stage_matches_an_uninterrupted_one(smoke_repo, tmp_p
     differ = [k for k in ours if ours[k] != theirs[k]]
     assert not differ, f"kills {plan} (checkpoints seen, seconds after): {differ} differ"
     assert not (killed / "models" / "decoder" / "last.ckpt.tmp").exists()
+
+
+def test_a_resume_that_finds_training_done_reports_no_speed_it_did_not_measure(smoke_repo, tmp_path, run):
+    """Rerunning a finished stage resumes at its last step: it trains nothing, so its reports/speed/ file has
+    no tokens/s (not a measured 0), and every other output is the first run's, byte for byte."""
+    repo, env = smoke_repo
+    repo = copy_repo(repo, tmp_path / "twice")
+    stage = [*STAGE[:6], "trainer.max_steps=10", "trainer.ckpt_every=5", "trainer.val_every=5"]
+    run(stage, repo, {**env, "OMP_NUM_THREADS": "1"})
+    first, speed = files(repo), json.loads((repo / "reports/speed/decoder.json").read_text())
+    assert speed["tokens_per_s"] > 0
+    out = run(stage, repo, {**env, "OMP_NUM_THREADS": "1"})
+    assert "resuming from models/decoder/last.ckpt at step 10" in out.stdout, out.stdout[-2000:]
+    assert files(repo) == first
+    again = json.loads((repo / "reports/speed/decoder.json").read_text())
+    assert set(again) == {"train_seconds"} and again["train_seconds"] > 0

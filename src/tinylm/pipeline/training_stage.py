@@ -1,8 +1,8 @@
 """What the training stages share: seeding, the MLflow stage run (rank zero only), Lightning `fit`, and the
 outputs: models/<name>/ (model.safetensors, config.json, tokenizer.json, last.ckpt, hf/ export),
 reports/<name>/ (metrics.json for DVC, train.csv / val.csv / loss.png plots) and reports/speed/<name>.json (the
-wall-clock figures: train_seconds, the median tokens/s; apart so that every other output is a function of the
-inputs alone, the same bytes in every run).
+wall-clock figures: train_seconds, the median tokens/s of the steps this process timed, absent if it timed none;
+apart so that every other output is a function of the inputs alone, the same bytes in every run).
 
 Under `trainer=ddp` Lightning re-runs the script on every rank: only rank zero opens the MLflow run and
 writes outputs; all ranks train. With `tracking: false` nothing is logged to MLflow and mlflow is never
@@ -101,8 +101,9 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
                 print(f"no Hugging Face export: {e}")
         final = {k.replace("/", "_"): v for k, v in history.val[-1].items() if k != "step"}
         tps = [r["train/tokens_per_s"] for r in history.speed if "train/tokens_per_s" in r]
-        speed = {"train_seconds": round(time.perf_counter() - start, 2),  # this process's: a resume counts its part
-                 "tokens_per_s": round(sorted(tps)[len(tps) // 2], 1) if tps else 0.0}
+        speed = {"train_seconds": round(time.perf_counter() - start, 2)}  # this process's: a resume counts its part
+        if tps:  # none when a resume found training done (wall-clock rows stay out of checkpoints): not measured
+            speed["tokens_per_s"] = round(sorted(tps)[len(tps) // 2], 1)
         metrics = {**final, "steps": trainer.global_step, "params": sum(p.numel() for p in model.parameters()),
                    **(extra_metrics(module) if extra_metrics else {})}
         write_json(report / "metrics.json", metrics)
