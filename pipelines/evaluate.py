@@ -2,7 +2,8 @@
 
 import sys
 
+from tinylm.ctrl_c import stage_main
 from tinylm.pipeline.stages.evaluate import main
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    stage_main(main, sys.argv[1:])

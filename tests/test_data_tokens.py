@@ -2,11 +2,6 @@
 tokenized SFT (shifted labels, -100 on the prompt, truncated samples dropped) and classification sets."""
 
 import json
-import os
-import signal
-import threading
-import time
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -15,7 +10,7 @@ import pytest
 from tinylm.data.chat import ChatTemplate
 from tinylm.data.corpus import FEATURES, to_dataset
 from tinylm.data.special_tokens import SPECIAL_TOKENS
-from tinylm.data.tokens import encode_cls, encode_sft, map_batches, read_tokens, token_dtype, write_pretrain
+from tinylm.data.tokens import encode_cls, encode_sft, read_tokens, token_dtype, write_pretrain
 from tinylm.tokenizer import BPETokenizer
 
 TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
@@ -84,48 +79,3 @@ def test_cls_encoding(tok_path):
     ids = tok.encode(TEXT)
     assert item["input_ids"] == [tok.token_to_id("[CLS]"), *ids[:4], tok.token_to_id("[SEP]")]
     assert item["labels"] == 1
-
-
-def _slow_copy(batch: dict, started: str) -> dict:
-    Path(started).touch()
-    time.sleep(2)
-    return {"y": batch["x"]}
-
-
-def test_a_ctrl_c_while_mapping_in_processes_is_a_keyboard_interrupt(tmp_path):
-    """datasets' process pool turns a Ctrl-C into a TimeoutError from its cleanup; map_batches raises the
-    KeyboardInterrupt, at once, with no worker left behind."""
-    import multiprocess
-
-    started = tmp_path / "started"
-
-    def ctrl_c_once_a_worker_runs():
-        while not started.exists():
-            time.sleep(0.01)
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=ctrl_c_once_a_worker_runs, daemon=True).start()
-    ds = datasets.Dataset.from_dict({"x": list(range(4000))})
-    t0 = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
-        map_batches(ds, _slow_copy, {"started": str(started)}, 2, "slow")
-    assert time.perf_counter() - t0 < 4  # each worker has 2 batches of 2 s: they were stopped, not waited for
-    assert not multiprocess.active_children()
-    assert map_batches(ds.select(range(5)), _slow_copy, {"started": str(started)}, 2, "one process")["y"] == \
-        [0, 1, 2, 3, 4]
-
-
-def test_a_ctrl_c_that_the_library_swallows_is_raised_when_mapping_returns(monkeypatch):
-    """As when the signal lands in os.fork's after-fork hooks, whose exceptions are only printed."""
-    def swallowing_map(self, *args, **kwargs):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
-        except KeyboardInterrupt:
-            pass
-        return self
-
-    monkeypatch.setattr(datasets.Dataset, "map", swallowing_map)
-    with pytest.raises(KeyboardInterrupt):
-        map_batches(datasets.Dataset.from_dict({"x": [1, 2]}), _slow_copy, {}, 1, "swallowed")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

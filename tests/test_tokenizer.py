@@ -595,6 +595,35 @@ def test_ctrl_c_while_encoding_in_a_pool_stops_at_an_item_boundary(small_tok):
     assert not multiprocessing.active_children()
 
 
+def test_ctrl_c_as_the_pool_starts_leaves_no_worker_behind(small_tok, monkeypatch):
+    """A Ctrl-C just after the workers are forked, with another thread alive to take the signal (tqdm's
+    monitor, in the tokenize stage), is raised at the first item boundary, not inside the pool's start, and
+    the pool is closed."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    start_pool = multiprocessing.Pool
+
+    def pool_then_ctrl_c(*args, **kwargs):
+        pool = start_pool(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)
+        return pool
+
+    monkeypatch.setattr(multiprocessing, "Pool", pool_then_ctrl_c)
+    done = threading.Event()
+    threading.Thread(target=done.wait, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt) as raised:
+        list(small_tok.encode_arrays([" ".join(CORPUS)] * 8, num_workers=2))
+    done.set()
+    assert all(entry.name != "pool_then_ctrl_c" for entry in raised.traceback)  # not while the pool starts
+    assert not multiprocessing.active_children()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_closing_a_pooled_encoding_early_stops_its_feed_and_its_workers(small_tok):
     """Abandoning the iterator stops reading the texts at the next one; the workers end with it."""
     import multiprocessing

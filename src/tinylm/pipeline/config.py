@@ -84,7 +84,7 @@ class TokenizerConfig:
 
     vocab_size: int
     min_frequency: int
-    num_proc: int  # processes for datasets.map when tokenizing the task sets
+    num_proc: int  # processes that encode the corpus documents (the tokenize stage's pretraining files)
 
     def __post_init__(self):
         least = 256 + len(SPECIAL_TOKENS)
@@ -322,9 +322,12 @@ class Config:
                 raise ConfigError(f"{key}={n}: samples must fit the model's context, {limit_key}={limit}; "
                                   f"lower {key} or raise {limit_key}")
         for key in ("max_new_tokens", "max_answer_tokens"):
-            if getattr(self.eval, key) >= models["decoder"].block_size:
-                raise ConfigError(f"eval.{key}={getattr(self.eval, key)}: must be < decoder.block_size="
-                                  f"{models['decoder'].block_size} (prompt and answer share the context)")
+            for group, why in (("decoder", "prompt and answer share the context"),
+                               ("seq2seq", "the answer follows the decoder's start token")):
+                if getattr(self.eval, key) >= models[group].block_size:
+                    raise ConfigError(f"eval.{key}={getattr(self.eval, key)}: must be < {group}.block_size="
+                                      f"{models[group].block_size} ({why}); lower eval.{key} or raise "
+                                      f"{group}.block_size")
 
     def trainer_for(self, group: str) -> TrainerConfig:
         """The trainer config of a training group ("decoder", "encoder", "seq2seq", "sft", "cls")."""

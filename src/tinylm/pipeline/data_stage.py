@@ -4,15 +4,16 @@
     MLflow                     the same numbers as metrics (nested keys joined by ".") and as stats.json
 """
 
-import mlflow
-
 from tinylm.atomic import write_json
 from tinylm.pipeline.paths import METRICS
-from tinylm.pipeline.tracking import flatten
 
 
-def record_stats(name: str, stats: dict) -> None:
-    """Write reports/data/<name>.json and log the same numbers to the active MLflow run."""
+def record_stats(name: str, stats: dict, mlflow) -> None:
+    """Write reports/data/<name>.json and log the same numbers to the stage's run (`mlflow`, from
+    tinylm.pipeline.tracked: nothing is logged when tracking is off)."""
     write_json(METRICS / f"{name}.json", stats)
-    mlflow.log_metrics(flatten(stats))
-    mlflow.log_dict(stats, "stats.json")
+    if mlflow:
+        from tinylm.pipeline.tracking import flatten
+
+        mlflow.log_metrics(flatten(stats))
+        mlflow.log_dict(stats, "stats.json")

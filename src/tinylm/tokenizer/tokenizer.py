@@ -320,38 +320,33 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
     # Forked workers share the parent's heap copy-on-write; a garbage collection in a worker writes to every
     # object it traverses, copying the pages of everything it inherited (Python's gc docs: freeze before
     # fork). Frozen objects are left out of collections.
-    # A Ctrl-C while the workers are being forked would leave them behind (Pool's cleanup catches Exception,
-    # not KeyboardInterrupt), holding the stage's output pipes: hold it back until the pool can be closed.
-    # Later, a KeyboardInterrupt raised at any bytecode could land inside the pool's own locking: Ctrl-C is
-    # deferred to the next item boundary instead.
+    # Ctrl-C is deferred (tinylm.ctrl_c) from before the workers are forked to after they are joined and
+    # raised at an item boundary: raised while the pool forks, it would leave the workers behind (Pool's
+    # cleanup catches Exception, not KeyboardInterrupt) or be lost in os.fork's hooks; raised later, inside
+    # the pool's own locking. The workers ignore it (_start_worker).
     # The pool is never terminate()d: Pool.terminate drains the task pipe only while it holds data, so a
     # text bigger than the pipe's buffer, which the pool's feeder thread starts writing just after that
     # drain, blocks the feeder forever and terminate() with it (a Ctrl-C hang in CI, about 1 run in 4). On
     # any exit the feed stops at the next text instead; the workers finish what was already sent, then close
     # and join end the pool the ordinary way.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     stop = threading.Event()
-    try:
+    with recorded_ctrl_c(defer=True) as pressed:
         gc.freeze()
         try:
             pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
         finally:
             gc.unfreeze()
-        with recorded_ctrl_c(defer=True) as pressed:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back arrives here, deferred
-            try:
-                for ids in pool.imap(_encode_in_worker, _until(stop, texts)):
-                    if pressed:
-                        raise KeyboardInterrupt
-                    yield ids
-            finally:
-                stop.set()
-                pool.close()
-                pool.join()
-            if pressed:
-                raise KeyboardInterrupt
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        try:
+            for ids in pool.imap(_encode_in_worker, _until(stop, texts)):
+                if pressed:
+                    raise KeyboardInterrupt
+                yield ids
+        finally:
+            stop.set()
+            pool.close()
+            pool.join()
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def _until(stop: threading.Event, texts: Iterable[str]) -> Iterator[str]:

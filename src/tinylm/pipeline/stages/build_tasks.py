@@ -7,7 +7,6 @@ import sys
 from dataclasses import asdict
 
 import datasets
-import mlflow
 
 from tinylm.atomic import atomic_dir
 from tinylm.data.instructions import load_instructions
@@ -15,7 +14,7 @@ from tinylm.data.tasks import build_cls, build_sft, task_stats
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.data_stage import record_stats
 from tinylm.pipeline.paths import CLS_SETS, CORPUS, SFT
-from tinylm.pipeline.tracking import log_dataset, stage_run
+from tinylm.pipeline.tracked import tracked
 
 
 def check_not_empty(sft: datasets.DatasetDict, cls: datasets.DatasetDict) -> None:
@@ -36,7 +35,7 @@ def main(argv: list[str]) -> None:
     d = cfg.data
     split = {"split_seed": d.split_seed, "val_fraction": d.val_fraction, "test_fraction": d.test_fraction}
     params = {"sft": asdict(cfg.sft), "cls": asdict(cfg.cls), "data": split}
-    with stage_run("build_tasks", params, experiment=cfg.name):
+    with tracked(cfg.tracking, "build_tasks", params, experiment=cfg.name) as mlflow:
         corpus = datasets.load_from_disk(str(CORPUS))
         extra = load_instructions(cfg.sft.instructions) if cfg.sft.instructions else []
         sft = build_sft(corpus, cfg.sft, d.split_seed, extra, d.val_fraction, d.test_fraction)
@@ -46,10 +45,13 @@ def main(argv: list[str]) -> None:
             with atomic_dir(out) as tmp:
                 dd.save_to_disk(str(tmp))
         stats = task_stats(sft, cls)
-        record_stats("tasks", stats)
+        record_stats("tasks", stats, mlflow)
         mlflow.log_dict(sft["test"][:20], "sft_test_sample.json")
-        for split in sft:
-            log_dataset(sft[split], SFT / split, f"sft/{split}", split)
-            log_dataset(cls[split], CLS_SETS / split, f"cls/{split}", split)
+        if mlflow:
+            from tinylm.pipeline.tracking import log_dataset
+
+            for split in sft:
+                log_dataset(sft[split], SFT / split, f"sft/{split}", split)
+                log_dataset(cls[split], CLS_SETS / split, f"cls/{split}", split)
     print(f"build_tasks: sft {stats['sft']}, cls {({s: v['items'] for s, v in stats['cls'].items()})}")
 

@@ -27,8 +27,7 @@ def main(argv: list[str]) -> None:
     tok = load_tokenizer(TOKENIZER)
     prepare(tcfg)
     sets = datasets.load_from_disk(str(TOKENS / "cls"))
-    labels = sets["train"].features["labels"]
-    num_labels = labels.num_classes if hasattr(labels, "num_classes") else len(set(sets["train"]["labels"]))
+    num_labels = sets["train"].features["label"].num_classes  # every genre, whether or not train has it
     pooling = cfg.cls.pooling
     module = SequenceClassificationModule(backbone.config.to_dict(), num_labels, optim_dict(tcfg), seed=tcfg.seed,
                                           pooling=pooling, head_lr_scale=cfg.cls.head_lr_scale)

@@ -5,17 +5,15 @@
 
 from dataclasses import asdict
 
-import mlflow
-
 from tinylm.data.sources import download
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.paths import RAW
-from tinylm.pipeline.tracking import stage_run
+from tinylm.pipeline.tracked import tracked
 
 
 def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
-    with stage_run("download", {"data": asdict(cfg.data)}, experiment=cfg.name):
+    with tracked(cfg.tracking, "download", {"data": asdict(cfg.data)}, experiment=cfg.name) as mlflow:
         manifest = download(cfg.data, RAW)
         mlflow.log_dict(manifest, "manifest.json")
     print(f"download: {cfg.data.source} {cfg.data.name or cfg.data.path} -> {RAW}/")

@@ -29,7 +29,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import datasets
-import mlflow
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
@@ -56,7 +55,7 @@ from tinylm.evaluation.statistics import bootstrap_ci, corpus_stats, degenerate_
 from tinylm.models.io import load_pretrained
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.paths import CLS_SETS, MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
-from tinylm.pipeline.tracking import flatten, stage_run
+from tinylm.pipeline.tracked import tracked
 from tinylm.training.fit import set_threads
 
 OUT = REPORTS / "eval"
@@ -195,7 +194,8 @@ def main(argv: list[str]) -> None:
     items = test_items(cfg.eval.max_items)
     OUT.mkdir(parents=True, exist_ok=True)
     seed, eos = cfg.trainer.seed, tok.token_to_id(EOS)
-    with stage_run("evaluate", {"eval": asdict(cfg.eval)}, model_name="decoder-sft", experiment=cfg.name):
+    with tracked(cfg.tracking, "evaluate", {"eval": asdict(cfg.eval)}, model_name="decoder-sft",
+                 experiment=cfg.name) as mlflow:
         generations, metrics, speed, majority_em = [], {}, {}, majority_answers(items)
         for name, seq2seq in (("decoder-sft", False), ("seq2seq", True)):
             metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok, seq2seq, majority_em,
@@ -246,8 +246,11 @@ def main(argv: list[str]) -> None:
             report.plot_speed(table, speed, staged / "quality_vs_speed.png")
             for made in sorted(staged.iterdir()):
                 os.replace(made, (SPEED if made.name in ("eval.json", "quality_vs_speed.png") else OUT) / made.name)
-        flat = {**flatten(metrics), **flatten({n: {"tasks": s} for n, s in speed.items()})}  # keys as one nesting
-        mlflow.log_metrics({k: float(v) for k, v in flat.items() if not isinstance(v, list)})
+        if mlflow:
+            from tinylm.pipeline.tracking import flatten
+
+            flat = {**flatten(metrics), **flatten({n: {"tasks": s} for n, s in speed.items()})}  # one nesting
+            mlflow.log_metrics({k: float(v) for k, v in flat.items() if not isinstance(v, list)})
         mlflow.log_table({"model": [g["model"] for g in generations], "task": [g["task"] for g in generations],
                           "prompt": [g["prompt"] for g in generations],
                           "reference": [g["reference"] for g in generations],

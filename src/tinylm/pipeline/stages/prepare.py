@@ -5,27 +5,28 @@
 
 from dataclasses import asdict
 
-import mlflow
-
 from tinylm.atomic import atomic_dir
 from tinylm.data.corpus import build_corpus, corpus_stats
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.data_stage import record_stats
 from tinylm.pipeline.paths import CORPUS, RAW
-from tinylm.pipeline.tracking import log_dataset, stage_run
+from tinylm.pipeline.tracked import tracked
 
 
 def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
-    with stage_run("prepare", {"data": asdict(cfg.data)}, experiment=cfg.name):
+    with tracked(cfg.tracking, "prepare", {"data": asdict(cfg.data)}, experiment=cfg.name) as mlflow:
         corpus = build_corpus(RAW, cfg.data)
         with atomic_dir(CORPUS) as tmp:
             corpus.save_to_disk(str(tmp))
         stats = corpus_stats(corpus)
-        record_stats("corpus", stats)
+        record_stats("corpus", stats, mlflow)
         mlflow.log_text(corpus["train"][0]["text"][:5000], "sample.txt")
-        for split, ds in corpus.items():
-            log_dataset(ds, CORPUS / split, f"corpus/{split}", split)
+        if mlflow:
+            from tinylm.pipeline.tracking import log_dataset
+
+            for split, ds in corpus.items():
+                log_dataset(ds, CORPUS / split, f"corpus/{split}", split)
     print("prepare: " + ", ".join(f"{s} {v['sections']} sections {v['chars']:,} chars"
                                   for s, v in stats.items()))
 

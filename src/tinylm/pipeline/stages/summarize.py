@@ -1,6 +1,6 @@
 """Stage summarize (last): write the headline numbers, then log every param and every DVC metrics file (of every
 stage in dvc.yaml; not the headline, which repeats their numbers) to this invocation's MLflow pipeline run, so
-pipeline runs compare side by side; stages DVC skipped still appear.
+pipeline runs compare side by side; stages DVC skipped still appear. With `tracking: false`, only the headline.
 
 The headline (reports/headline/, `dvc metrics show reports/headline`): the numbers a first look needs, one small
 metrics file per row, since `dvc metrics show` prints one row per file and one column per key (sorted); the
@@ -22,7 +22,6 @@ from dvc.repo import Repo
 from tinylm.atomic import write_json
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.paths import MODELS, REPORTS
-from tinylm.pipeline.tracking import log_pipeline_summary, pipeline_link, register_sft
 
 HEADLINE = REPORTS / "headline"  # every file below is a `metrics:` output of this stage in dvc.yaml
 MODEL_NAMES = ("decoder", "decoder-sft", "seq2seq", "encoder", "classifier")
@@ -92,9 +91,14 @@ def write_headline(out: Path = HEADLINE, reports: Path = REPORTS) -> list[Path]:
 
 def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
-    print("summarize: logging the params and every metrics file to the MLflow pipeline run", flush=True)
     written = write_headline()
     print(f"summarize: {len(written)} headline files -> {HEADLINE}/ (dvc metrics show {HEADLINE})", flush=True)
+    if not cfg.tracking:
+        print("summarize: tracking is off (tracking: false): nothing logged to MLflow")
+        return
+    from tinylm.pipeline.tracking import log_pipeline_summary, pipeline_link, register_sft
+
+    print("summarize: logging the params and every metrics file to the MLflow pipeline run", flush=True)
     files = [f for f in metrics_files() if not Path(f).is_relative_to(HEADLINE)]  # it repeats the others' numbers
     run_id = log_pipeline_summary(cfg.to_dict(), files, experiment=cfg.name, headline=headline())
     print(f"summarize: {len(files)} metrics files -> MLflow pipeline run {run_id}")

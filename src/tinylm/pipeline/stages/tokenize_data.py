@@ -10,34 +10,32 @@ task sets -> data/tokens/sft, data/tokens/cls (tinylm.data.tokens), with reports
 from dataclasses import asdict
 
 import datasets
-import mlflow
 
 from tinylm.atomic import atomic_dir
 from tinylm.data.tokens import encode_cls, encode_sft, write_pretrain
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.data_stage import record_stats
 from tinylm.pipeline.paths import CLS_SETS, CORPUS, SFT, TOKENIZER, TOKENS
-from tinylm.pipeline.tracking import stage_run
+from tinylm.pipeline.tracked import tracked
 
 
 def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
     params = {"tokenizer": asdict(cfg.tokenizer), "sft": {"max_length": cfg.sft.max_length},
               "cls": {"max_length": cfg.cls.max_length}}
-    with stage_run("tokenize", params, experiment=cfg.name):
-        n = cfg.tokenizer.num_proc
+    with tracked(cfg.tracking, "tokenize", params, experiment=cfg.name) as mlflow:
         sft_text, cls_text = datasets.load_from_disk(str(SFT)), datasets.load_from_disk(str(CLS_SETS))
         with atomic_dir(TOKENS) as tmp:
-            meta = write_pretrain(datasets.load_from_disk(str(CORPUS)), TOKENIZER, tmp, n)
-            sft = encode_sft(sft_text, TOKENIZER, cfg.sft.max_length, n)
-            cls = encode_cls(cls_text, TOKENIZER, cfg.cls.max_length, n)
+            meta = write_pretrain(datasets.load_from_disk(str(CORPUS)), TOKENIZER, tmp, cfg.tokenizer.num_proc)
+            sft = encode_sft(sft_text, TOKENIZER, cfg.sft.max_length)
+            cls = encode_cls(cls_text, TOKENIZER, cfg.cls.max_length)
             sft.save_to_disk(str(tmp / "sft"))
             cls.save_to_disk(str(tmp / "cls"))
         sft_stats = {s: {"items": len(ds), "dropped": len(sft_text[s]) - len(ds),
                          "response_tokens": sum(map(len, ds["response_ids"]))} for s, ds in sft.items()}
         stats = {"pretrain": meta["splits"], "vocab_size": meta["vocab_size"], "sft": sft_stats,
                  "cls": {s: {"items": len(ds)} for s, ds in cls.items()}}
-        record_stats("tokens", stats)
+        record_stats("tokens", stats, mlflow)
         mlflow.log_dict(meta, "meta.json")
     print("tokenize: " + ", ".join(f"{s} {v['tokens']:,} tokens" for s, v in meta["splits"].items())
           + f" ({meta['dtype']}) -> {TOKENS}/")

@@ -9,14 +9,13 @@ import time
 from dataclasses import asdict
 
 import datasets
-import mlflow
 
 from tinylm.atomic import atomic_dir, write_json
 from tinylm.data.special_tokens import SPECIAL_TOKENS
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.data_stage import record_stats
 from tinylm.pipeline.paths import CORPUS, SPEED, TOKENIZER, TOKENIZER_DIR
-from tinylm.pipeline.tracking import stage_run
+from tinylm.pipeline.tracked import tracked
 from tinylm.tokenizer import BPETokenizer
 
 
@@ -27,7 +26,8 @@ def bytes_per_token(tok: BPETokenizer, texts: list[str]) -> float:
 
 def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
-    with stage_run("train_tokenizer", {"tokenizer": asdict(cfg.tokenizer)}, experiment=cfg.name):
+    params = {"tokenizer": asdict(cfg.tokenizer)}
+    with tracked(cfg.tracking, "train_tokenizer", params, experiment=cfg.name) as mlflow:
         corpus = datasets.load_from_disk(str(CORPUS))
         t0 = time.perf_counter()
         tok = BPETokenizer.train(corpus["train"]["text"], cfg.tokenizer.vocab_size, list(SPECIAL_TOKENS),
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> None:
             tok.save(tmp / TOKENIZER.name)
         stats = {"vocab_size": tok.vocab_size, "merges": len(tok.merges),
                  "val_bytes_per_token": round(bytes_per_token(tok, corpus["val"]["text"]), 4)}
-        record_stats("tokenizer", stats)
+        record_stats("tokenizer", stats, mlflow)
         write_json(SPEED / "tokenizer.json", {"train_seconds": round(seconds, 2)})
         mlflow.log_metric("train_seconds", round(seconds, 2))
         mlflow.log_artifact(str(TOKENIZER))
