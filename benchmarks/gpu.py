@@ -80,15 +80,6 @@ def peak_gib(device: str) -> str:
     return f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device == "cuda" else "n/a"
 
 
-def peak_flops(device: str) -> float | None:
-    from tinylm.training.base import PEAK_BF16_FLOPS
-
-    if device != "cuda":
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-
-
 # ------------------------------------------------------------------------------------------------ sections
 def environment(say, a) -> None:
     import pytorch_lightning as pl
@@ -214,12 +205,13 @@ def load_nanogpt(path: Path):
 def throughput(say, a) -> None:
     from tinylm.interop.hf import to_hf
     from tinylm.models import build_model, presets
+    from tinylm.training.base import peak_flops
     from tinylm.training.optim import build_optimizer
 
     shape = TINY if a.dry_run else GPT2
     B, T, V = (4, 64, shape["vocab_size"]) if a.dry_run else (16, 1024, 50304)
     steps, warmup = (3, 1) if a.dry_run else (20, 4)
-    peak = peak_flops(a.device)
+    peak = peak_flops(torch.device(a.device))
     flops = gpt_module(shape, 10).flops_per_token()
     nanogpt = load_nanogpt(a.nanogpt) if a.nanogpt and a.nanogpt.exists() else None
     say(f"shapes {shape}, B {B}, T {T}, bf16 autocast, grad clip 1.0, {steps} timed steps after {warmup}; "

@@ -102,6 +102,13 @@ def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, mess
     assert message in str(e.value)
 
 
+def test_the_encoder_decoder_must_have_room_for_the_answers_evaluate_asks_of_it(default):
+    d = bad(bad(bad(default, "seq2seq.block_size", 64), "sft.max_length", 64), "eval.max_new_tokens", 64)
+    with pytest.raises(ConfigError, match=r"eval.max_new_tokens=64: must be < seq2seq.block_size=64 \(the answer "
+                                          r"follows the decoder's start token\); lower eval.max_new_tokens"):
+        Config.from_dict(d)
+
+
 def test_bad_overrides_when_composing():
     with pytest.raises(ConfigError, match="Could not find 'decoder/gpt5' Available options in 'decoder': b"):
         compose(["decoder=gpt5"], CONF)

@@ -272,6 +272,9 @@ def test_flops_per_token():
     n = V * d + L * per_layer + 2 * d  # tied wte/lm_head once, final LayerNorm; no position table
     assert module.flops_per_token() == 6 * n + 12 * L * d * T
     assert n == sum(p.numel() for p in module.model.parameters()) - 16 * d
+    untied = CausalLMModule(cfg("baichuan", n_layer=2), OPTIM)  # wte is a lookup, lm_head multiplies
+    n = sum(p.numel() for p in untied.model.parameters()) - V * d
+    assert untied.flops_per_token() == 6 * n + 12 * L * d * T
 
 
 def test_val_bpb_is_nats_over_bytes_of_all_validation_targets():

@@ -68,6 +68,10 @@ def generate(args) -> None:
         raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
     if args.temperature <= 0:
         raise SystemExit(f"error: --temperature must be > 0, got {args.temperature}")
+    if args.max_new_tokens < 1:
+        raise SystemExit(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.top_k is not None and args.top_k < 1:
+        raise SystemExit(f"error: --top-k must be >= 1, got {args.top_k}")
     model, tok = _load(args.model)
     if model.config.arch != "gpt":
         raise SystemExit(f"error: {args.model} holds a {model.config.arch} model; generate runs decoder LMs")

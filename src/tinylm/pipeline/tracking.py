@@ -350,15 +350,19 @@ def ui_link(experiment: str, view: str | None = None, base: str | None = None) -
     return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
 
 
+def metric_numbers(path: str | Path, data: Mapping) -> dict[str, float]:
+    """The numbers of one DVC metrics file's contents, keyed "<file path without .json>/<a.b.c>"."""
+    stem = Path(path).with_suffix("").as_posix()
+    return {f"{stem}/{k}": float(v) for k, v in flatten(data).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def read_metrics(paths: list[str | Path]) -> dict[str, float]:
-    """Numbers of DVC metrics files, keyed "<file path without .json>/<a.b.c>"; missing files skipped."""
+    """`metric_numbers` of DVC metrics files; missing files skipped."""
     out = {}
     for p in map(Path, paths):
-        if not p.exists():
-            continue
-        for k, v in flatten(json.loads(p.read_text())).items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[f"{p.with_suffix('').as_posix()}/{k}"] = float(v)
+        if p.exists():
+            out.update(metric_numbers(p, json.loads(p.read_text())))
     return out
 
 

@@ -17,8 +17,10 @@ Bits per byte, which compares language models across tokenizers (special tokens 
 
     val/bpb = sum_t CE(t) / (ln 2 * sum_t bytes(y_t))   over the validation targets y_t
 
-MFU (PaLM appendix B): model FLOPs per token = 6 N + 12 L T d (N: non-embedding parameters), achieved
-FLOP/s = tokens/s * that, divided by the accelerator's peak (bf16 dense; only logged on a known GPU).
+MFU (PaLM appendix B): model FLOPs per token = 6 N + 12 L T d, N the parameters that multiply (embedding
+tables are lookups: a token table counts only where it is tied to the output layer, as nanoGPT's estimate
+counts it); achieved FLOP/s = tokens/s * that, divided by the accelerator's peak (bf16 dense; only logged on
+a known GPU).
 """
 
 import math
@@ -32,6 +34,14 @@ from tinylm.training.optim import OptimConfig, build_optimizer, build_scheduler
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
                    "RTX 4090": 165e12, "V100": 125e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The bf16 dense peak FLOP/s of a known CUDA GPU (PEAK_BF16_FLOPS by name), else None."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 class TinyLMModule(pl.LightningModule):
@@ -110,7 +120,7 @@ class TinyLMModule(pl.LightningModule):
         dt = time.perf_counter() - self._t0
         tps = self._tokens / max(dt, 1e-9) * self.trainer.world_size
         self.log("train/tokens_per_s", tps, on_step=True, rank_zero_only=True)
-        peak = self._peak_flops()
+        peak = peak_flops(self.device)
         if peak:
             self.log("train/mfu", tps * self.flops_per_token() / peak, on_step=True, rank_zero_only=True)
         self._t0, self._tokens = time.perf_counter(), 0
@@ -166,12 +176,7 @@ class TinyLMModule(pl.LightningModule):
 
     def flops_per_token(self) -> float:
         cfg = self.model.config
-        n = sum(p.numel() for p in self.model.parameters())
-        n -= sum(p.numel() for name, p in self.model.named_parameters() if "wpe" in name or "position_emb" in name)
+        linear = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear)}
+        lookups = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Embedding)} - linear
+        n = sum(p.numel() for p in self.model.parameters() if id(p) not in lookups)
         return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
-
-    def _peak_flops(self) -> float | None:
-        if not torch.cuda.is_available() or self.device.type != "cuda":
-            return None
-        name = torch.cuda.get_device_name(self.device)
-        return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
