@@ -52,7 +52,7 @@ class Scene:
                 if stage_directions == "keep":
                     out.append(Speech(None, [f"[{item}]"]))  # a direction paragraph (no speaker)
                 continue
-            lines = [x for x in item.lines if stage_directions == "keep" or not _is_direction(x)]
+            lines = [x for x in item.lines if stage_directions == "keep" or not is_direction(x)]
             if not lines:
                 continue
             if stage_directions == "drop" and out and out[-1].speaker == item.speaker:
@@ -78,7 +78,8 @@ def render_speech(s: Speech) -> str:
     return "\n".join(([f"{s.speaker}:"] if s.speaker else []) + s.lines)
 
 
-def _is_direction(line: str) -> bool:
+def is_direction(line: str) -> bool:
+    """A stage direction line, as Play.text writes it: "[...]"."""
     return line.startswith("[") and line.endswith("]")
 
 

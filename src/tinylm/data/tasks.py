@@ -31,6 +31,7 @@ import random
 import datasets
 
 from tinylm.data.corpus import SPLITS, assign_splits, speeches_of, to_dataset
+from tinylm.data.plays import is_direction
 
 SFT_FEATURES = datasets.Features({k: datasets.Value("string") for k in ("task", "doc", "prompt", "response")})
 PROMPTS = {"speaker": "Who speaks the last lines?", "play": "Which play is this from?",
@@ -40,7 +41,7 @@ MIN_PASSAGE_CHARS = 40
 
 def verse_lines(speech: str) -> list[str]:
     """A speech's lines without its "[direction]" lines."""
-    return [x for x in speech.split("\n") if x and not (x.startswith("[") and x.endswith("]"))]
+    return [x for x in speech.split("\n") if x and not is_direction(x)]
 
 
 def passage(speech: str, n_lines: int) -> str:

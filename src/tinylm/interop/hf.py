@@ -42,8 +42,9 @@ def _bert_compatible(cfg: ModelConfig) -> bool:
 
 
 # ---- GPT-2 ---------------------------------------------------------------------------------------------------
-def _gpt2_state(model: GPT) -> dict:
-    return {k: (v.t() if k.endswith(_CONV1D) else v).clone() for k, v in model.state_dict().items()}
+def _gpt2_state(state: dict) -> dict:
+    """GPT-2's Conv1D weights are nn.Linear's transposed: the same map both ways."""
+    return {k: (v.t() if k.endswith(_CONV1D) else v).clone() for k, v in state.items()}
 
 
 def _gpt2_config(cfg: ModelConfig):
@@ -174,7 +175,7 @@ def to_hf(model: nn.Module) -> nn.Module:
 
     cfg = model.config
     if isinstance(model, GPT) and _gpt2_compatible(cfg):
-        hf_cls, hf_cfg, state = GPT2LMHeadModel, _gpt2_config(cfg), _gpt2_state(model)
+        hf_cls, hf_cfg, state = GPT2LMHeadModel, _gpt2_config(cfg), _gpt2_state(model.state_dict())
     elif isinstance(model, GPT) and _llama_compatible(cfg):
         hf_cls, hf_cfg, state = LlamaForCausalLM, _llama_config(cfg), _llama_state(model)
     elif isinstance(model, BERT) and _bert_compatible(cfg):
@@ -202,8 +203,8 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     kind = hf_cfg.model_type
     if kind == "gpt2":
         cfg = ModelConfig(**saved) if saved else _gpt2_from_config(hf_cfg)
-        model, ours = GPT(cfg), {k: (v.t() if k.endswith(_CONV1D) else v).clone() for k, v in state.items()
-                                 if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        model, ours = GPT(cfg), _gpt2_state({k: v for k, v in state.items()
+                                             if not k.endswith((".attn.bias", ".attn.masked_bias"))})
     elif kind == "llama":
         cfg = ModelConfig(**saved) if saved else _llama_from_config(hf_cfg)
         model, ours = GPT(cfg), _from_llama_state(state, cfg)

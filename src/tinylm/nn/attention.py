@@ -30,6 +30,7 @@ __all__ = [
     "causal_mask",
     "padding_mask",
     "combine_masks",
+    "full_mask",
     "naive_attention",
     "sdpa_attention",
     "flash_attention",
@@ -68,7 +69,8 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
     return out
 
 
-def _full_mask(q, k, mask, causal) -> torch.Tensor | None:
+def full_mask(q, k, mask, causal) -> torch.Tensor | None:
+    """The boolean mask (True = attend) of `mask` and the causal rule together, None when neither applies."""
     align = _resolve_causal(causal)
     cm = causal_mask(q.size(-2), k.size(-2), align=align, device=q.device) if align else None
     return combine_masks(mask, cm)
@@ -76,7 +78,7 @@ def _full_mask(q, k, mask, causal) -> torch.Tensor | None:
 
 def naive_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p: float = 0.0):
     """softmax(q k^T / sqrt(D) + M) v with the full (B, H, Tq, Tk) score matrix (the textbook form)."""
-    full = _full_mask(q, k, mask, causal)
+    full = full_mask(q, k, mask, causal)
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, Tq, Tk)
     if full is not None:
         att = att.masked_fill(~full, float("-inf"))
@@ -97,7 +99,7 @@ def sdpa_attention(q, k, v, *, mask=None, causal: bool | str = False, dropout_p:
     align = _resolve_causal(causal)
     if mask is None and (align == "top_left" or (align and q.size(-2) == k.size(-2))):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
-    full = _full_mask(q, k, mask, causal)
+    full = full_mask(q, k, mask, causal)
     if full is not None and full.dim() < 2:  # SDPA rejects a 1-D (Tk,) key mask; (1, Tk) broadcasts the same
         full = full.reshape(1, -1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=full, dropout_p=dropout_p)

@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinylm.nn.attention import (
-    causal_mask,
-    combine_masks,
     flash_attention,
+    full_mask,
     naive_attention,
     padding_mask,
     sdpa_attention,
@@ -136,8 +135,7 @@ class MultiHeadAttention(nn.Module):
 
 def _biased_attention(q, k, v, mask, align, bias, dropout_p):
     """SDPA with an additive float bias (ALiBi) folded together with the boolean masks."""
-    cm = causal_mask(q.size(-2), k.size(-2), align=align, device=q.device) if align else None
-    full = combine_masks(mask, cm)
+    full = full_mask(q, k, mask, align)
     bias = bias.to(q.dtype)
     if full is not None:
         bias = bias.masked_fill(~full, float("-inf"))
