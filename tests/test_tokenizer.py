@@ -574,25 +574,82 @@ def test_token_bytes_sum_to_the_texts_utf8_bytes_without_specials(small_tok, par
     assert all(sizes[small_tok.token_to_id(s)] == 0 for s in small_tok.special_tokens)
 
 
-def test_ctrl_c_while_encoding_in_a_pool_stops_at_an_item_boundary(small_tok):
-    """A SIGINT during pooled encoding is raised as KeyboardInterrupt between items (never inside the pool's
-    locking), the workers are gone afterwards and Python's Ctrl-C handler is back."""
+def test_ctrl_c_in_the_caller_between_pooled_items_is_python_s_own_and_the_pool_ends(small_tok):
+    """Between items nothing of ours is installed: a Ctrl-C in the caller's loop is raised there at once, as
+    anywhere in Python; the abandoned iterator closes its pool, leaving no worker."""
     import multiprocessing
     import os
     import signal
+    import time
 
     texts = [" ".join(CORPUS) * 20] * 40
     got = []
     with pytest.raises(KeyboardInterrupt):
         for i, ids in enumerate(small_tok.encode_arrays(texts, num_workers=2)):
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
             got.append(ids)
             if i == 3:
                 os.kill(os.getpid(), signal.SIGINT)
-                got.append("the item's own work goes on")  # not interrupted mid-item
-    assert got.pop() == "the item's own work goes on"
+                time.sleep(1)
+                got.append("not reached")
     assert len(got) == 4 and all(np.array_equal(a, got[0]) for a in got)
+    assert not multiprocessing.active_children()
+
+
+def test_ctrl_c_while_waiting_for_a_pooled_result_is_raised_at_the_next_item_boundary(small_tok, monkeypatch):
+    """Inside the pool's locking (waiting for a result) a Ctrl-C is deferred: the result arrives, is not
+    handed out, and KeyboardInterrupt is raised by the iterator itself after the pool is closed."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+    from multiprocessing.pool import IMapIterator
+
+    wait = IMapIterator.__next__
+    calls = []
+
+    def wait_with_ctrl_c(self):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python would raise it here
+        return wait(self)
+
+    monkeypatch.setattr(IMapIterator, "__next__", wait_with_ctrl_c)
+    got = []
+    with pytest.raises(KeyboardInterrupt) as raised:
+        for ids in small_tok.encode_arrays([" ".join(CORPUS)] * 10, num_workers=2):
+            got.append(ids)
+    assert len(got) == 2
+    assert raised.traceback[-1].name == "_encode_in_pool"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert not multiprocessing.active_children()
+
+
+def test_ctrl_c_while_the_pool_closes_is_raised_when_the_items_are_done(small_tok, monkeypatch):
+    """A press while the pool is joined is not lost: the iterator raises it as it ends, or as it is closed."""
+    import os
+    import signal
+    import time
+    from multiprocessing.pool import Pool
+
+    join = Pool.join
+
+    def join_with_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        return join(self)
+
+    monkeypatch.setattr(Pool, "join", join_with_ctrl_c)
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        for ids in small_tok.encode_arrays([" ".join(CORPUS)] * 5, num_workers=2):
+            got.append(ids)
+    assert len(got) == 5
+    arrays = small_tok.encode_arrays([" ".join(CORPUS)] * 5, num_workers=2)
+    next(arrays)
+    with pytest.raises(KeyboardInterrupt):  # closed early by its caller: close() raises it
+        arrays.close()
 
 
 def test_ctrl_c_as_the_pool_starts_leaves_no_worker_behind(small_tok, monkeypatch):

@@ -275,6 +275,11 @@ def test_flops_per_token():
     untied = CausalLMModule(cfg("baichuan", n_layer=2), OPTIM)  # wte is a lookup, lm_head multiplies
     n = sum(p.numel() for p in untied.model.parameters()) - V * d
     assert untied.flops_per_token() == 6 * n + 12 * L * d * T
+    bert = MaskedLMModule(cfg("bert", n_layer=2), OPTIM, mask_token_id=MASK, special_ids=[0, 1, 2, 3])
+    n = sum(p.numel() for p in bert.model.parameters()) - 16 * d - 2 * d  # the word table is the MLM decoder's
+    assert bert.flops_per_token() == 6 * n + 12 * L * d * T  # weight; position and token-type tables lookups
+    s2s = Seq2SeqModule(cfg("transformer", n_layer=2), OPTIM)  # the embedding is the generator's weight
+    assert s2s.flops_per_token() == 6 * sum(p.numel() for p in s2s.model.parameters()) + 12 * L * d * T
 
 
 def test_val_bpb_is_nats_over_bytes_of_all_validation_targets():

@@ -4,7 +4,7 @@
   <repo>/mlruns/ (embedded; <repo> is DVC_ROOT, which DVC sets to the main repository even for queued
   experiments that run in a temporary copy, else the working directory).
   Pass `tracking_uri()` explicitly everywhere (Lightning's MLFlowLogger defaults to a file store, which
-  MLflow 3 refuses). Telemetry is off unless MLFLOW_DISABLE_TELEMETRY is set otherwise.
+  MLflow 3 refuses). Telemetry is off unless MLFLOW_DISABLE_TELEMETRY is set otherwise (tinylm/pipeline/__init__.py).
 - Pipeline run: one per `dvc repro` / `dvc exp run`, in experiment "pipeline", found or created by the tag
   `tinylm.pipeline_key` = sha256(git commit, sha256 of params.yaml, DVC_EXP_NAME). Every stage run of that
   invocation gets it as parent (`mlflow.parentRunId`); the last stage (`summarize`) logs every param and
@@ -54,15 +54,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import mlflow
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
-import mlflow  # noqa: E402
-import yaml  # noqa: E402
-from mlflow.entities import Metric, Param  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS  # noqa: E402
-
-from tinylm.data.sources import sha256_file  # noqa: E402
+from tinylm.data.sources import sha256_file
 
 PIPELINE_EXPERIMENT = "pipeline"
 PIPELINE_KEY_TAG = "tinylm.pipeline_key"

@@ -320,15 +320,17 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
     # Forked workers share the parent's heap copy-on-write; a garbage collection in a worker writes to every
     # object it traverses, copying the pages of everything it inherited (Python's gc docs: freeze before
     # fork). Frozen objects are left out of collections.
-    # Ctrl-C is deferred (tinylm.ctrl_c) from before the workers are forked to after they are joined and
-    # raised at an item boundary: raised while the pool forks, it would leave the workers behind (Pool's
-    # cleanup catches Exception, not KeyboardInterrupt) or be lost in os.fork's hooks; raised later, inside
-    # the pool's own locking. The workers ignore it (_start_worker).
+    # Ctrl-C is deferred (tinylm.ctrl_c) while this code runs the pool: while the workers are forked (raised
+    # there it would leave them behind, Pool's cleanup catching Exception only, or be lost in os.fork's hooks),
+    # while it waits for the next result (inside the pool's locking) and while the pool closes; it is raised
+    # at the item boundary that follows. Between items, in the caller's code, Python's own handling applies
+    # (nothing of ours stays installed while the generator is suspended). The workers ignore it.
     # The pool is never terminate()d: Pool.terminate drains the task pipe only while it holds data, so a
     # text bigger than the pipe's buffer, which the pool's feeder thread starts writing just after that
     # drain, blocks the feeder forever and terminate() with it (a Ctrl-C hang in CI, about 1 run in 4). On
     # any exit the feed stops at the next text instead; the workers finish what was already sent, then close
-    # and join end the pool the ordinary way.
+    # and join end the pool the ordinary way. A press recorded by then is raised even when the caller closed
+    # the iterator (close() raises it).
     stop = threading.Event()
     with recorded_ctrl_c(defer=True) as pressed:
         gc.freeze()
@@ -336,17 +338,21 @@ def _encode_in_pool(n: int, worker: tuple, texts: Iterable[str]) -> Iterator[np.
             pool = multiprocessing.Pool(n, initializer=_start_worker, initargs=worker)
         finally:
             gc.unfreeze()
-        try:
-            for ids in pool.imap(_encode_in_worker, _until(stop, texts)):
-                if pressed:
-                    raise KeyboardInterrupt
-                yield ids
-        finally:
+        results = pool.imap(_encode_in_worker, _until(stop, texts))
+    try:
+        while not pressed:
+            with recorded_ctrl_c(defer=True) as pressed:
+                ids = next(results, None)
+            if ids is None or pressed:
+                break
+            yield ids
+    finally:
+        with recorded_ctrl_c(defer=True) as closing:
             stop.set()
             pool.close()
             pool.join()
-    if pressed:
-        raise KeyboardInterrupt
+        if pressed or closing:
+            raise KeyboardInterrupt
 
 
 def _until(stop: threading.Event, texts: Iterable[str]) -> Iterator[str]:

@@ -17,10 +17,10 @@ Bits per byte, which compares language models across tokenizers (special tokens 
 
     val/bpb = sum_t CE(t) / (ln 2 * sum_t bytes(y_t))   over the validation targets y_t
 
-MFU (PaLM appendix B): model FLOPs per token = 6 N + 12 L T d, N the parameters that multiply (embedding
-tables are lookups: a token table counts only where it is tied to the output layer, as nanoGPT's estimate
-counts it); achieved FLOP/s = tokens/s * that, divided by the accelerator's peak (bf16 dense; only logged on
-a known GPU).
+MFU (PaLM appendix B): model FLOPs per token = 6 N + 12 L T d, N the parameters that multiply: all but the
+embedding tables (lookups), plus the (V, d) output layer once where it is the token table (tied embeddings,
+as nanoGPT's estimate counts it); achieved FLOP/s = tokens/s * that, divided by the accelerator's peak (bf16
+dense; only logged on a known GPU).
 """
 
 import math
@@ -46,6 +46,7 @@ def peak_flops(device: torch.device) -> float | None:
 
 class TinyLMModule(pl.LightningModule):
     log_ppl = False  # language models also log val/ppl = exp(val/loss)
+    vocab_logits = True  # the model ends in the (V, d) output layer (the LMs; not a classifier)
 
     def __init__(self, optim: dict, seed: int = 0):
         super().__init__()
@@ -176,7 +177,8 @@ class TinyLMModule(pl.LightningModule):
 
     def flops_per_token(self) -> float:
         cfg = self.model.config
-        linear = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear)}
-        lookups = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Embedding)} - linear
-        n = sum(p.numel() for p in self.model.parameters() if id(p) not in lookups)
+        tables = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}
+        n = sum(p.numel() for p in self.model.parameters() if id(p) not in tables)
+        if self.vocab_logits and cfg.tie_embeddings:
+            n += cfg.vocab_size * cfg.n_embd
         return 6 * n + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size

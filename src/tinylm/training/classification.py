@@ -10,6 +10,8 @@ from tinylm.training.base import TinyLMModule
 
 
 class SequenceClassificationModule(TinyLMModule):
+    vocab_logits = False  # its head maps to labels: no (V, d) output layer
+
     def __init__(self, model_config: dict, num_labels: int, optim: dict, seed: int = 0, pooling: str = "cls",
                  head_lr_scale: float = 1.0):
         super().__init__({**optim, "lr_scale": {"pooler.": head_lr_scale, "classifier.": head_lr_scale}}, seed)
