@@ -29,8 +29,11 @@ def test_every_stage_module_imports_without_mlflow():
 
 @pytest.mark.slow
 def test_the_stages_run_without_mlflow_and_write_what_a_tracked_run_wrote(full, run, tmp_path):
-    """The training stages' switch is tested in test_gpu_path (pretrain without mlflow); here the others."""
-    repo, env = full
+    """The training stages' switch is tested in test_gpu_path (pretrain without mlflow); here the others, run
+    first tracked (other tests may have retrained a model of `full` since its evaluate ran), then not."""
+    repo, env = copy_repo(full[0], tmp_path / "tracked"), full[1]
+    for stage in UNTRAINED:
+        run([sys.executable, f"pipelines/{stage}.py"], repo, env)
     work = copy_repo(repo, tmp_path / "untracked")
     (work / "mlflow.db").unlink()
     params = yaml.safe_load((work / "params.yaml").read_text())
