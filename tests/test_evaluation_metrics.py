@@ -1,4 +1,7 @@
-"""Classifier hits and the majority class (against brute force), and the prompt's room in the context."""
+"""Exact match, classifier hits and the majority class (against brute force), and the prompt's room in the
+context."""
+
+import string
 
 import pytest
 import torch
@@ -6,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinylm.evaluation.generation import prompt_room
-from tinylm.evaluation.metrics import classifier_hits, majority_label
+from tinylm.evaluation.metrics import classifier_hits, exact_match, majority_label, normalize
 
 PAD = 0
 
@@ -70,3 +73,18 @@ def test_candidate_logprobs_score_each_candidate_alone(prompt, candidates):
     assert alone == pytest.approx(brute, abs=1e-4)
     with pytest.raises(ValueError, match="non-empty"):
         candidate_logprobs(model, prompt, [[]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.punctuation + string.whitespace, max_size=20))
+def test_normalize_is_idempotent_and_ignores_surrounding_whitespace_and_punctuation(s):
+    n = normalize(s)
+    assert normalize(n) == n
+    assert normalize(f" \t{s}.\n!") == n and n == n.lower()
+    assert not n or (n[0] not in string.punctuation + string.whitespace and n[-1] not in string.punctuation)
+
+
+def test_exact_match():
+    assert exact_match(["Paris.\t.", "rome", "x"], ["paris", "Rome!", "y"]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="no references"):
+        exact_match([], [])

@@ -267,3 +267,54 @@ def test_precision_auto_trains_in_what_it_resolved_and_says_so(run, tmp_path, mo
     assert trainer.precision == want
     assert said[0].startswith(f"precision auto: {want} (the CPU has ")
     assert math.isfinite(history.val[-1]["val/loss"])
+
+
+def poisoned_run(out_dir, at: int, what: str):
+    """The script's model and data, logging only at the end (step 20), a checkpoint every 5 steps, validation
+    every 10: at step `at`, an inf gradient (its loss finite) or NaN weights after the step's clipping."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from tinylm.data.windows import FixedWindows, RandomWindows
+    from tinylm.models import presets
+    from tinylm.training.causal_lm import CausalLMModule
+    from tinylm.training.datamodules import StepDataModule
+    from tinylm.training.fit import fit
+
+    class Poisoned(CausalLMModule):
+        def on_before_optimizer_step(self, optimizer):
+            if self.global_step == at and what == "grad":
+                next(self.parameters()).grad.view(-1)[0] = float("inf")
+            super().on_before_optimizer_step(optimizer)
+            if self.global_step == at and what == "weights":
+                with torch.no_grad():
+                    next(self.parameters()).view(-1)[0] = float("nan")
+
+    cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32).to_dict()
+    module = Poisoned(cfg, dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=20, grad_clip=1.0))
+    tokens = (np.arange(4000) % 37).astype(np.uint16)
+    dm = StepDataModule(RandomWindows(tokens, 16, 4, seed=1), FixedWindows(tokens, 16, 4, 2), batch_size=None,
+                        seed=1, max_steps=20)
+    tcfg = SimpleNamespace(max_steps=20, val_every=10, val_batches=2, log_every=100, ckpt_every=5,
+                           precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
+                           accumulate_grad_batches=1, compile=False)
+    fit(module, dm, tcfg, out_dir, fingerprint="fp", say=lambda *_: None)
+
+
+@pytest.mark.parametrize(("at", "what", "message", "kept"), [
+    (6, "grad", "non-finite training loss or gradient norm at step 6", 5),  # caught at the step-10 checkpoint
+    (4, "weights", "non-finite weights at step 5", None),  # caught before the step-5 checkpoint: none yet
+])
+def test_no_checkpoint_holds_non_finite_weights(tmp_path, at, what, message, kept):
+    """A finite loss with inf gradients, or weights gone NaN, between logging steps: training stops at the
+    next checkpoint instead of writing it; last.ckpt, if any, is the last good one."""
+    with pytest.raises(FloatingPointError, match=message):
+        poisoned_run(tmp_path, at, what)
+    ckpt = tmp_path / "last.ckpt"
+    if kept is None:
+        assert not ckpt.exists()
+        return
+    state = torch.load(ckpt, weights_only=False, map_location="cpu")
+    assert state["global_step"] == kept
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())

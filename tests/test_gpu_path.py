@@ -194,3 +194,58 @@ def test_fsdp_clips_with_the_collective_norm_of_all_shards():
     module.on_before_optimizer_step(SimpleNamespace(param_groups=[{"lr": 1.0, "params": list(module.parameters())}]))
     assert calls == [0.5]
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, module.parameters(), strict=True))  # root clipped
+
+
+FSDP_DECAY = """
+import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
+
+def work(rank, port):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+    from tinylm.models import build_model, presets
+    from tinylm.nn.block import Block
+    from tinylm.training.optim import param_groups
+    torch.manual_seed(0)
+    model = build_model(presets("gpt2", vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    dims = {id(p): p.dim() for p in model.parameters()}  # what TinyLMModule.setup records
+    before = [[id(p) for p in g["params"]] for g in param_groups(model, 0.1)]
+    FSDP(model, use_orig_params=True, device_id=torch.device("cpu"), auto_wrap_policy=ModuleWrapPolicy({Block}))
+    assert {p.dim() for p in model.parameters()} == {1}, "FSDP shards every parameter to 1-D"
+    after = [[id(p) for p in g["params"]] for g in param_groups(model, 0.1, dims=dims)]
+    unrecorded = [len(g["params"]) for g in param_groups(model, 0.1)]
+    print(f"rank {rank}: same groups {after == before}; without the record {unrecorded}", flush=True)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(work, args=(int(sys.argv[1]),), nprocs=2)
+"""
+
+
+def test_weight_decay_picks_the_same_parameters_from_fsdp_shards(tmp_path):
+    """FSDP (use_orig_params, as Lightning's) leaves each parameter a 1-D shard; weight decay goes by the
+    dimensions recorded before wrapping, so the groups are those of the unwrapped model (two gloo processes)."""
+    import socket
+    import subprocess
+
+    script = tmp_path / "fsdp_decay.py"
+    script.write_text(FSDP_DECAY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = subprocess.run([sys.executable, str(script), str(port)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = sorted(x for x in out.stdout.splitlines() if x.startswith("rank"))
+    assert lines == [f"rank {r}: same groups True; without the record [0, 28]" for r in (0, 1)], out.stdout
+
+
+def test_muon_is_refused_under_fsdp_before_any_work():
+    from tinylm.pipeline.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="muon cannot run under strategy fsdp"):
+        load_config(["trainer.strategy=fsdp"], conf_dir=ROOT / "conf").trainer_for("decoder")
+    module, _ = module_and_data(gpu_trainer(optimizer="muon"))
+    module._trainer = SimpleNamespace(strategy=type("FSDPStrategy", (), {})())
+    with pytest.raises(ValueError, match="optimizer muon cannot run under FSDP"):
+        module.configure_optimizers()

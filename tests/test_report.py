@@ -75,3 +75,14 @@ def test_report_states_significance_intervals_and_degenerate_outputs(tmp_path):
                                          for i, d in enumerate(("greedy", "beam2", "sample"))}}}
     report.plot_speed(table, speed, tmp_path / "speed.png")
     assert all((tmp_path / p).stat().st_size > 1000 for p in ("quality.png", "speed.png"))
+
+
+def test_a_share_exactly_the_flag_above_the_references_is_flagged():
+    """0.3 against 0.2 is +0.10 (in floating point 0.2 + 0.1 > 0.3)."""
+    metrics = synthetic_metrics()
+    metrics["reference_degenerate"] = {"speaker": {"empty": 0.0, "one_token": 0.2, "repetition": 0.0}}
+    metrics["decoder-sft"]["tasks"]["speaker"]["greedy"]["degenerate"] = {"empty": 0.0, "one_token": 0.3,
+                                                                          "repetition": 0.0}
+    md = report.markdown(metrics, report.rows(metrics, ["decoder-sft"]), [], ["greedy", "beam2", "sample"])
+    assert "| decoder-sft | speaker | greedy | 0.00 | **0.30 !** | 0.00 |" in md
+    assert "decoder-sft / speaker / greedy: one-token 0.30 (references 0.20)" in md

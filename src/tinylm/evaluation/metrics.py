@@ -23,11 +23,15 @@ from tinylm.evaluation.generation import pad_batch
 
 
 def normalize(s: str) -> str:
-    return " ".join(s.strip().strip(string.punctuation + " ").lower().split())
+    """Lower case, whitespace runs as one space, surrounding whitespace and ASCII punctuation removed."""
+    return " ".join(s.strip(string.punctuation + string.whitespace).lower().split())
 
 
 def exact_match(preds: list[str], refs: list[str]) -> float:
-    return sum(normalize(p) == normalize(r) for p, r in zip(preds, refs, strict=True)) / max(1, len(refs))
+    """Share of predictions equal to their reference after `normalize`."""
+    if not refs:
+        raise ValueError("exact_match of no references")
+    return sum(normalize(p) == normalize(r) for p, r in zip(preds, refs, strict=True)) / len(refs)
 
 
 def chrf(preds: list[str], refs: list[str]) -> float:

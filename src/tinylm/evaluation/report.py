@@ -126,7 +126,7 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
     lines += ["", "## Did beam search find more likely answers?", "",
               "Share of items where the beam output's log-probability under the model exceeds greedy's "
               "(ties excluded), and where it is lower (possible: beam ranks with a length penalty).", "",
-              "| model | decoder | higher than greedy | lower | same output |", "|---|---|---:|---:|---:|"]
+              "| model | decoder | higher than greedy | lower | equal (within 1e-6) |", "|---|---|---:|---:|---:|"]
     for model, m in metrics.items():
         for decoder, c in m.get("beam_vs_greedy", {}).items():
             lines.append(f"| {model} | {decoder} | {c['higher']:.2f} | {c['lower']:.2f} | {c['same']:.2f} |")
@@ -190,7 +190,8 @@ def _degenerate(metrics: dict, models: list[str]) -> list[str]:
     ref = metrics.get("reference_degenerate", {})
     lines = ["", "## Degenerate outputs", "",
              "Share of outputs that are empty, one token long, or one n-gram (n <= 8) repeated back to back at least "
-             "3 times over at least half of the output; the references' own shares first. Flagged (**!**): a share "
+             "3 times, the repeating stretch (a partial last copy included) at least half of the output; the "
+             "references' own shares first. Flagged (**!**): a share "
              f"at least {FLAG:.2f} above the references'.", "",
              "| model | task | decoder | empty | one token | repetition |", "|---|---|---|---:|---:|---:|"]
     lines += [f"| references | {task} | | " + " | ".join(f"{r[k]:.2f}" for k in DEGENERATE) + " |"
@@ -202,8 +203,9 @@ def _degenerate(metrics: dict, models: list[str]) -> list[str]:
                 cells = []
                 for k in DEGENERATE:
                     v, base = m["degenerate"][k], ref.get(task, {}).get(k, 0.0)
-                    cells.append(f"**{v:.2f} !**" if v >= base + FLAG else f"{v:.2f}")
-                    if v >= base + FLAG:
+                    flag = v - base >= FLAG - 1e-9  # shares are fractions: 0.2 + 0.1 > 0.3 in floating point
+                    cells.append(f"**{v:.2f} !**" if flag else f"{v:.2f}")
+                    if flag:
                         flagged.append(f"{model} / {task} / {d}: {k.replace('_', '-')} {v:.2f} (references {base:.2f})")
                 lines.append(f"| {model} | {task} | {d} | " + " | ".join(cells) + " |")
     lines += ["", f"Flagged: {'; '.join(flagged)}." if flagged else

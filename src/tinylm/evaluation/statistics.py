@@ -25,7 +25,7 @@ vector c: exact (integer counts stay integers in float64) and one matrix product
   those sizes with |d_split| >= |d|: exact by enumeration when there are at most `resamples` splits, else
   (1 + #) / (R + 1) over R random splits. With few runs p has a floor (`min_p`, e.g. 0.1 for 3 vs 3 seeds).
 - `degenerate`: an empty answer, a one-token answer, or repetition: one n-gram (n <= 8) repeated back to
-  back at least 3 times over at least half of the output.
+  back at least 3 times, the repeating stretch (a partial last copy included) at least half of the output.
 """
 
 import itertools

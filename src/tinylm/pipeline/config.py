@@ -110,7 +110,8 @@ class TrainerConfig:
     grad_clip: float  # 0: off
     label_smoothing: float
     loss_average: Literal["token", "sample"]  # SFT/seq2seq: mean over response tokens, or per sample first
-    accumulate_grad_batches: int
+    accumulate_grad_batches: int  # > 1: train/loss logs the step's last micro-batch, and loss_average token
+    # weighs tokens within each micro-batch (not over the step's whole batch, as one big batch would)
     val_every: int
     val_batches: int
     log_every: int
@@ -144,6 +145,9 @@ class TrainerConfig:
               "two numbers in [0, 1)")
         _need(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         _need(self.devices == "auto" or self.devices >= 1, "devices", self.devices, "'auto' or >= 1")
+        _need(self.strategy != "fsdp" or self.optimizer != "muon", "optimizer", self.optimizer,
+              "muon cannot run under strategy fsdp (Muon orthogonalizes whole weight matrices, FSDP shards them): "
+              "use optimizer adamw, or strategy ddp")
 
 
 @dataclass(frozen=True)

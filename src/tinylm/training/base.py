@@ -1,5 +1,5 @@
 """What every tinylm LightningModule shares: the optimiser and schedule, gradient clipping, per-step seeding,
-gradient norm, throughput and MFU logging, and a hard stop on a non-finite loss.
+gradient norm, throughput and MFU logging, and a hard stop on a non-finite loss, gradient norm or weight.
 
 Per-step seeding: before each training batch the global RNG is seeded from (seed, micro-batch index, rank),
 the micro-batch index being global step * accumulate_grad_batches + position within the accumulation, so
@@ -8,10 +8,12 @@ resumed from a checkpoint therefore continues bit-for-bit as the uninterrupted r
 
 No host-device sync between logging steps: on a GPU every `.item()` or `if tensor:` stalls the host until
 the queued kernels finish. Metrics are logged only on logging steps (every `log_every` optimizer steps, and
-the last); the non-finite check keeps the first bad step in a device tensor and reads it on logging steps;
-clipping scales the gradients by min(1, max_norm / ||g||) on the device. So a non-finite loss stops
-training at the next logging step at the latest, naming the step where it first appeared, before any
-checkpoint of later steps is written (as long as ckpt_every is a multiple of log_every).
+the last); the non-finite check keeps the first step whose loss or gradient norm was not finite in a device
+tensor and reads it on logging steps; clipping scales the gradients by min(1, max_norm / ||g||) on the
+device. Before a checkpoint is written (one sync), that record and every weight are checked. So a non-finite
+loss or gradient stops training at the next logging step or checkpoint, whichever comes first, naming the
+step where it first appeared, and no checkpoint with non-finite weights is ever written: last.ckpt stays
+the last good one.
 
 Bits per byte, which compares language models across tokenizers (special tokens count 0 bytes):
 
@@ -51,18 +53,26 @@ class TinyLMModule(pl.LightningModule):
     def __init__(self, optim: dict, seed: int = 0):
         super().__init__()
         self.optim, self.seed = OptimConfig(**optim), seed
-        self._t0, self._tokens, self._first_bad = None, 0, None
+        self._t0, self._tokens, self._first_bad, self._dims = None, 0, None, None
         self.token_bytes = None
 
     # -- optimisation ------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Before the strategy wraps the model (Lightning calls this first): each parameter's number of
+        dimensions, which weight decay goes by (FSDP then leaves every parameter a 1-D shard)."""
+        self._dims = {id(p): p.dim() for p in self.model.parameters()}
+
     def configure_optimizers(self):
         o = self.optim
+        if o.optimizer == "muon" and self._trainer is not None and "FSDP" in type(self.trainer.strategy).__name__:
+            raise ValueError("optimizer muon cannot run under FSDP: Muon orthogonalizes whole weight matrices and "
+                             "FSDP shards them; use optimizer adamw, or strategy ddp")
         fused = o.fused
         if fused is None:  # fp16's GradScaler must unscale before clipping: only an unfused optimizer lets it
             fp16 = self._trainer is not None and self.trainer.precision == "16-mixed"
             fused = self.device.type == "cuda" and not fp16
         opt = build_optimizer(self.model, o.lr, o.weight_decay, o.betas, fused=fused, optimizer=o.optimizer,
-                              lr_scale=o.lr_scale)
+                              lr_scale=o.lr_scale, dims=self._dims)
         sched = build_scheduler(opt, o.lr, o.min_lr, o.warmup_steps, o.max_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -110,6 +120,7 @@ class TinyLMModule(pl.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        self._record_bad(norm)  # a finite loss can still have inf gradients (clipping turns them into NaN)
         if log:
             self.log("train/grad_norm", norm, on_step=True, rank_zero_only=True)
             self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, rank_zero_only=True)
@@ -163,17 +174,31 @@ class TinyLMModule(pl.LightningModule):
         self._tokens += int(n)
 
     def check_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """Raise FloatingPointError, naming the first step whose loss was not finite (see the module doc)."""
-        first = self._first_bad
-        if first is None or first.device != loss.device:
-            first = torch.full((), -1, dtype=torch.long, device=loss.device)
-        bad = ~torch.isfinite(loss.detach()) & (first < 0)
-        self._first_bad = first = torch.where(bad, torch.full_like(first, self.global_step), first)
-        if self.logging_step() and int(first) >= 0:
-            raise FloatingPointError(
-                f"non-finite training loss at step {int(first)}: stopping; the last good checkpoint (last.ckpt) is "
-                "kept. Lower the learning rate or enable gradient clipping (trainer.grad_clip).")
+        """Record a non-finite loss; on logging steps raise FloatingPointError for any recorded (module doc)."""
+        self._record_bad(loss)
+        if self.logging_step():
+            self.raise_if_not_finite()
         return loss
+
+    def _record_bad(self, value: torch.Tensor) -> None:
+        """Keep, on the device (no sync), the first step whose `value` (loss, gradient norm) was not finite."""
+        first = self._first_bad
+        if first is None or first.device != value.device:
+            first = torch.full((), -1, dtype=torch.long, device=value.device)
+        bad = ~torch.isfinite(value.detach()) & (first < 0)
+        self._first_bad = torch.where(bad, torch.full_like(first, self.global_step), first)
+
+    def raise_if_not_finite(self, weights: bool = False) -> None:
+        """FloatingPointError naming the first step with a non-finite loss or gradient norm; with `weights`
+        (before a checkpoint), also if any weight is not finite. One host sync."""
+        first = -1 if self._first_bad is None else int(self._first_bad)
+        what = "training loss or gradient norm"
+        if first < 0 and weights and not bool(torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()):
+            first, what = self.global_step, "weights"
+        if first >= 0:
+            raise FloatingPointError(
+                f"non-finite {what} at step {first}: stopping; the last good checkpoint (last.ckpt) is kept. "
+                "Lower the learning rate or enable gradient clipping (trainer.grad_clip).")
 
     def flops_per_token(self) -> float:
         cfg = self.model.config

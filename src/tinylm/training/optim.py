@@ -77,15 +77,17 @@ NO_DECAY = ("wpe", "position_embeddings", "token_type_embeddings")
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...] = NO_DECAY,
-                 lr_scale: dict[str, float] | None = None) -> list[dict]:
+                 lr_scale: dict[str, float] | None = None, dims: dict[int, int] | None = None) -> list[dict]:
     """[decayed, not decayed] (the module doc), then the same split of the parameters whose name starts with a
     key of lr_scale, each such group with its "lr_scale" (a fine-tune's fresh head learning faster than the
-    pretrained body); groups of scaled parameters come only when they have members."""
+    pretrained body); groups of scaled parameters come only when they have members. dims: id(parameter) ->
+    its number of dimensions before a strategy wrapped the model (FSDP turns every parameter into a 1-D shard:
+    by its own shape none would decay)."""
     groups = {}  # (scale, decayed) -> parameters
     for name, p in model.named_parameters():  # tied parameters appear once
         if not p.requires_grad:
             continue
-        decay = p.dim() >= 2 and not any(s in name for s in no_decay)
+        decay = (dims or {}).get(id(p), p.dim()) >= 2 and not any(s in name for s in no_decay)
         scale = next((v for prefix, v in (lr_scale or {}).items() if name.startswith(prefix)), 1.0)
         groups.setdefault((scale, decay), []).append(p)
     keys = [(1.0, True), (1.0, False), *sorted(k for k in groups if k[0] != 1.0)[::-1]]
@@ -185,14 +187,15 @@ class MuonAdamW(torch.optim.Optimizer):
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8,
                     no_decay: tuple[str, ...] = NO_DECAY, fused: bool | None = None,
-                    optimizer: str = "adamw", lr_scale: dict[str, float] | None = None) -> torch.optim.Optimizer:
+                    optimizer: str = "adamw", lr_scale: dict[str, float] | None = None,
+                    dims: dict[int, int] | None = None) -> torch.optim.Optimizer:
     """AdamW over `param_groups`, or MuonAdamW (Muon on `muon_params`, decayed; AdamW on the rest as
     `param_groups` splits them); fused=None: fused AdamW on CUDA, foreach elsewhere. A group's lr is
     lr x its lr_scale (the scheduler's factor multiplies each group's own)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     fused = next(model.parameters()).is_cuda if fused is None else fused
-    groups = param_groups(model, weight_decay, no_decay, lr_scale)
+    groups = param_groups(model, weight_decay, no_decay, lr_scale, dims)
     for g in groups:
         scale = g.pop("lr_scale")
         if scale != 1.0:
