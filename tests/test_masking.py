@@ -60,6 +60,17 @@ def test_without_attention_mask_only_specials_are_excluded():
     assert chosen.sum() > 0
 
 
+def test_the_attention_mask_excludes_positions_whatever_their_token():
+    """Padding under a non-special id: only the attention mask keeps it out (with PAD there, the specials
+    rule alone would)."""
+    ids, attn = batch(B=16, T=256)
+    ids[attn == 0] = 7
+    _, labels = corrupt(ids, attn)
+    assert not ((labels != -100) & (attn == 0)).any()
+    _, unmasked = corrupt(ids, None)
+    assert ((unmasked != -100) & (attn == 0)).any()
+
+
 def test_rate_is_respected():
     ids, attn = batch(B=32, T=256)
     _, labels = corrupt(ids, attn, rate=0.5)

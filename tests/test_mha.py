@@ -106,7 +106,6 @@ def test_dropout_only_in_training(kernel):
     plain.load_state_dict(mha.state_dict())
     x = torch.randn(2, 6, E)
     mha.eval()
-    torch.testing.assert_close(mha(x, causal=True), mha(x, causal=True))
     torch.testing.assert_close(mha(x, causal=True), plain(x, causal=True))
     mha.train()
     assert not torch.allclose(mha(x, causal=True), mha(x, causal=True))
