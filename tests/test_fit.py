@@ -269,9 +269,10 @@ def test_precision_auto_trains_in_what_it_resolved_and_says_so(run, tmp_path, mo
     assert math.isfinite(history.val[-1]["val/loss"])
 
 
-def poisoned_run(out_dir, at: int, what: str):
-    """The script's model and data, logging only at the end (step 20), a checkpoint every 5 steps, validation
-    every 10: at step `at`, an inf gradient (its loss finite) or NaN weights after the step's clipping."""
+def poisoned_run(out_dir, at: int, what: str, steps: int = 20):
+    """The script's model and data, logging only at the end (step `steps`), a checkpoint every 5 steps,
+    validation every 10: at step `at`, an inf gradient (its loss finite) or NaN weights after the step's
+    clipping."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -292,25 +293,27 @@ def poisoned_run(out_dir, at: int, what: str):
                     next(self.parameters()).view(-1)[0] = float("nan")
 
     cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32).to_dict()
-    module = Poisoned(cfg, dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=20, grad_clip=1.0))
+    module = Poisoned(cfg, dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=steps,
+                                grad_clip=1.0))
     tokens = (np.arange(4000) % 37).astype(np.uint16)
     dm = StepDataModule(RandomWindows(tokens, 16, 4, seed=1), FixedWindows(tokens, 16, 4, 2), batch_size=None,
-                        seed=1, max_steps=20)
-    tcfg = SimpleNamespace(max_steps=20, val_every=10, val_batches=2, log_every=100, ckpt_every=5,
+                        seed=1, max_steps=steps)
+    tcfg = SimpleNamespace(max_steps=steps, val_every=10, val_batches=2, log_every=100, ckpt_every=5,
                            precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
                            accumulate_grad_batches=1, compile=False)
     fit(module, dm, tcfg, out_dir, fingerprint="fp", say=lambda *_: None)
 
 
-@pytest.mark.parametrize(("at", "what", "message", "kept"), [
-    (6, "grad", "non-finite training loss or gradient norm at step 6", 5),  # caught at the step-10 checkpoint
-    (4, "weights", "non-finite weights at step 5", None),  # caught before the step-5 checkpoint: none yet
-])
-def test_no_checkpoint_holds_non_finite_weights(tmp_path, at, what, message, kept):
-    """A finite loss with inf gradients, or weights gone NaN, between logging steps: training stops at the
-    next checkpoint instead of writing it; last.ckpt, if any, is the last good one."""
+@pytest.mark.parametrize(("at", "what", "steps", "message", "kept"), [
+    (6, "grad", 20, "non-finite training loss or gradient norm at step 6", 5),  # at the step-10 checkpoint
+    (4, "weights", 20, "non-finite weights at step 5", None),  # before the step-5 checkpoint: none yet
+    (17, "grad", 18, "non-finite training loss or gradient norm at step 17", 15),  # the last step: before the
+])  # final checkpoint (its loss was checked before its gradients existed)
+def test_no_checkpoint_holds_non_finite_weights(tmp_path, at, what, steps, message, kept):
+    """A finite loss with inf gradients, or weights gone NaN, between logging steps or at the last one:
+    training stops at the next checkpoint instead of writing it; last.ckpt, if any, is the last good one."""
     with pytest.raises(FloatingPointError, match=message):
-        poisoned_run(tmp_path, at, what)
+        poisoned_run(tmp_path, at, what, steps)
     ckpt = tmp_path / "last.ckpt"
     if kept is None:
         assert not ckpt.exists()

@@ -27,8 +27,7 @@ class _StepCheckpoint(pl.Callback):
     """Writes out_dir/last.ckpt every `every` optimizer steps, always after everything that step does: a step
     that validates is saved after its validation (which MetricHistory, listed before this callback, has
     recorded). Lightning does not rerun a validation on resume, so a checkpoint taken before one would
-    resume with that validation row missing from the history. Never writes non-finite weights: the module's
-    raise_if_not_finite runs first. Holds no state (no paths in the checkpoint)."""
+    resume with that validation row missing from the history. Holds no state (no paths in the checkpoint)."""
 
     def __init__(self, path: Path, every: int, val_every: int):
         self.path, self.every, self.val_every = path, every, val_every
@@ -37,14 +36,18 @@ class _StepCheckpoint(pl.Callback):
         step = trainer.global_step
         stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0  # this micro-batch ended an optimizer step
         if stepped and step % self.every == 0 and step % self.val_every:
-            pl_module.raise_if_not_finite(weights=True)
-            trainer.save_checkpoint(self.path, weights_only=False)
+            save_checkpoint(trainer, pl_module, self.path)
 
     def on_validation_end(self, trainer, pl_module):
         step = trainer.global_step  # the same on every rank: saving is collective under DDP
         if trainer.state.fn == "fit" and not trainer.sanity_checking and step % self.every == 0:
-            pl_module.raise_if_not_finite(weights=True)
-            trainer.save_checkpoint(self.path, weights_only=False)
+            save_checkpoint(trainer, pl_module, self.path)
+
+
+def save_checkpoint(trainer: pl.Trainer, module, path: Path) -> None:
+    """The full, resumable state to `path`, never with non-finite weights (module.raise_if_not_finite first)."""
+    module.raise_if_not_finite(weights=True)
+    trainer.save_checkpoint(path, weights_only=False)
 
 
 class _CheckpointIO(TorchCheckpointIO):
@@ -164,7 +167,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
     if trainer.global_step % tcfg.val_every:  # always end with a validation of the final weights
         trainer.validate(module, datamodule=datamodule, verbose=False)  # MetricHistory records it
-    trainer.save_checkpoint(out_dir / "last.ckpt", weights_only=False)  # full state: resumable
+    save_checkpoint(trainer, module, out_dir / "last.ckpt")
     return trainer, history
 
 
