@@ -77,6 +77,14 @@ def smoke_repo(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def gpu_box(tmp_path_factory):
+    """The python of an environment shaped like the lent GPU machine (tests/gpu_box.py)."""
+    from gpu_box import make_box
+
+    return make_box(tmp_path_factory.mktemp("gpu_box") / "venv")
+
+
+@pytest.fixture(scope="session")
 def full(smoke_repo):
     """`smoke_repo` after the whole smoke pipeline (`dvc repro`): every model, report and MLflow run; its dvc.lock
     as that first run left it is kept beside the repository (first.dvc.lock: later tests rerun stages)."""

@@ -227,6 +227,17 @@ def test_history_write(reference, tmp_path):
     assert not list((tmp_path / "plots").glob("*.tmp*"))
 
 
+def test_history_write_without_matplotlib_writes_the_csvs_and_no_stale_plot(reference, tmp_path, monkeypatch):
+    """The lent GPU machine has no matplotlib: the CSVs are written, a loss.png from an earlier run is removed
+    (it would not match them), and the user is told why."""
+    _, _, history = reference
+    (tmp_path / "loss.png").write_bytes(b"old")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.warns(UserWarning, match="matplotlib is not installed"):
+        history.write(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.csv", "val.csv"]
+
+
 def test_history_state_roundtrip():
     h = MetricHistory(log_every=2)
     h.train, h.val = [{"step": 2, "train/loss": 1.0}], [{"step": 2, "val/loss": 1.5}]

@@ -2,6 +2,8 @@
 CUDA gets, gradient clipping, torch.compile; compiled gradients equal eager ones; no host sync between
 logging steps."""
 
+import re
+import runpy
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,19 +122,10 @@ def test_no_host_sync_between_logging_steps(tmp_path, monkeypatch):
     assert steps and steps <= {4, 8, 12}, sorted(state["syncs"])
 
 
-BLOCK_TRACKING_AND_COMPOSE = """
-import runpy, sys
-for name in ("mlflow", "hydra", "omegaconf", "dvc", "datasets"):
-    sys.modules[name] = None  # as on the GPU box: not installed
-sys.argv = ["pipelines/pretrain.py", "decoder"]
-runpy.run_path("pipelines/pretrain.py", run_name="__main__")
-"""
-
-
 @pytest.mark.slow
-def test_pretrain_stage_runs_without_mlflow_hydra_dvc_or_datasets(smoke_repo, tmp_path):
-    """The GPU runtime lacks mlflow, hydra-core, omegaconf, dvc and datasets: with `tracking: false` in
-    params.yaml the pretraining stage runs there all the same, and logs val/bpb."""
+def test_pretrain_stage_runs_on_the_gpu_box(smoke_repo, gpu_box, tmp_path):
+    """The GPU runtime lacks mlflow, hydra-core, omegaconf, dvc, datasets, matplotlib, ...: with `tracking:
+    false` in params.yaml the pretraining stage runs there all the same, and logs val/bpb."""
     import json
     import shutil
     import subprocess
@@ -147,36 +140,49 @@ def test_pretrain_stage_runs_without_mlflow_hydra_dvc_or_datasets(smoke_repo, tm
     params["tracking"] = False
     params["trainer"].update(max_steps=6, warmup_steps=1, val_every=3, ckpt_every=3, log_every=3)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = subprocess.run([sys.executable, "-c", BLOCK_TRACKING_AND_COMPOSE], cwd=work, env=env, capture_output=True,
+    out = subprocess.run([str(gpu_box), "pipelines/pretrain.py", "decoder"], cwd=work, env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((work / "reports/decoder/metrics.json").read_text())
     assert metrics["steps"] == 6 and 0 < metrics["val_bpb"] < 8
-    assert not (work / "mlflow.db").exists()
+    assert not (work / "mlflow.db").exists() and not (work / "reports/decoder/loss.png").exists()
 
 
 @pytest.mark.slow
-def test_gpu_benchmark_script_runs_its_sections_on_cpu(smoke_repo, tmp_path):
-    """benchmarks/gpu.py --dry-run: the one GPU script's code paths at tiny shapes on the CPU (compiled
-    throughput rows left out for time; the compiled step is tested above), the pretrain section on the
-    smoke pipeline's tokens as the carried folder."""
-    import shutil
+def test_gpu_script_prepares_on_cpu_and_runs_on_the_gpu_box(smoke_repo, gpu_box, tmp_path):
+    """benchmarks/gpu.py as the GPU session uses it: `--prepare` here (run by a venv's python with that venv
+    off PATH, as `.venv/bin/python benchmarks/gpu.py --prepare .gpu` is), then `--dry-run` on the carried folder
+    by the GPU box's python: every section but the CUDA-only attention timings and the compiled rows (the
+    compiled step is tested above), at tiny shapes on the CPU, the pretrain section running the real stage on
+    the carried experiment=gpu tokens for 4 steps."""
+    import os
     import subprocess
 
-    repo, env = smoke_repo
-    carry = tmp_path / "carry"
-    for part in ("data/tokens", "artifacts/tokenizer"):
-        shutil.copytree(repo / part, carry / part)
-    shutil.copy(repo / "params.yaml", carry / "params.yaml")
-    out_md = tmp_path / "gpu.md"
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu.py"), "--dry-run", "--carry", str(carry),
+    _, env = smoke_repo
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
+    carry, out_md = tmp_path / "carry", tmp_path / "gpu.md"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu.py"), "--prepare", str(carry)], cwd=ROOT,
+                         env={**env, "PATH": path}, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {p.name for p in (carry / "data/tokens").iterdir()} == {"train.bin", "val.bin", "test.bin", "meta.json"}
+    out = subprocess.run([str(gpu_box), str(ROOT / "benchmarks/gpu.py"), "--dry-run", "--carry", str(carry),
                           "--out", str(out_md), "--compile", "off", "--sections", "env", "chunks", "throughput",
-                          "pretrain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          "pretrain", "tests"], cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT / "src")},
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = out_md.read_text()
-    assert "Traceback" not in report, report
+    assert "Traceback" not in report and "error" not in report.lower(), report
     assert "| tinylm CausalLMModule + fit (trainer=gpu) | False |" in report
-    assert "| 4 |" in report and "val/bpb" in report  # the pretrain stage's validation rows
+    assert "pretrain stage, 6 x 384, block 256" in report and "| 4 |" in report  # experiment=gpu, its val rows
+    assert re.search(r"\d+ skipped", report.split("### pytest -m gpu")[1]), report  # GPU_TESTS collected
+
+
+def test_gpu_script_runs_every_gpu_test(request):
+    """gpu.py's GPU_TESTS holds every test marked gpu (in the tests this session collected: all, in CI)."""
+    gpu_tests = runpy.run_path(str(ROOT / "benchmarks/gpu.py"))["GPU_TESTS"]
+    marked = {str(item.path.relative_to(ROOT)) for item in request.session.items if "gpu" in item.keywords}
+    assert marked <= set(gpu_tests), sorted(marked - set(gpu_tests))
 
 
 def test_fsdp_clips_with_the_collective_norm_of_all_shards():

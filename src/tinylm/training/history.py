@@ -2,7 +2,8 @@
 
 Rows are {"step": s, name: value, ...}: train rows every `log_every` optimizer steps, val rows after each
 validation. Lightning stores the callback's state_dict in every checkpoint; restoring drops nothing and
-duplicates nothing. `write(dir)` writes train.csv / val.csv (x = step) and loss.png for DVC plots.
+duplicates nothing. `write(dir)` writes train.csv / val.csv (x = step) and loss.png for DVC plots (loss.png only
+where matplotlib is installed: the lent GPU machine, which runs the stages without DVC, lacks it).
 
 Wall-clock figures (WALL_CLOCK: tokens/s, MFU) go to `speed` rows instead, kept out of the checkpoint and the
 CSVs, so that the checkpoint and the plots are a function of the inputs alone (two runs, or a run and its
@@ -12,6 +13,7 @@ and a resumed run's `speed` holds its own steps only.
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -61,7 +63,13 @@ class MetricHistory(pl.Callback):
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, rows in (("train", self.train), ("val", self.val)):
             _write_csv(out_dir / f"{name}.csv", rows)
-        _plot(out_dir / "loss.png", self.train, self.val)
+        try:
+            _plot(out_dir / "loss.png", self.train, self.val)
+        except ModuleNotFoundError as e:
+            if e.name != "matplotlib":
+                raise
+            (out_dir / "loss.png").unlink(missing_ok=True)  # never a stale plot beside new CSVs
+            warnings.warn("matplotlib is not installed: loss.png not written (pip install matplotlib)", stacklevel=2)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
