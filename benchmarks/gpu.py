@@ -1,23 +1,28 @@
-"""Every GPU figure in one run (about 6 minutes on one H200), printed as markdown for BENCHMARKS.md:
+"""Every GPU figure in one run, printed as markdown for BENCHMARKS.md, in this order (most needed first):
 
-  1. environment: device, torch, Lightning, transformers, triton
-  2. compiled vs eager: gradients of the real CausalLMModule training step (fused output layer + loss, bf16
-     autocast), and 6 AdamW steps' losses (GPT 2 x 256, vocab 50304, B 8, T 256)
-  3. the fused loss's rows per chunk, GPT-2 124M eager step: the per-device default is chosen from this
-  4. training throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), eager and
-     compiled: nanoGPT's model.py (the named peer, its own fused AdamW), tinylm in a plain loop, tinylm's real
-     path (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`), transformers' GPT2LMHeadModel;
-     ms/step, tokens/s, MFU = tokens/s x (6 N + 12 L T d) / peak, peak memory; a profile of the top kernels
-  5. a short real pretraining (the pretrain stage, `experiment=gpu`, on the plays' tokens made on CPU):
-     val loss and bits per byte over steps
-  6. `pytest -m gpu` (attention kernels, Triton kernel at large shapes)
-  7. attention kernels at T = 1k..16k (benchmarks/attention.py, benchmarks/attention_triton.py)
+  1. env: device, torch, Lightning, transformers, triton
+  2. compile: gradients of the real CausalLMModule training step (fused output layer + loss, bf16 autocast),
+     compiled against eager, and 6 AdamW steps' losses (GPT 2 x 256, vocab 50304, B 8, T 256)
+  3. chunks: the fused loss's rows per chunk, GPT-2 124M eager step: the per-device default is chosen from this
+  4. throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), eager and compiled:
+     nanoGPT's model.py (the named peer, its own fused AdamW), tinylm in a plain loop, transformers'
+     GPT2LMHeadModel, tinylm with its own Triton attention (`attention=triton`) against the SDPA row, tinylm's
+     real path (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`); ms/step, tokens/s, MFU = tokens/s
+     x (6 N + 12 L T d) / peak, peak memory; a profile of the top kernels
+  5. tests: `pytest -m gpu` (attention kernels, the Triton kernel at large shapes)
+  6. attention: attention=triton against SDPA's flash backend at T = 1k..16k, D 64 and 128, causal and not
+     (benchmarks/attention_triton.py); the tiled teaching kernel against SDPA (benchmarks/attention.py)
+  7. pretrain: a short real pretraining (the pretrain stage, `experiment=gpu`, on the plays' tokens made on
+     CPU): val loss and bits per byte over steps
 
     python benchmarks/gpu.py --prepare .gpu       # on CPU, once: params, tokens, tokenizer, nanoGPT -> .gpu/
     PYTHONPATH=src python3 benchmarks/gpu.py --carry .gpu [--out $OUT/gpu.md]   # on the GPU box
 
-Every section is timed and guarded: one that fails prints its error and the run goes on. `--dry-run` runs
-sections 2-5 at tiny shapes on the CPU (a CI test does), so the GPU run meets no untested code path.
+Every section is timed and guarded: one that fails prints its error and the run goes on. The lent GPU allows
+600 s per command and the run's length has never been measured: `--budget` (560 s) skips the sections that
+would start later and names them, to rerun with `--sections`; a figure printed before a stop is kept (the
+report is appended line by line). `--dry-run` runs it at tiny shapes on the CPU; tests/test_gpu_path.py does,
+in an environment shaped like the GPU box's, so the GPU run meets no untested code path but CUDA's own.
 """
 
 import argparse
@@ -64,6 +69,17 @@ def section(say, title: str, fn, *args) -> None:
     except Exception:  # one section's failure must not cost the others' figures
         say("```\n" + traceback.format_exc()[-3000:] + "```")
     say(f"\n({time.perf_counter() - start:.0f} s)")
+
+
+def run_script(a, cmd: list[str], cap: float, **kw) -> subprocess.CompletedProcess:
+    """Run cmd for at most `cap` seconds or what is left of --budget; on timeout, what it printed so far (a
+    timed-out section still reports its finished rows) and a last line saying so."""
+    limit = max(1.0, min(cap, a.deadline - time.perf_counter()))
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=limit, **kw)
+    except subprocess.TimeoutExpired as e:
+        text = [x.decode() if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr)]
+        return subprocess.CompletedProcess(cmd, -9, text[0], text[1] + f"\nstopped after {limit:.0f} s")
 
 
 def sync(device: str) -> None:
@@ -220,8 +236,8 @@ def throughput(say, a) -> None:
     say("| model | compile | ms/step | tokens/s | MFU | peak GiB | vs nanoGPT same mode |\n"
         "|---|---|---:|---:|---:|---:|---:|")
 
-    def tinylm_plain():
-        model = build_model(presets("gpt2", **shape, dropout=0.0)).to(a.device)
+    def tinylm_plain(attention="sdpa"):
+        model = build_model(presets("gpt2", **shape, dropout=0.0, attention=attention)).to(a.device)
         return model, build_optimizer(model, 6e-4, 0.1), "tinylm"
 
     def nano():
@@ -235,20 +251,25 @@ def throughput(say, a) -> None:
         return model, build_optimizer(model, 6e-4, 0.1, fused=a.device == "cuda"), "hf"
 
     makers = [("nanoGPT model.py", nano)] if nanogpt else []
-    makers += [("tinylm GPT, plain loop", tinylm_plain), ("transformers GPT2LMHeadModel", hf)]
+    makers += [("tinylm GPT, plain loop", tinylm_plain), ("transformers GPT2LMHeadModel", hf),
+               ("tinylm GPT, plain loop, attention=triton", lambda: tinylm_plain("triton"))]
     reference = {}
     for compiled in a.compile:
         for label, make in makers:
-            torch.manual_seed(0)
-            peak_reset(a.device)
-            model, opt, kind = make()
-            if compiled:
-                model.compile()
-            ms = time_steps(step_fn(kind, model, opt, 1.0), a.device, B, T, V, steps, warmup)
+            try:  # a failed row is reported, the others still run
+                torch.manual_seed(0)
+                peak_reset(a.device)
+                model, opt, kind = make()
+                if compiled:
+                    model.compile()
+                ms = time_steps(step_fn(kind, model, opt, 1.0), a.device, B, T, V, steps, warmup)
+                del model, opt
+            except Exception as e:
+                say(f"| {label} | {compiled} | {type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]} |")
+                continue
             if kind == "nanogpt":
                 reference[compiled] = ms
             row(say, label, compiled, ms, B * T, flops, peak, a.device, reference.get(compiled))
-            del model, opt
         ms = lightning_path(a, shape, B, T, V, compiled)
         row(say, "tinylm CausalLMModule + fit (trainer=gpu)", compiled, ms, B * T, flops, peak, a.device,
             reference.get(compiled))
@@ -353,8 +374,8 @@ def pretraining(say, a) -> None:
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, str(ROOT / "pipelines/pretrain.py"), "decoder"], cwd=work, env=env,
-                             capture_output=True, text=True, timeout=a.pretrain_timeout)
+        out = run_script(a, [sys.executable, str(ROOT / "pipelines/pretrain.py"), "decoder"], a.pretrain_timeout,
+                         cwd=work, env=env)
         wall = time.perf_counter() - start
         if out.returncode:
             say("```\n" + out.stderr[-3000:] + "\n```")
@@ -376,23 +397,24 @@ def gpu_tests(say, a) -> None:
     """`pytest -m gpu` on the files that hold GPU tests: collecting all of tests/ there fails, since most test
     modules import what the GPU box lacks (datasets, sacrebleu, ...), and pytest runs nothing after a collection
     error. A CI test keeps GPU_TESTS equal to the files `-m gpu` selects."""
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                          "-W", "ignore::pytest.PytestConfigWarning", *GPU_TESTS],  # no pytest-timeout there
-                         cwd=ROOT, capture_output=True, text=True, timeout=240,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-    say("```\n" + "\n".join(out.stdout.strip().splitlines()[-15:]) + "\n```")
+    out = run_script(a, [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                         "-W", "ignore::pytest.PytestConfigWarning", *GPU_TESTS], 240,  # no pytest-timeout there
+                     cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    tail = out.stdout.strip().splitlines()[-15:]
+    if out.returncode == -9:  # stopped by the budget
+        tail += out.stderr.strip().splitlines()[-1:]
+    say("```\n" + "\n".join(tail) + "\n```")
 
 
 def attention(say, a) -> None:
-    for script, args in (("attention.py", ["--device", "cuda", "--causal", "--impls", "naive", "flash128", "sdpa",
-                                           "--seqs", "1024", "4096", "16384", "--budget", "5"]),
-                         ("attention_triton.py", ["--quick"])):
-        path = ROOT / "benchmarks" / script
-        if not path.exists():
-            continue
-        out = subprocess.run([sys.executable, str(path), *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=150, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-        say(out.stdout[-6000:] or ("```\n" + out.stderr[-2000:] + "\n```"))
+    """Issue 14's table (attention=triton against SDPA's flash backend, B4 H16, D 64 and 128, causal and not,
+    T 1k..16k), then the CPU teaching kernels against SDPA on the GPU (causal, B1 H8 D64)."""
+    for script, args in (("attention_triton.py", []),
+                         ("attention.py", ["--device", "cuda", "--causal", "--impls", "naive", "flash128", "sdpa",
+                                           "--seqs", "1024", "4096", "16384", "--budget", "5"])):
+        out = run_script(a, [sys.executable, str(ROOT / "benchmarks" / script), *args], 240, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        say(out.stdout[-6000:] if out.returncode == 0 else "```\n" + out.stderr[-3000:] + "\n```")
 
 
 # ------------------------------------------------------------------------------------------------ prepare
@@ -433,14 +455,18 @@ def main() -> None:
     p.add_argument("--carry", type=Path, help="the folder --prepare wrote")
     p.add_argument("--nanogpt", type=Path, help="nanoGPT's model.py (default: <carry>/nanogpt, ../shared/anchors)")
     p.add_argument("--out", type=Path, help="also append the markdown here")
-    p.add_argument("--sections", nargs="+", default=["env", "compile", "chunks", "throughput", "pretrain", "tests",
-                                                     "attention"])
+    p.add_argument("--sections", nargs="+", default=["env", "compile", "chunks", "throughput", "tests", "attention",
+                                                     "pretrain"])
+    p.add_argument("--budget", type=float, default=560,
+                   help="seconds for the whole run (the lent GPU allows 600 per command): a section that would start"
+                        " later is skipped and named at the end; subprocesses are stopped when it runs out")
     p.add_argument("--compile", nargs="+", type=lambda s: s == "on", default=[False, True], metavar="{off,on}",
                    help="throughput rows: eager (off), compiled (on) or both (default)")
     p.add_argument("--pretrain-steps", type=int, default=1500)
     p.add_argument("--pretrain-timeout", type=float, default=240)
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: check the code paths")
     a = p.parse_args()
+    a.deadline = time.perf_counter() + a.budget
     if a.prepare:
         prepare(a.prepare)
         return
@@ -459,9 +485,15 @@ def main() -> None:
                 "throughput": ("Training throughput, GPT-2 124M shapes", throughput),
                 "pretrain": ("Pretraining the plays (experiment=gpu)", pretraining),
                 "tests": ("pytest -m gpu", gpu_tests), "attention": ("Attention kernels", attention)}
+    skipped = []
     for name in a.sections:
+        if time.perf_counter() >= a.deadline:
+            skipped.append(name)
+            continue
         title, fn = sections[name]
         section(say, title, fn, a)
+    if skipped:
+        say(f"\n--budget {a.budget:.0f} s spent; not run: rerun with --sections {' '.join(skipped)}")
 
 
 if __name__ == "__main__":

@@ -174,6 +174,7 @@ def test_gpu_script_prepares_on_cpu_and_runs_on_the_gpu_box(smoke_repo, gpu_box,
     report = out_md.read_text()
     assert "Traceback" not in report and "error" not in report.lower(), report
     assert "| tinylm CausalLMModule + fit (trainer=gpu) | False |" in report
+    assert re.search(r"\| tinylm GPT, plain loop, attention=triton \| False \| [\d.]+ \|", report)  # interpreted
     assert "pretrain stage, 6 x 384, block 256" in report and "| 4 |" in report  # experiment=gpu, its val rows
     assert re.search(r"\d+ skipped", report.split("### pytest -m gpu")[1]), report  # GPU_TESTS collected
 
@@ -255,3 +256,20 @@ def test_muon_is_refused_under_fsdp_before_any_work():
     module._trainer = SimpleNamespace(strategy=type("FSDPStrategy", (), {})())
     with pytest.raises(ValueError, match="optimizer muon cannot run under FSDP"):
         module.configure_optimizers()
+
+
+@pytest.mark.slow
+def test_gpu_script_keeps_to_its_budget(tmp_path):
+    """The lent GPU allows 600 s per command: a section that would start after --budget is skipped and named,
+    and a subprocess still running when it runs out is stopped with what it printed so far."""
+    import subprocess
+    import time
+
+    gpu = runpy.run_path(str(ROOT / "benchmarks/gpu.py"))
+    a = SimpleNamespace(deadline=time.perf_counter() + 1)
+    out = gpu["run_script"](a, [sys.executable, "-c", "print('row 1', flush=True); import time; time.sleep(60)"], 240)
+    assert out.returncode == -9 and out.stdout == "row 1\n" and out.stderr.endswith("stopped after 1 s")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu.py"), "--dry-run", "--budget", "0",
+                          "--sections", "env", "tests"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "--budget 0 s spent; not run: rerun with --sections env tests"
