@@ -3,17 +3,18 @@
   1. env: device, torch, Lightning, transformers, triton
   2. compile: gradients of the real CausalLMModule training step (fused output layer + loss, bf16 autocast),
      compiled against eager, and 6 AdamW steps' losses (GPT 2 x 256, vocab 50304, B 8, T 256)
-  3. chunks: the fused loss's rows per chunk, GPT-2 124M eager step: the per-device default is chosen from this
-  4. throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), eager and compiled:
-     nanoGPT's model.py (the named peer, its own fused AdamW), tinylm in a plain loop, transformers'
-     GPT2LMHeadModel, tinylm with its own Triton attention (`attention=triton`) against the SDPA row, tinylm's
-     real path (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`); ms/step, tokens/s, MFU = tokens/s
-     x (6 N + 12 L T d) / peak, peak memory; a profile of the top kernels
-  5. tests: `pytest -m gpu` (attention kernels, the Triton kernel at large shapes)
-  6. attention: attention=triton against SDPA's flash backend at T = 1k..16k, D 64 and 128, causal and not
+  3. throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), eager and compiled:
+     nanoGPT's model.py (the named peer, its own fused AdamW), tinylm in a plain loop, tinylm's real path
+     (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`), a profile of the top kernels, transformers'
+     GPT2LMHeadModel, tinylm with its own Triton attention (`attention=triton`) against the SDPA row; ms/step,
+     tokens/s, MFU = tokens/s x (6 N + 12 L T d) / peak, peak memory
+  4. tests: `pytest -m gpu` (attention kernels, the Triton kernel at large shapes)
+  5. attention: attention=triton against SDPA's flash backend at T = 1k..16k, D 64 and 128, causal and not
      (benchmarks/attention_triton.py); the tiled teaching kernel against SDPA (benchmarks/attention.py)
-  7. pretrain: a short real pretraining (the pretrain stage, `experiment=gpu`, on the plays' tokens made on
+  6. pretrain: a short real pretraining (the pretrain stage, `experiment=gpu`, on the plays' tokens made on
      CPU): val loss and bits per byte over steps
+  7. chunks: the fused loss's rows per chunk, GPT-2 124M eager step (the CUDA default, 4096, came from an
+     earlier GPU session's table)
 
     python benchmarks/gpu.py --prepare .gpu       # on CPU, once: params, tokens, tokenizer, nanoGPT -> .gpu/
     PYTHONPATH=src python3 benchmarks/gpu.py --carry .gpu [--out $OUT/gpu.md]   # on the GPU box
@@ -46,6 +47,7 @@ NANOGPT = ROOT.parent / "shared" / "anchors" / "nanogpt" / "model.py"
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
 TINY = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512)
 GPU_TESTS = ("tests/test_attention.py", "tests/test_triton_attention.py")
+ROW_RESERVE_S = 60  # a throughput row (a compile and its timed steps) starts only with this much --budget left
 
 
 class Report:
@@ -233,8 +235,9 @@ def throughput(say, a) -> None:
     nanogpt = load_nanogpt(a.nanogpt) if a.nanogpt and a.nanogpt.exists() else None
     say(f"shapes {shape}, B {B}, T {T}, bf16 autocast, grad clip 1.0, {steps} timed steps after {warmup}; "
         f"MFU = tokens/s x {flops / 1e6:.0f} MFLOP/token / {peak or 0:.3g}\n")
-    say("| model | compile | ms/step | tokens/s | MFU | peak GiB | vs nanoGPT same mode |\n"
-        "|---|---|---:|---:|---:|---:|---:|")
+    head = ("| model | compile | ms/step | tokens/s | MFU | peak GiB | vs nanoGPT same mode |\n"
+            "|---|---|---:|---:|---:|---:|---:|")
+    say(head)
 
     def tinylm_plain(attention="sdpa"):
         model = build_model(presets("gpt2", **shape, dropout=0.0, attention=attention)).to(a.device)
@@ -250,30 +253,48 @@ def throughput(say, a) -> None:
         model = to_hf(build_model(presets("gpt2", **shape, dropout=0.0))).train().to(a.device)
         return model, build_optimizer(model, 6e-4, 0.1, fused=a.device == "cuda"), "hf"
 
-    makers = [("nanoGPT model.py", nano)] if nanogpt else []
-    makers += [("tinylm GPT, plain loop", tinylm_plain), ("transformers GPT2LMHeadModel", hf),
-               ("tinylm GPT, plain loop, attention=triton", lambda: tinylm_plain("triton"))]
+    def plain(make):
+        def ms(compiled):
+            model, opt, kind = make()
+            if compiled:
+                model.compile()
+            return time_steps(step_fn(kind, model, opt, 1.0), a.device, B, T, V, steps, warmup)
+        return ms
+
+    real = "tinylm CausalLMModule + fit (trainer=gpu)"
+    timers = {"nanoGPT model.py": plain(nano), "tinylm GPT, plain loop": plain(tinylm_plain),
+              real: lambda compiled: lightning_path(a, shape, B, T, V, compiled),
+              "transformers GPT2LMHeadModel": plain(hf),
+              "tinylm GPT, plain loop, attention=triton": plain(lambda: tinylm_plain("triton"))}
+    if not nanogpt:
+        del timers["nanoGPT model.py"]
+    # the order of need, for a run the budget cuts short: the issue's comparisons (eager, then compiled), the
+    # profile, the rest; the Triton kernel late, since a device fault there would poison every later CUDA call
+    plan = [(label, c) for c in a.compile for label in ("nanoGPT model.py", "tinylm GPT, plain loop", real)]
+    plan += [("profile", True), ("transformers GPT2LMHeadModel", False)]
+    plan += [("tinylm GPT, plain loop, attention=triton", c) for c in a.compile]
+    plan += [("transformers GPT2LMHeadModel", True)]
     reference = {}
-    for compiled in a.compile:
-        for label, make in makers:
-            try:  # a failed row is reported, the others still run
-                torch.manual_seed(0)
-                peak_reset(a.device)
-                model, opt, kind = make()
-                if compiled:
-                    model.compile()
-                ms = time_steps(step_fn(kind, model, opt, 1.0), a.device, B, T, V, steps, warmup)
-                del model, opt
-            except Exception as e:
-                say(f"| {label} | {compiled} | {type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]} |")
-                continue
-            if kind == "nanogpt":
-                reference[compiled] = ms
-            row(say, label, compiled, ms, B * T, flops, peak, a.device, reference.get(compiled))
-        ms = lightning_path(a, shape, B, T, V, compiled)
-        row(say, "tinylm CausalLMModule + fit (trainer=gpu)", compiled, ms, B * T, flops, peak, a.device,
-            reference.get(compiled))
-    profile(say, a, shape, B, T, V, nanogpt)
+    for label, compiled in plan:
+        if label != "profile" and (label not in timers or compiled not in a.compile):
+            continue
+        if a.deadline - time.perf_counter() < ROW_RESERVE_S:
+            say(f"| {label} | {compiled} | skipped: under {ROW_RESERVE_S} s of --budget left |")
+            continue
+        torch.manual_seed(0)
+        peak_reset(a.device)
+        if label == "profile":
+            profile(say, a, shape, B, T, V, nanogpt)
+            say("\n" + head)  # the rows after the profile's blocks
+            continue
+        try:  # a failed row is reported, the others still run (the row's model is freed with its frame)
+            ms = timers[label](compiled)
+        except Exception as e:
+            say(f"| {label} | {compiled} | {type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]} |")
+            continue
+        if label == "nanoGPT model.py":
+            reference[compiled] = ms
+        row(say, label, compiled, ms, B * T, flops, peak, a.device, reference.get(compiled))
 
 
 def row(say, label, compiled, ms, tokens, flops, peak, device, ref_ms) -> None:
@@ -455,15 +476,15 @@ def main() -> None:
     p.add_argument("--carry", type=Path, help="the folder --prepare wrote")
     p.add_argument("--nanogpt", type=Path, help="nanoGPT's model.py (default: <carry>/nanogpt, ../shared/anchors)")
     p.add_argument("--out", type=Path, help="also append the markdown here")
-    p.add_argument("--sections", nargs="+", default=["env", "compile", "chunks", "throughput", "tests", "attention",
-                                                     "pretrain"])
+    p.add_argument("--sections", nargs="+", default=["env", "compile", "throughput", "tests", "attention", "pretrain",
+                                                     "chunks"])
     p.add_argument("--budget", type=float, default=560,
                    help="seconds for the whole run (the lent GPU allows 600 per command): a section that would start"
                         " later is skipped and named at the end; subprocesses are stopped when it runs out")
     p.add_argument("--compile", nargs="+", type=lambda s: s == "on", default=[False, True], metavar="{off,on}",
                    help="throughput rows: eager (off), compiled (on) or both (default)")
     p.add_argument("--pretrain-steps", type=int, default=1500)
-    p.add_argument("--pretrain-timeout", type=float, default=240)
+    p.add_argument("--pretrain-timeout", type=float, default=300)
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: check the code paths")
     a = p.parse_args()
     a.deadline = time.perf_counter() + a.budget

@@ -164,3 +164,16 @@ def test_with_cls_sep_frames_each_window():
 
     x = torch.tensor([[5, 6, 7], [8, 9, 10]])
     assert with_cls_sep(x, 1, 2).tolist() == [[1, 5, 6, 7, 2], [1, 8, 9, 10, 2]]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_batches_are_pinned_only_on_their_way_to_a_cuda_device(device):
+    """Lightning copies batches with non_blocking=True: from pinned memory only is that copy asynchronous."""
+    from types import SimpleNamespace
+
+    dm = StepDataModule(RandomWindows(TOKENS, 16, 4, 0), FixedWindows(TOKENS, 16, 4, 1), batch_size=None, seed=0,
+                        max_steps=3)
+    assert not dm.train_dataloader().pin_memory  # no trainer
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_step=0,
+                                 global_rank=0)
+    assert dm.train_dataloader().pin_memory == dm.val_dataloader().pin_memory == (device == "cuda")

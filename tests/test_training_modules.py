@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from tinylm.data.masking import mask_tokens
 from tinylm.models import BertClassifier, classifier_from_pretrained, presets
+from tinylm.training.base import peak_flops, peak_for
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.classification import SequenceClassificationModule
 from tinylm.training.datamodules import pad_collate
@@ -280,6 +281,16 @@ def test_flops_per_token():
     assert bert.flops_per_token() == 6 * n + 12 * L * d * T  # weight; position and token-type tables lookups
     s2s = Seq2SeqModule(cfg("transformer", n_layer=2), OPTIM)  # the embedding is the generator's weight
     assert s2s.flops_per_token() == 6 * sum(p.numel() for p in s2s.model.parameters()) + 12 * L * d * T
+
+
+@pytest.mark.parametrize(("name", "tflops"), [
+    ("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H100 NVL", 835), ("NVIDIA H200", 989),
+    ("NVIDIA H200 NVL", 835), ("NVIDIA GH200 480GB", 989), ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA A10", 125),
+    ("Tesla T4", None)])
+def test_peak_flops_by_device_name(name, tflops):
+    """MFU's denominator, bf16 dense: a PCIe or NVL card is not taken for its SXM namesake."""
+    assert peak_for(name) == (tflops and tflops * 1e12)
+    assert peak_flops(torch.device("cpu")) is None
 
 
 def test_val_bpb_is_nats_over_bytes_of_all_validation_targets():

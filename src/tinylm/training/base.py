@@ -34,15 +34,19 @@ import torch
 from tinylm.nn.attention import sdpa_backend
 from tinylm.training.optim import OptimConfig, build_optimizer, build_scheduler
 
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12,
-                   "RTX 4090": 165e12, "V100": 125e12}
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, "H200": 989e12, "H100": 989e12,
+                   "A100": 312e12, "L40S": 362e12, "A10": 125e12, "RTX 4090": 165e12, "V100": 125e12}
 
 
 def peak_flops(device: torch.device) -> float | None:
-    """The bf16 dense peak FLOP/s of a known CUDA GPU (PEAK_BF16_FLOPS by name), else None."""
+    """The bf16 dense peak FLOP/s of a known CUDA GPU, else None: the first key of PEAK_BF16_FLOPS in its name
+    (the PCIe and NVL cards before their SXM namesakes)."""
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
-    name = torch.cuda.get_device_name(device)
+    return peak_for(torch.cuda.get_device_name(device))
+
+
+def peak_for(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 

@@ -95,8 +95,10 @@ class StepDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size
 
     def _loader(self, ds, **kw):
+        """Batches in pinned memory where they go to a CUDA device, so that Lightning's non-blocking copy is one."""
+        cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(ds, collate_fn=self.collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, **kw)
+                          persistent_workers=self.num_workers > 0, pin_memory=cuda, **kw)
 
     def train_dataloader(self):
         start = self.trainer.global_step * self.accumulate if self.trainer else 0
