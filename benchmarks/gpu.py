@@ -435,7 +435,9 @@ def attention(say, a) -> None:
                                            "--seqs", "1024", "4096", "16384", "--budget", "5"])):
         out = run_script(a, [sys.executable, str(ROOT / "benchmarks" / script), *args], 240, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-        say(out.stdout[-6000:] if out.returncode == 0 else "```\n" + out.stderr[-3000:] + "\n```")
+        say(out.stdout[-8000:])  # rows are printed as they are measured: a stopped script keeps them
+        if out.returncode:
+            say("```\n" + out.stderr[-3000:] + "\n```")
 
 
 # ------------------------------------------------------------------------------------------------ prepare

@@ -227,6 +227,42 @@ def test_gpt_with_triton_attention_matches_sdpa():
         torch.testing.assert_close(torch.cat(steps, 1), m(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(not ta.INTERPRET, reason="the GPU runs the autotuned kernels in every test")
+def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_tile(monkeypatch):
+    """The GPU's autotuned launch (CONFIGS, the length-bucket key, the fp32 pruning), run by the interpreter:
+    do_bench, which times with CUDA events, is replaced by a call of the config that counts it. Every config is
+    tried once per key; a new length in the same power-of-2 bucket (a KV-cache decode step) tries none; results
+    equal the fixed-tile kernels'."""
+    import triton
+
+    tried = []
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (tried.append(1), fn(), [1.0] * 3)[2])
+    fixed = ta._KERNELS
+    monkeypatch.setattr(ta, "_KERNELS", ta._tuned_kernels())
+    CONFIGS = ta.CONFIGS
+    n = {name: len(c) for name, c in CONFIGS.items()}
+    for dtype, per_step in ((torch.float16, n["fwd"] + n["dq"] + n["dkdv"]), (torch.float32, 0)):
+        q, k, v = inputs(1, 2, 1, 40, 40, 16, dtype)
+        g = torch.randn_like(q)
+        got = triton_attention(q, k, v, causal="bottom_right")
+        grads = torch.autograd.grad(got, (q, k, v), g)
+        assert len(tried) == per_step, dtype  # fp32: one config left, nothing to time
+        if dtype == torch.float32:
+            assert all(kernel.best_config.kwargs == dict(BLOCK_M=CONFIGS[name][-1][0], BLOCK_N=CONFIGS[name][-1][1])
+                       for name, (kernel, _) in ta._KERNELS.items())
+        tried.clear()
+        q2, k2, v2 = (t[:, :, :33].detach().requires_grad_() for t in (q, k, v))  # 33..64: the same bucket
+        torch.autograd.grad(triton_attention(q2, k2, v2, causal="bottom_right"), (q2, k2, v2), g[:, :, :33])
+        assert not tried
+        monkeypatch.setattr(ta, "_KERNELS", fixed)
+        want = triton_attention(q, k, v, causal="bottom_right")
+        tol = dict(atol=2e-3, rtol=2e-3) if dtype == torch.float16 else {}  # other tiles: other fp16 roundings
+        torch.testing.assert_close(got, want, **tol)
+        for a, b in zip(grads, torch.autograd.grad(want, (q, k, v), g), strict=True):
+            torch.testing.assert_close(a, b, **tol)
+        monkeypatch.setattr(ta, "_KERNELS", ta._tuned_kernels())
+
+
 def test_config_rejects_alibi_with_triton():
     with pytest.raises(ValueError, match="triton kernel does not take"):
         presets("gpt2", position="alibi", attention="triton")

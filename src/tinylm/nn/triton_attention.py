@@ -53,7 +53,9 @@ __all__ = ["triton_attention"]
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e); a constexpr, so that the kernels may read it
 HEAD_DIMS = (16, 32, 64, 128)
 NO_MASK, KEY_MASK, FULL_MASK = 0, 1, 2
-LENGTHS = ["Tq", "Tk", "offset"]  # not specialised on (% 16, == 1): one compiled kernel for any lengths
+LENGTHS = ["Tq", "Tk", "offset", "TUNE_TQ", "TUNE_TK"]  # not specialised on (% 16, == 1): one compiled kernel
+# for any lengths; TUNE_TQ, TUNE_TK (the lengths rounded up to a power of 2) are the autotuner's key, unused in
+# the kernels: tiles are tuned once per bucket, not at every new length (a KV-cache decode step has one)
 
 
 # ---------------------------------------------------------------------------------------------- kernels
@@ -125,11 +127,11 @@ def _key_range(i0, Tk, offset, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAU
 @triton.jit(do_not_specialize=LENGTHS)
 def _fwd_kernel(Q, K, V, M, O, LSE,
                 sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, smb, smh, smq, smk, sob, soh, sot,
-                H, GROUP, Tq, Tk, offset, qk_scale,
+                H, GROUP, Tq, Tk, offset, qk_scale, TUNE_TQ, TUNE_TK,
                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                 MASK_KIND: tl.constexpr, PRECISION: tl.constexpr):
     i0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M  # last query tiles (most keys if causal) first
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # offsets from it in int64: a tensor may hold 2^31 elements or more
     b, h = bh // H, bh % H
     hk = h // GROUP  # the key/value head of query head h
     rows = i0 + tl.arange(0, BLOCK_M)
@@ -158,7 +160,7 @@ def _fwd_kernel(Q, K, V, M, O, LSE,
 def _delta_kernel(O, DO, DELTA, sob, soh, sot, sdb, sdh, sdt, H, Tq,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
     """D_i = dO_i . O_i, fp32, (B, H, Tq)."""
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, HEAD_DIM)
@@ -194,12 +196,12 @@ def _dkdv_tiles(dk, dv, k, v, Q, DO, LSE, DELTA, M, sqt, sdt, smq, smk, cols, lo
 @triton.jit(do_not_specialize=LENGTHS)
 def _dkdv_kernel(Q, K, V, M, DO, LSE, DELTA, DK, DV,
                  sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, smb, smh, smq, smk, sdb, sdh, sdt,
-                 H, GROUP, Tq, Tk, offset, qk_scale, sm_scale,
+                 H, GROUP, Tq, Tk, offset, qk_scale, sm_scale, TUNE_TQ, TUNE_TK,
                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                  MASK_KIND: tl.constexpr, PRECISION: tl.constexpr):
     """One program per (key tile, batch x kv head): dK, dV of its keys, summed over the group's query heads."""
     j0 = tl.program_id(0) * BLOCK_N
-    bhk = tl.program_id(1)
+    bhk = tl.program_id(1).to(tl.int64)
     hkv = H // GROUP
     b, hk = bhk // hkv, bhk % hkv
     cols = j0 + tl.arange(0, BLOCK_N)
@@ -248,12 +250,12 @@ def _dq_tiles(dq, q, do, lse, delta, K, V, M, skt, svt, smq, smk, rows, lo, hi, 
 @triton.jit(do_not_specialize=LENGTHS)
 def _dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
                sqb, sqh, sqt, skb, skh, skt, svb, svh, svt, smb, smh, smq, smk, sdb, sdh, sdt,
-               H, GROUP, Tq, Tk, offset, qk_scale, sm_scale,
+               H, GROUP, Tq, Tk, offset, qk_scale, sm_scale, TUNE_TQ, TUNE_TK,
                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                MASK_KIND: tl.constexpr, PRECISION: tl.constexpr):
     """One program per (query tile, batch x head): dQ of its rows, over the key tiles it sees."""
     i0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
     hk = h // GROUP
     rows = i0 + tl.arange(0, BLOCK_M)
@@ -281,24 +283,38 @@ def _dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
 INTERPRET = isinstance(_fwd_kernel, InterpretedFunction)  # TRITON_INTERPRET=1 was set before the import
 
 
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel, the smallest tile last (the only one fp32 gets)
+CONFIGS = {"fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)],
+           "dq": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+           "dkdv": [(32, 128, 8, 3), (64, 64, 8, 3), (32, 64, 4, 2), (16, 64, 8, 3)]}
+
+
+def _fp32_smallest(configs, nargs, **_):
+    """fp32 multiplies without tensor cores: big tiles spill registers (or overflow shared memory) and take
+    seconds each to compile, so fp32 (the tests' dtype) gets the smallest tile alone."""
+    return configs[-1:] if nargs["Q"].dtype == torch.float32 else configs
+
+
 def _tuned(kernel, configs):
-    """The kernel autotuned over (BLOCK_M, BLOCK_N, num_warps, num_stages) configs, once per shape and mode."""
+    """The kernel autotuned over CONFIGS, once per length bucket, dtype and mode."""
     return triton.autotune(
         [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s) for bm, bn, w, s in configs],
-        key=["Tq", "Tk", "GROUP", "HEAD_DIM", "CAUSAL", "MASK_KIND"],
+        key=["TUNE_TQ", "TUNE_TK", "GROUP", "HEAD_DIM", "CAUSAL", "MASK_KIND"],
+        prune_configs_by={"early_config_prune": _fp32_smallest},
         do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
     )(kernel)
+
+
+def _tuned_kernels() -> dict:
+    return {name: (_tuned(kernel, CONFIGS[name]), {})
+            for name, kernel in (("fwd", _fwd_kernel), ("dq", _dq_kernel), ("dkdv", _dkdv_kernel))}
 
 
 if INTERPRET:  # small fixed tiles, BLOCK_M != BLOCK_N so that the tests see tile edges that do not line up
     _KERNELS = {"fwd": (_fwd_kernel, dict(BLOCK_M=32, BLOCK_N=16)), "dq": (_dq_kernel, dict(BLOCK_M=32, BLOCK_N=16)),
                 "dkdv": (_dkdv_kernel, dict(BLOCK_M=16, BLOCK_N=32))}
 else:
-    _KERNELS = {
-        "fwd": (_tuned(_fwd_kernel, [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)]), {}),
-        "dq": (_tuned(_dq_kernel, [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)]), {}),
-        "dkdv": (_tuned(_dkdv_kernel, [(32, 128, 8, 3), (64, 64, 8, 3), (16, 64, 8, 3)]), {}),
-    }
+    _KERNELS = _tuned_kernels()
 
 
 def _launch(name, rows, bh, *args, **kw):
@@ -320,7 +336,8 @@ def _common(q, k, mask, align):
     offset = Tk - Tq if align == "bottom_right" else 0
     sm_scale = 1.0 / math.sqrt(D)
     consts = dict(HEAD_DIM=D, CAUSAL=align is not None, MASK_KIND=kind,
-                  PRECISION="ieee" if q.dtype == torch.float32 else "tf32")
+                  PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+                  TUNE_TQ=triton.next_power_of_2(Tq), TUNE_TK=triton.next_power_of_2(Tk))
     return m, strides, (H, H // Hkv, Tq, Tk, offset), sm_scale, consts
 
 
