@@ -95,6 +95,7 @@ def bad(default: dict, key: str, value) -> dict:
     ("cls.backbone", "seq2seq", "cls.backbone='seq2seq': must be one of 'decoder', 'encoder'"),
     ("cls.pooling", "cls", "cls.pooling='cls': with backbone decoder one of ['mean', 'last']"),
     ("cls.max_length", 256, "cls.max_length=256: samples must fit the model's context, decoder.block_size=128"),
+    ("cls.max_length", 2, "cls.max_length=2: must be >= 3 ([CLS], a token, [SEP])"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, message):
     with pytest.raises(ConfigError) as e:

@@ -102,6 +102,26 @@ def test_files_source_errors(tmp_path, data_cfg):
         build_corpus(tmp_path / "raw", cfg)
 
 
+def test_files_source_reads_what_json_allows_and_refuses_what_is_not_text(tmp_path, data_cfg):
+    """U+2028 / U+2029 / U+0085 may stand raw inside a JSON string (they end no JSONL record); a UTF-8 byte-order
+    mark is not text; a list or a number in the text field is an error, not its repr; a label may be a number."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"text": "one\u2028line\u2029and\x85more", "label": 3}, {"text": "plain", "label": "x"}]
+    (folder / "a.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    (folder / "b.txt").write_bytes("\ufeffHello".encode())
+    (folder / "c.json").write_bytes(("\ufeff" + json.dumps([{"text": "bom json", "label": "y"}])).encode())
+    cfg = replace(data_cfg, source="files", path=str(folder / "*"), label_field="label")
+    download(cfg, tmp_path / "raw")
+    got = sorted((r["text"], r["genre"]) for ds in build_corpus(tmp_path / "raw", cfg).values() for r in ds)
+    assert got == [("Hello", ""), ("bom json", "y"), ("one\u2028line\u2029and\x85more", "3"), ("plain", "x")]
+    for bad, kind in (([1, 2], "list"), (3.0, "float")):
+        (folder / "a.jsonl").write_text(json.dumps({"text": bad, "label": "x"}) + "\n")
+        download(cfg, tmp_path / f"raw-{kind}")
+        with pytest.raises(ValueError, match=rf"a\.jsonl record 0: field 'text' holds {kind} .*not text"):
+            build_corpus(tmp_path / f"raw-{kind}", cfg)
+
+
 def test_hub_source_without_the_hub(tmp_path, data_cfg, monkeypatch):
     import datasets
 

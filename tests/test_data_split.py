@@ -26,6 +26,8 @@ def test_assign_splits_small_corpora():
     assert sorted(assign_splits(["a", "b", "c"], 0.05, 0.05, 0).values()) == ["test", "train", "val"]
     with pytest.raises(ValueError, match="the corpus has 2 split units .* need at least 3"):
         assign_splits(["a", "b"], 0.05, 0.05, 0)
+    with pytest.raises(ValueError, match=r"val_fraction=0.45 and .*test_fraction=0.45 leave no training unit of 6"):
+        assign_splits("abcdef", 0.45, 0.45, 0)  # 3 val + 3 test: prepare wrote an empty train split, then failed
 
 
 @pytest.fixture(scope="module")

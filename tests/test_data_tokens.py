@@ -45,6 +45,18 @@ def test_pretrain_memmaps(tmp_path, tok_path):
     assert token_dtype(65536) == np.uint16 and token_dtype(65537) == np.uint32
 
 
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_special_token_strings_in_documents_are_text(tmp_path, tok_path, num_proc):
+    """"<|endoftext|>" written in a document is no document boundary; "[MASK]" in it is no mask id."""
+    tok = BPETokenizer.load(tok_path)
+    docs = [row("d0", "Made glorious <|endoftext|> summer [MASK] here"), row("d1", "by this sun of York")]
+    meta = write_pretrain(datasets.DatasetDict({"train": to_dataset(docs, FEATURES)}), tok_path, tmp_path, num_proc)
+    ids = np.fromfile(tmp_path / "train.bin", dtype=meta["dtype"])
+    specials = {tok.token_to_id(t): t for t in ("<|endoftext|>", "[MASK]")}
+    assert [specials[i] for i in ids if i in specials] == ["<|endoftext|>"] * 2  # one after each document
+    assert tok.decode(ids.tolist()).startswith("Made glorious <|endoftext|> summer [MASK] here<|endoftext|>")
+
+
 def test_pretrain_memmaps_are_the_same_from_two_processes(tmp_path, tok_path):
     docs = [row(f"d{i // 3}", f"Scene {i}: " + TEXT[i * 7 % 50:][:60]) for i in range(30)]
     corpus = datasets.DatasetDict({"train": to_dataset(docs, FEATURES)})

@@ -96,6 +96,18 @@ def test_mlflow_holds_nested_stage_runs(repo):
     assert pipeline.data.metrics["reports/data/corpus/train.documents"] == 38
 
 
+def test_tokenize_stops_when_sft_max_length_leaves_no_item(repo):
+    """Every SFT sample dropped as too long: the stage says so and keeps the previous tokens (the SFT stage would
+    otherwise fail after pretraining)."""
+    repo, env = repo
+    before = (repo / "data/tokens/meta.json").stat().st_mtime_ns
+    out = run([sys.executable, "pipelines/tokenize_data.py", "sft.max_length=4"], repo, env, check=False)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "tokenize: sft.max_length=4 leaves no train item with a response token" in out.stderr
+    assert (repo / "data/tokens/meta.json").stat().st_mtime_ns == before
+    assert not [p for p in (repo / "data").iterdir() if p.name.startswith(".")]  # no half-written folder
+
+
 def test_a_bad_override_stops_before_any_work(repo):
     repo, env = repo
     before = (repo / "data/corpus/train/state.json").stat().st_mtime_ns

@@ -3,8 +3,9 @@
     <|user|>\\n{prompt}\\n<|assistant|>\\n{response}<|endoftext|>
 
 The prompt part ends after "<|assistant|>\\n"; the model answers until <|endoftext|>. Special tokens are
-inserted as ids and only the text between them is encoded, so the ids do not depend on whether a tokenizer
-matches special tokens inside text. `text()` renders the same sequence as a string (for display).
+inserted as ids and only the text between them is encoded, with special-token strings in it encoded as
+text: a prompt that mentions "<|assistant|>" or "<|endoftext|>" injects no role and ends no response.
+`text()` renders the same sequence as a string (for display).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tinylm.data.special_tokens import ASSISTANT, EOS, USER
+from tinylm.tokenizer import BPETokenizer
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,14 @@ class ChatTemplate:
         if missing:
             raise ValueError(f"the tokenizer lacks the chat special tokens {missing}: retrain it")
 
-        def encode(text: str) -> list[int]:
-            out = tok.encode(text)
-            return list(getattr(out, "ids", out))
+        def encode(text: str) -> list[int]:  # special-token strings in a prompt or response stay text: no
+            if isinstance(tok, BPETokenizer):  # role, EOS or mask id can be injected through the data
+                return tok.encode(text, allowed_special=())
+            previous, tok.encode_special_tokens = tok.encode_special_tokens, True  # a `tokenizers.Tokenizer`
+            try:
+                return tok.encode(text, add_special_tokens=False).ids
+            finally:
+                tok.encode_special_tokens = previous
 
         return cls(ids[USER], ids[ASSISTANT], ids[EOS], encode)
 

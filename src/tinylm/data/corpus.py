@@ -76,6 +76,9 @@ def assign_splits(units: Iterable[str], val_fraction: float, test_fraction: floa
     ranked = sorted(units, key=lambda u: hashlib.sha256(f"{seed}/{u}".encode()).digest())
     n_val = max(1, round(len(units) * val_fraction))
     n_test = max(1, round(len(units) * test_fraction))
+    if n_val + n_test >= len(units):
+        raise ValueError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no "
+                         f"training unit of {len(units)} ({n_val} val, {n_test} test): lower them")
     return {u: "val" if i < n_val else "test" if i < n_val + n_test else "train"
             for i, u in enumerate(ranked)}
 

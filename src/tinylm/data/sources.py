@@ -137,10 +137,10 @@ def copy_files(pattern: str, dest: Path) -> dict[str, str]:
 
 
 def read_text(path: Path) -> str:
-    """A file's text. Corpus files must be UTF-8: other bytes are an error naming the file, the byte offset
-    and the fix."""
+    """A file's text. Corpus files must be UTF-8 (a leading byte-order mark is dropped): other bytes are an error
+    naming the file, the byte offset and the fix."""
     try:
-        return path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); re-encode the file as UTF-8, "
                          f"e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}") from None
@@ -156,7 +156,8 @@ def read_records(path: Path) -> list[dict]:
     text = read_text(path)
     try:
         if suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            # "\n" alone ends a record: splitlines() would also split at U+2028, U+2029, U+0085, legal in JSON strings
+            records = [json.loads(line) for line in text.split("\n") if line.strip()]
         else:
             records = json.loads(text)
     except json.JSONDecodeError as e:
@@ -166,10 +167,19 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def _field(record: dict, key: str, where: str) -> str:
+def _field(record: dict, key: str, where: str, text: bool = True) -> str:
+    """record[key] as a str ("" for null); a text field must be a string (a list or number is an error, not its
+    repr), a label may be any scalar."""
     if key not in record:
-        raise ValueError(f"{where}: no field {key!r} (fields: {sorted(record)}); set data.text_field")
-    return "" if record[key] is None else str(record[key])
+        raise ValueError(f"{where}: no field {key!r} (fields: {sorted(record)}); set "
+                         f"data.{'text' if text else 'label'}_field")
+    value = record[key]
+    if value is None:
+        return ""
+    if text and not isinstance(value, str):
+        raise ValueError(f"{where}: field {key!r} holds {type(value).__name__} {str(value)[:40]!r}, not text; "
+                         "point data.text_field at a string field")
+    return str(value)
 
 
 def read_documents(raw: str | Path, cfg) -> Iterator[Document]:
@@ -181,7 +191,7 @@ def read_documents(raw: str | Path, cfg) -> Iterator[Document]:
         ds = load_from_disk(str(raw / "hub"))
         for i, row in enumerate(ds):
             yield Document(f"{cfg.name}:{i}", _field(row, cfg.text_field, f"{cfg.name} row {i}"),
-                           _field(row, cfg.label_field, f"{cfg.name} row {i}") if cfg.label_field else "")
+                           _field(row, cfg.label_field, f"{cfg.name} row {i}", text=False) if cfg.label_field else "")
         return
     for path in sorted((raw / "files").iterdir()):
         if path.suffix.lower() in TEXT_SUFFIXES:
@@ -190,4 +200,4 @@ def read_documents(raw: str | Path, cfg) -> Iterator[Document]:
         for i, rec in enumerate(read_records(path)):
             where = f"{path.name} record {i}"
             yield Document(f"{path.name}:{i}", _field(rec, cfg.text_field, where),
-                           _field(rec, cfg.label_field, where) if cfg.label_field else "")
+                           _field(rec, cfg.label_field, where, text=False) if cfg.label_field else "")

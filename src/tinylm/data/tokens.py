@@ -88,7 +88,8 @@ def write_pretrain(corpus: datasets.DatasetDict, tokenizer_path: str | Path, out
     for split, ds in corpus.items():
         n_tokens = n_docs = 0
         with open(out / f"{split}.bin", "wb") as f, tqdm(desc=f"tokenize {split}", unit="doc") as bar:
-            for ids in tok.encode_arrays(documents(ds), dtype, num_workers=num_proc):
+            # allowed_special=(): "<|endoftext|>" written in a document is text, not a document boundary
+            for ids in tok.encode_arrays(documents(ds), dtype, allowed_special=(), num_workers=num_proc):
                 ids.tofile(f)
                 eos_ids.tofile(f)
                 n_tokens += len(ids) + 1
@@ -154,7 +155,8 @@ def encode_sft(sft: datasets.DatasetDict, tokenizer_path: str | Path, max_length
 def _encode_cls(batch: dict, tokenizer_path: str, max_length: int) -> dict:
     tok = load_tokenizer(tokenizer_path)
     cls, sep = tok.token_to_id(CLS), tok.token_to_id(SEP)
-    return {"input_ids": [[cls, *ids[: max_length - 2], sep] for ids in tok.encode_batch(batch["text"])],
+    texts = tok.encode_batch(batch["text"], allowed_special=())  # "[SEP]" in a passage is text
+    return {"input_ids": [[cls, *ids[: max_length - 2], sep] for ids in texts],
             "labels": batch["label"]}
 
 

@@ -202,8 +202,9 @@ class ClsConfig:
     train: dict
 
     def __post_init__(self):
-        for key in ("passage_lines", "max_train_items", "max_eval_items", "max_length"):
+        for key in ("passage_lines", "max_train_items", "max_eval_items"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        _need(self.max_length >= 3, "max_length", self.max_length, "must be >= 3 ([CLS], a token, [SEP])")
         fits = {"encoder": ("cls", "mean"), "decoder": ("mean", "last")}[self.backbone]
         _need(self.pooling in fits, "pooling", self.pooling, f"with backbone {self.backbone} one of {list(fits)}")
         _need(self.head_lr_scale > 0, "head_lr_scale", self.head_lr_scale, "must be > 0")

@@ -7,6 +7,7 @@ task sets -> data/tokens/sft, data/tokens/cls (tinylm.data.tokens), with reports
 `tokenize`, which `inspect` imports, for every script in pipelines/.)
 """
 
+import sys
 from dataclasses import asdict
 
 import datasets
@@ -28,6 +29,10 @@ def main(argv: list[str]) -> None:
         with atomic_dir(TOKENS) as tmp:
             meta = write_pretrain(datasets.load_from_disk(str(CORPUS)), TOKENIZER, tmp, cfg.tokenizer.num_proc)
             sft = encode_sft(sft_text, TOKENIZER, cfg.sft.max_length)
+            for split, ds in sft.items():  # before anything is kept: the SFT stage would fail hours later
+                if len(ds) == 0:
+                    sys.exit(f"tokenize: sft.max_length={cfg.sft.max_length} leaves no {split} item with a "
+                             f"response token (all {len(sft_text[split])} dropped): raise sft.max_length")
             cls = encode_cls(cls_text, TOKENIZER, cfg.cls.max_length)
             sft.save_to_disk(str(tmp / "sft"))
             cls.save_to_disk(str(tmp / "cls"))
