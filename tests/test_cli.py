@@ -18,3 +18,39 @@ def test_bad_generate_options_fail_first_naming_the_option(tmp_path, args, messa
     with pytest.raises(SystemExit) as e:
         main(["generate", "--model", str(tmp_path / "nowhere"), "--prompt", "x", *args])
     assert str(e.value) == f"error: {message}"
+
+
+def test_temperature_nan_is_refused_first(tmp_path):
+    with pytest.raises(SystemExit, match="--temperature must be > 0, got nan"):
+        main(["generate", "--model", str(tmp_path / "nowhere"), "--prompt", "x", "--temperature", "nan"])
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """A tiny GPT and a classifier on a GPT backbone, saved as the training stages save them."""
+    from tinylm.data.special_tokens import SPECIAL_TOKENS
+    from tinylm.models import build_classifier, build_model, presets
+    from tinylm.models.io import save_pretrained
+    from tinylm.tokenizer import BPETokenizer
+
+    tmp = tmp_path_factory.mktemp("models")
+    tok = BPETokenizer.train(["ROMEO: But soft, what light?\n"] * 5, vocab_size=280,
+                             special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tok.save(tmp / "tokenizer.json")
+    cfg = presets("gpt2", vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16)
+    files = {"tokenizer.json": tmp / "tokenizer.json"}
+    return (save_pretrained(build_model(cfg), tmp / "decoder", files),
+            save_pretrained(build_classifier(cfg, 3, "last"), tmp / "classifier", files))
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam", "sample"])
+def test_an_empty_raw_prompt_starts_a_document(model_dirs, capsys, decoder):
+    """"" is a prompt too: the model continues from <|endoftext|>, as a new document (it crashed on a float
+    tensor of no ids)."""
+    main(["generate", "--model", str(model_dirs[0]), "--prompt", "", "--max-new-tokens", "3", "--decoder", decoder])
+    assert capsys.readouterr().out.endswith("\n")
+
+
+def test_a_classifier_on_a_gpt_backbone_is_refused(model_dirs):
+    with pytest.raises(SystemExit, match=r"holds a GPTClassifier \(gpt\); generate runs decoder language models"):
+        main(["generate", "--model", str(model_dirs[1]), "--prompt", "x"])

@@ -111,6 +111,32 @@ def test_save_hf_loads_with_auto_class(tmp_path, variant_name, auto):
         assert from_hf(loaded).config == model.config  # the tinylm config survives config.json
 
 
+@pytest.mark.parametrize("variant_name", ["gpt2", "baichuan", "bert"])
+def test_save_hf_with_the_tokenizer_behaves_in_transformers_as_in_tinylm(tmp_path, variant_name):
+    """A decoder's export stops HF's generate at EOS (config and generation_config name it; they named none, so
+    generate ran to max_new_tokens) and its tokenizer pads on the left; an encoder's tokenizer adds [CLS] ... [SEP]
+    as its masked-LM training did."""
+    from transformers import AutoTokenizer
+
+    from tinylm.data.special_tokens import CLS, EOS, PAD, SEP, SPECIAL_TOKENS
+    from tinylm.tokenizer import BPETokenizer
+
+    tok = BPETokenizer.train(["ROMEO: But soft, what light through yonder window breaks?\n"] * 5, vocab_size=300,
+                             special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+    tok.save(tmp_path / "tokenizer.json")
+    name, kw, _ = VARIANTS[variant_name]
+    path = save_hf(make(name, **{**kw, "vocab_size": tok.vocab_size}), tmp_path / "export", tmp_path / "tokenizer.json")
+    hf_tok = AutoTokenizer.from_pretrained(path)
+    ids = tok.encode("ROMEO: But soft")
+    if variant_name == "bert":
+        assert hf_tok("ROMEO: But soft")["input_ids"] == [tok.token_to_id(CLS), *ids, tok.token_to_id(SEP)]
+        return
+    hf = AutoModelForCausalLM.from_pretrained(path)
+    for c in (hf.config, hf.generation_config):
+        assert (c.eos_token_id, c.pad_token_id) == (tok.token_to_id(EOS), tok.token_to_id(PAD))
+    assert hf_tok.padding_side == "left" and hf_tok("ROMEO: But soft")["input_ids"] == ids
+
+
 @pytest.mark.parametrize("hf_model", [
     lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4)),
     lambda: LlamaForCausalLM(LlamaConfig(
@@ -133,6 +159,34 @@ def test_from_hf_without_tinylm_key(hf_model):
     with torch.no_grad():
         torch.testing.assert_close(ours_logits(ours, x, MASK)[real], hf_logits(hf, x, MASK)[real],
                                    rtol=1e-4, atol=1e-4)
+
+
+LLAMA = dict(vocab_size=100, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=32)
+BERT_CFG = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                max_position_embeddings=32)
+
+
+@pytest.mark.parametrize("hf_model, match", [
+    (lambda: LlamaForCausalLM(LlamaConfig(**LLAMA, attention_bias=True)), "attention_bias=True"),
+    (lambda: LlamaForCausalLM(LlamaConfig(**LLAMA, mlp_bias=True)), "mlp_bias=True"),
+    (lambda: LlamaForCausalLM(LlamaConfig(**LLAMA, hidden_act="gelu")), "hidden_act='gelu'"),
+    (lambda: LlamaForCausalLM(LlamaConfig(**LLAMA, rope_parameters={
+        "rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16})), "rope_type='llama3'"),
+    (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                        activation_function="relu")), "activation_function='relu'"),
+    (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                        tie_word_embeddings=False)), "tie_word_embeddings=False"),
+    (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                        scale_attn_by_inverse_layer_idx=True)), "scale_attn_by_inverse_layer_idx"),
+    (lambda: BertForMaskedLM(BertConfig(**BERT_CFG, hidden_act="relu")), "hidden_act='relu'"),
+], ids=["llama-attention-bias", "llama-mlp-bias", "llama-gelu", "llama3-rope", "gpt2-relu", "gpt2-untied",
+        "gpt2-layer-scaled", "bert-relu"])
+def test_from_hf_refuses_options_tinylm_cannot_compute(hf_model, match):
+    """Imported anyway, each of these gave other logits (max |diff| 0.01 to 1.8): a clear error instead."""
+    with pytest.raises(ValueError, match=rf"cannot import this \w+ model: {match}.*would compute other logits"):
+        from_hf(hf_model())
 
 
 @pytest.mark.parametrize("name, kw, match", [

@@ -16,6 +16,7 @@ with --no-truncate.
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -60,23 +61,27 @@ def generate(args) -> None:
     from tinylm.data.special_tokens import EOS
     from tinylm.decoding.dispatch import decode
     from tinylm.evaluation.generation import prompt_room
+    from tinylm.models import GPT
     from tinylm.models.io import is_chat_model
 
     if args.num_beams < 1:
         raise SystemExit(f"error: --num-beams must be >= 1, got {args.num_beams}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
-    if args.temperature <= 0:
+    if not (args.temperature > 0 and math.isfinite(args.temperature)):  # nan fails both
         raise SystemExit(f"error: --temperature must be > 0, got {args.temperature}")
     if args.max_new_tokens < 1:
         raise SystemExit(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.top_k is not None and args.top_k < 1:
         raise SystemExit(f"error: --top-k must be >= 1, got {args.top_k}")
     model, tok = _load(args.model)
-    if model.config.arch != "gpt":
-        raise SystemExit(f"error: {args.model} holds a {model.config.arch} model; generate runs decoder LMs")
+    if not isinstance(model, GPT):  # a classifier on a GPT backbone has arch "gpt" too
+        raise SystemExit(f"error: {args.model} holds a {type(model).__name__} ({model.config.arch}); generate runs "
+                         "decoder language models")
     chat = not args.raw and is_chat_model(args.model)
+    eos = tok.token_to_id(EOS)
     ids = ChatTemplate.from_tokenizer(tok).prompt_ids(args.prompt) if chat else tok.encode(args.prompt)
+    ids = ids or [eos]  # an empty raw prompt starts a document: after <|endoftext|>, as in pretraining
     try:
         room = prompt_room(model.config.block_size, args.max_new_tokens)
     except ValueError as e:
@@ -87,7 +92,7 @@ def generate(args) -> None:
                              f"at most {room} fit the context: shorten it or drop --no-truncate")
         print(f"warning: prompt cut to its last {room} of {len(ids)} tokens", file=sys.stderr)
         ids = ids[-room:]
-    x, eos = torch.tensor([ids]), tok.token_to_id(EOS)
+    x = torch.tensor([ids], dtype=torch.long)
     decoder = f"beam{args.num_beams}" if args.decoder == "beam" else args.decoder
     with torch.no_grad():
         out = decode(model, x, decoder, args.max_new_tokens, length_penalty=args.length_penalty,

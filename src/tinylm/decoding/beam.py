@@ -50,7 +50,8 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
     n = num_return_sequences <= num_beams; rows b * n ... b * n + n - 1 are item b's best hypotheses.
     length_penalty_type: "power" (transformers: L ** a) or "gnmt" (Wu et al. 2016: (5 + L) ** a / 6 ** a).
     Encoder-decoder models: input_ids/attention_mask are the source; sequences start with
-    decoder_start_token_id.
+    decoder_start_token_id. num_beams=1 is a true one-beam search: transformers runs greedy search instead, which
+    differs where early_stopping="never" with length_penalty > 0 lets the beam run past EOS.
     """
     check_positive_int("num_beams", num_beams)
     check_positive_int("num_return_sequences", num_return_sequences)

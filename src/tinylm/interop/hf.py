@@ -201,6 +201,8 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     hf_cfg, state = hf_model.config, hf_model.state_dict()
     saved = getattr(hf_cfg, "tinylm", None)
     kind = hf_cfg.model_type
+    if not saved:
+        _refuse_what_tinylm_cannot_compute(hf_cfg)
     if kind == "gpt2":
         cfg = ModelConfig(**saved) if saved else _gpt2_from_config(hf_cfg)
         model, ours = GPT(cfg), _gpt2_state({k: v for k, v in state.items()
@@ -221,21 +223,36 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
 
 def save_hf(model: nn.Module, path: str | Path, tokenizer_file: str | Path | None = None) -> Path:
     """Export with `to_hf` and `save_pretrained(path)` (safetensors) and, given the tokenizer.json, its fast
-    tokenizer with tinylm's special tokens (eos, pad, mask), so `AutoTokenizer` loads the folder too. The
+    tokenizer with tinylm's special tokens, so `AutoTokenizer` loads the folder too and HF behaves as tinylm
+    does: a decoder's config and generation_config carry the EOS and pad ids (`generate` stops at EOS) and its
+    tokenizer pads on the left; an encoder's tokenizer frames text as [CLS] ... [SEP], as it was trained. The
     folder is written whole or not at all (made aside, then renamed). Returns the path; ValueError for an
     architecture `transformers` has no counterpart of (e.g. gpt2 with RoPE)."""
+    from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
     from tinylm.atomic import atomic_dir
-    from tinylm.data.special_tokens import EOS, MASK, PAD
+    from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP
 
     hf = to_hf(model)  # raises before anything is written
+    tok = None
+    if tokenizer_file is not None:
+        decoder = isinstance(model, GPT)
+        extra = dict(padding_side="left") if decoder else dict(cls_token=CLS, sep_token=SEP)
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=EOS, pad_token=PAD,
+                                      mask_token=MASK, **extra)
+        if decoder:
+            for c in (hf.config, hf.generation_config):
+                c.eos_token_id, c.pad_token_id = tok.eos_token_id, tok.pad_token_id
+        else:
+            tok.backend_tokenizer.post_processor = TemplateProcessing(
+                single=f"{CLS} $A {SEP}", pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+                special_tokens=[(CLS, tok.cls_token_id), (SEP, tok.sep_token_id)])
     path = Path(path)
     with atomic_dir(path) as tmp:
         hf.save_pretrained(tmp)
-        if tokenizer_file is not None:
-            PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=EOS, pad_token=PAD,
-                                    mask_token=MASK).save_pretrained(tmp)
+        if tok is not None:
+            tok.save_pretrained(tmp)
     return path
 
 
@@ -248,6 +265,28 @@ def _load_exact(model: nn.Module, state: dict) -> None:
     if missing or unexpected:
         raise ValueError(f"weight mismatch converting {type(model).__name__}: "
                          f"missing={missing} unexpected={unexpected}")
+
+
+def _refuse_what_tinylm_cannot_compute(c) -> None:
+    """ValueError for options of a transformers config that tinylm's models do not have: imported regardless,
+    such a model would give other logits (Llama 3's rope scaling, biased Llama projections, ReLU, untied GPT-2)."""
+    bad, get = [], lambda key, default=None: getattr(c, key, default)
+    if c.model_type == "gpt2":
+        bad += [f"activation_function={get('activation_function')!r}"] * (
+            get("activation_function") not in ("gelu_new", "gelu_pytorch_tanh"))
+        bad += ["tie_word_embeddings=False"] * (not get("tie_word_embeddings", True))
+        bad += ["scale_attn_weights=False"] * (not get("scale_attn_weights", True))
+        bad += ["scale_attn_by_inverse_layer_idx=True"] * bool(get("scale_attn_by_inverse_layer_idx"))
+    elif c.model_type == "llama":
+        bad += [f"{key}=True" for key in ("attention_bias", "mlp_bias") if get(key)]
+        bad += [f"hidden_act={get('hidden_act')!r}"] * (get("hidden_act") != "silu")
+        rope_type = (get("rope_parameters") or get("rope_scaling") or {}).get("rope_type", "default")
+        bad += [f"rope_type={rope_type!r}"] * (rope_type != "default")
+    elif c.model_type in ("bert", "roformer"):
+        bad += [f"hidden_act={get('hidden_act')!r}"] * (get("hidden_act") != "gelu")
+    if bad:
+        raise ValueError(f"cannot import this {c.model_type} model: {', '.join(bad)}; tinylm's model has no such "
+                         "option, and the import would compute other logits")
 
 
 def _gpt2_from_config(c) -> ModelConfig:
