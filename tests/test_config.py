@@ -40,6 +40,14 @@ def test_experiment_values_win_and_overrides_win_over_experiments():
     assert big["data"]["name"] == "HuggingFaceFW/fineweb" and big["trainer"]["strategy"] == "ddp"
 
 
+@pytest.mark.parametrize("data", ["tinystories", "wikitext", "openwebtext", "fineweb"])
+def test_a_corpus_without_labels_is_refused_before_any_download(data):
+    """build_tasks stopped for want of labels only after download and prepare (hours for FineWeb)."""
+    with pytest.raises(ConfigError, match=r"data.label_field=None: the classifier needs a label per document"):
+        load_config([f"data={data}"], conf_dir=CONF)
+    assert load_config([f"data={data}", "data.label_field=topic"], conf_dir=CONF).data.label_field == "topic"
+
+
 def test_group_options_and_trainer_overrides():
     cfg = load_config(["decoder=baichuan", "trainer=gpu"], conf_dir=CONF)
     mc = cfg.decoder.model_config(4096)

