@@ -10,7 +10,7 @@ import pytest
 from test_data_plays import PLAY, default_config, make_wheel, scene_texts
 
 from tinylm.data.corpus import build_corpus
-from tinylm.data.sources import download, sha256_file
+from tinylm.data.sources import check_utf8, download, read_records, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +139,32 @@ def test_hub_source_without_the_hub(tmp_path, data_cfg, monkeypatch):
     corpus = build_corpus(tmp_path / "raw", cfg)
     rows = sorted((r["doc"], r["text"], r["genre"]) for ds in corpus.values() for r in ds)
     assert rows == [(f"someone/stories:{i}", f"Story {i}.", "abcab"[i]) for i in range(5)]
+
+
+def test_utf8_is_checked_and_jsonl_read_in_pieces_naming_the_byte(tmp_path):
+    """check_utf8 reads 1 MiB at a time: a character split across two pieces is text, a bad byte after the
+    first piece is named at its offset in the file; a .jsonl is read a line at a time, with the same offsets."""
+    head = b"a" * ((1 << 20) - 1) + "\u00e9".encode()  # the 2-byte character straddles the first piece's end
+    good = tmp_path / "good.txt"
+    good.write_bytes(head + b" fine")
+    check_utf8(good)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(head + b"xy\xff")
+    with pytest.raises(ValueError, match=rf"bad\.txt: not valid UTF-8 at byte {len(head) + 2} "):
+        check_utf8(bad)
+    cut = tmp_path / "cut.txt"
+    cut.write_bytes(head + "\u00e9".encode()[:1])  # a character cut off by the end of the file
+    with pytest.raises(ValueError, match=rf"cut\.txt: not valid UTF-8 at byte {len(head)} "):
+        check_utf8(cut)
+    lines = tmp_path / "c.jsonl"
+    lines.write_bytes(b'{"text": "one"}\n\n{"text": "t\xe9o"}\n')
+    records = read_records(lines)
+    assert next(records) == {"text": "one"}  # lazily: the bad line is not read yet
+    with pytest.raises(ValueError, match=r"c\.jsonl: not valid UTF-8 at byte 28 "):
+        next(records)
+    lines.write_bytes(b'{"text": "one"}\n[1]\n')
+    with pytest.raises(ValueError, match=r"c\.jsonl: line 2 holds list, expected a JSON object"):
+        list(read_records(lines))
+    lines.write_bytes(b'{"text": "one"}\n{"text": \n')
+    with pytest.raises(ValueError, match=r"c\.jsonl: invalid JSON at line 2"):
+        list(read_records(lines))

@@ -1,13 +1,16 @@
 """The train/val/test split: deterministic, about the asked fractions, at scene boundaries, no scene in two
 splits; and the corpus stats."""
 
+import hashlib
 from collections import Counter
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_data_plays import default_config, make_wheel, scene_texts
 
-from tinylm.data.corpus import assign_splits, build_corpus, corpus_stats
+from tinylm.data.corpus import assign_splits, build_corpus, corpus_stats, split_codes, unit_digest
 from tinylm.data.sources import download, sha256_file
 
 
@@ -80,3 +83,38 @@ def test_corpus_stats(corpus_and_cfg):
     assert stats["val"]["chars"] == sum(map(len, corpus["val"]["text"]))
     assert abs(sum(s["char_fraction"] for s in stats.values()) - 1) < 1e-3
     assert all(isinstance(v, int | float) for s in stats.values() for v in s.values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=6), min_size=3, max_size=40), st.integers(0, 3),
+       st.sampled_from([(0.05, 0.05), (0.2, 0.1), (0.3, 0.3)]))
+def test_assign_splits_is_the_ranking_by_digest(units, seed, fractions):
+    """Against the rule written out by brute force: distinct units sorted by sha256(seed/unit), val first."""
+    ranked = sorted(set(units), key=lambda u: hashlib.sha256(f"{seed}/{u}".encode()).digest())
+    n = len(ranked)
+    n_val, n_test = max(1, round(n * fractions[0])), max(1, round(n * fractions[1]))
+    if n < 3 or n_val + n_test >= n:
+        with pytest.raises(ValueError):
+            assign_splits(units, *fractions, seed)
+        return
+    want = {u: "val" if i < n_val else "test" if i < n_val + n_test else "train" for i, u in enumerate(ranked)}
+    assert assign_splits(units, *fractions, seed) == want
+
+
+def test_split_codes_give_a_unit_named_twice_one_split():
+    digests = [unit_digest(u, 7) for u in ("a", "b", "c", "d", "b", "a")]
+    codes = split_codes(b"".join(digests), 0.25, 0.25)
+    assert codes[0] == codes[5] and codes[1] == codes[4] and sorted(codes[:4]) == [0, 0, 1, 2]
+
+
+def test_corpus_streamed_to_a_workdir_is_the_in_memory_corpus_memory_mapped(corpus_and_cfg, tmp_path):
+    corpus, cfg, tmp = corpus_and_cfg
+    mapped = build_corpus(tmp / "raw", cfg, workdir=tmp_path / "rows")
+    assert [f.name for f in (tmp_path / "rows").iterdir()] == ["rows.arrow"]
+    for name, ds in corpus.items():
+        assert mapped[name].cache_files and not ds.cache_files  # on disk, not in memory
+        assert mapped[name].to_list() == ds.to_list()
+        assert mapped[name]._fingerprint == ds._fingerprint  # the content's hash, not the file's path
+    fingerprints = {ds._fingerprint for ds in corpus.values()}
+    dropped = build_corpus(tmp / "raw", replace(cfg, stage_directions="drop"))
+    assert len(fingerprints) == 3 and not fingerprints & {ds._fingerprint for ds in dropped.values()}

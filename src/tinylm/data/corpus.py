@@ -7,22 +7,27 @@ one `doc`'s rows of a split, in order (see tinylm.data.tokens).
 
 The split is deterministic and stable: units are ranked by sha256(seed, doc, section index) and the first
 round(n * val_fraction) go to val, the next round(n * test_fraction) to test (each at least one), the rest
-to train; a unit is never in two splits.
+to train; a unit is never in two splits. Rows are streamed to Arrow (`build_corpus`): only the units' 32-byte
+digests are held in memory, so a corpus larger than the machine's memory (FineWeb) can be prepared.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from tinylm.data.plays import read_wheel
 from tinylm.data.sources import read_documents
 
 SPLITS = ("train", "val", "test")
+BATCH_ROWS = 1000  # rows per Arrow record batch written by build_corpus
 FEATURES = datasets.Features({
     "doc": datasets.Value("string"),
     "genre": datasets.Value("string"),
@@ -38,57 +43,98 @@ def to_dataset(rows: list[dict], features: datasets.Features) -> datasets.Datase
     return datasets.Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)
 
 
-def corpus_rows(raw: str | Path, cfg) -> list[dict]:
-    """Clean rows (with a `unit` key: the split unit's id) from the download in `raw/` (cfg: DataConfig)."""
+def corpus_rows(raw: str | Path, cfg) -> Iterator[dict]:
+    """Clean non-empty rows, lazily, each with a `unit` key (its split unit's id), from the download in `raw/`
+    (cfg: DataConfig); a non-play source stops after max_documents rows."""
     raw = Path(raw)
-    rows = []
     if cfg.source == "wheel":
         wheels = sorted(raw.glob("*.whl"))
         if not wheels:
             raise FileNotFoundError(f"{raw}: no wheel; run the download stage first")
-        plays = read_wheel(wheels[0])[: cfg.max_documents]
-        for play in plays:
+        for play in read_wheel(wheels[0])[: cfg.max_documents]:
             for i, scene in enumerate(play.scenes):
                 speeches = scene.speeches(cfg.stage_directions)
-                rows.append({"unit": f"{play.title}/{i}", "doc": play.title, "genre": play.genre,
-                             "section": scene.heading, "text": scene.text(cfg.stage_directions),
-                             "speakers": [s.speaker or "" for s in speeches],
-                             "speeches": ["\n".join(s.lines) for s in speeches]})
-    else:
-        for d in tqdm(read_documents(raw, cfg), desc="prepare", unit="doc"):
-            text = d.text.replace("\r\n", "\n").strip()
-            if text:
-                rows.append({"unit": d.doc, "doc": d.doc, "genre": d.label, "section": "", "text": text,
-                             "speakers": [], "speeches": []})
-            if cfg.max_documents and len(rows) >= cfg.max_documents:
-                break
-    rows = [r for r in rows if r["text"].strip()]
-    if not rows:
-        raise ValueError(f"{raw}: the corpus is empty (no text after cleaning)")
-    return rows
+                text = scene.text(cfg.stage_directions)
+                if text.strip():
+                    yield {"unit": f"{play.title}/{i}", "doc": play.title, "genre": play.genre,
+                           "section": scene.heading, "text": text, "speakers": [s.speaker or "" for s in speeches],
+                           "speeches": ["\n".join(s.lines) for s in speeches]}
+        return
+    n = 0
+    for d in tqdm(read_documents(raw, cfg), desc="prepare", unit="doc"):
+        text = d.text.replace("\r\n", "\n").strip()
+        if text:
+            yield {"unit": d.doc, "doc": d.doc, "genre": d.label, "section": "", "text": text,
+                   "speakers": [], "speeches": []}
+            n += 1
+            if n == cfg.max_documents:
+                return
+
+
+def unit_digest(unit: str, seed: int) -> bytes:
+    """sha256(f"{seed}/{unit}"): the key that ranks a split unit."""
+    return hashlib.sha256(f"{seed}/{unit}".encode()).digest()
+
+
+def split_codes(digests: bytes, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """The split of each unit, given its `unit_digest`s concatenated: 0 train, 1 val, 2 test (indices into
+    SPLITS); a unit named twice (equal digests) gets one split. See the module docstring for the rule; needs at
+    least 3 units."""
+    keys = np.frombuffer(digests, ">u8").astype(np.uint64).reshape(-1, 4)  # rows compare as the digests do
+    ranked, unit_of = np.unique(keys, axis=0, return_inverse=True)  # distinct digests, sorted
+    n = len(ranked)
+    if n < 3:
+        raise ValueError(f"the corpus has {n} split units (scenes or documents): need at least 3")
+    n_val = max(1, round(n * val_fraction))
+    n_test = max(1, round(n * test_fraction))
+    if n_val + n_test >= n:
+        raise ValueError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no "
+                         f"training unit of {n} ({n_val} val, {n_test} test): lower them")
+    code_of_rank = np.zeros(n, np.int8)
+    code_of_rank[:n_val], code_of_rank[n_val:n_val + n_test] = 1, 2
+    return code_of_rank[unit_of.reshape(-1)]
 
 
 def assign_splits(units: Iterable[str], val_fraction: float, test_fraction: float, seed: int) -> dict:
     """{unit: "train" | "val" | "test"} (see the module docstring); needs at least 3 units."""
     units = sorted(set(units))
-    if len(units) < 3:
-        raise ValueError(f"the corpus has {len(units)} split units (scenes or documents): need at least 3")
-    ranked = sorted(units, key=lambda u: hashlib.sha256(f"{seed}/{u}".encode()).digest())
-    n_val = max(1, round(len(units) * val_fraction))
-    n_test = max(1, round(len(units) * test_fraction))
-    if n_val + n_test >= len(units):
-        raise ValueError(f"data.val_fraction={val_fraction} and data.test_fraction={test_fraction} leave no "
-                         f"training unit of {len(units)} ({n_val} val, {n_test} test): lower them")
-    return {u: "val" if i < n_val else "test" if i < n_val + n_test else "train"
-            for i, u in enumerate(ranked)}
+    codes = split_codes(b"".join(unit_digest(u, seed) for u in units), val_fraction, test_fraction)
+    return {u: SPLITS[c] for u, c in zip(units, codes, strict=True)}
 
 
-def build_corpus(raw: str | Path, cfg) -> datasets.DatasetDict:
-    """The train/val/test DatasetDict of the download in `raw/` (cfg: DataConfig)."""
-    rows = corpus_rows(raw, cfg)
-    split = assign_splits((r["unit"] for r in rows), cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+def build_corpus(raw: str | Path, cfg, workdir: str | Path | None = None) -> datasets.DatasetDict:
+    """The train/val/test DatasetDict of the download in `raw/` (cfg: DataConfig).
+
+    Rows are streamed, BATCH_ROWS at a time, into one Arrow file: `<workdir>/rows.arrow`, memory-mapped, when
+    `workdir` is given (memory then stays flat whatever the corpus's size: the hub's FineWeb, a large JSONL),
+    else a buffer in memory. Each split is a selection of those rows, in their order; its fingerprint is a
+    hash of the rows' bytes and the split's name.
+    """
+    schema = FEATURES.arrow_schema
+    digests, content = bytearray(), hashlib.sha256()
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    path = Path(workdir or "") / "rows.arrow"
+    with (pa.OSFile(str(path), "wb") if workdir else pa.BufferOutputStream()) as sink:
+        with pa.ipc.new_stream(sink, schema) as writer:
+            batch = []
+            for row in itertools.chain(corpus_rows(raw, cfg), [None]):
+                if row is not None:
+                    digests += unit_digest(row.pop("unit"), cfg.split_seed)
+                    batch.append(row)
+                if batch and (row is None or len(batch) == BATCH_ROWS):
+                    records = pa.RecordBatch.from_pylist(batch, schema=schema)
+                    content.update(records.serialize())
+                    writer.write_batch(records)
+                    batch = []
+        rows = datasets.Dataset.from_file(str(path)) if workdir else datasets.Dataset.from_buffer(sink.getvalue())
+    if not len(rows):
+        raise ValueError(f"{raw}: the corpus is empty (no text after cleaning)")
+    codes = split_codes(bytes(digests), cfg.val_fraction, cfg.test_fraction)
     return datasets.DatasetDict({
-        name: to_dataset([r for r in rows if split[r["unit"]] == name], FEATURES) for name in SPLITS})
+        name: rows.select(np.flatnonzero(codes == i),
+                          new_fingerprint=hashlib.sha256(content.digest() + name.encode()).hexdigest()[:16])
+        for i, name in enumerate(SPLITS)})
 
 
 def corpus_stats(corpus: datasets.DatasetDict) -> dict:

@@ -14,8 +14,10 @@ file; a hub dataset while offline or with the hub unreachable fails within secon
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
+import itertools
 import json
 import shutil
 import subprocess
@@ -131,9 +133,14 @@ def copy_files(pattern: str, dest: Path) -> dict[str, str]:
         raise ValueError(f"data.path={pattern!r} matches two files named {dup!r}: rename one")
     for p in paths:
         if p.suffix.lower() != ".parquet":
-            read_text(p)  # fail now, naming the user's file rather than its copy
+            check_utf8(p)  # fail now, naming the user's file rather than its copy
     dest.mkdir(parents=True)
     return {p.name: sha256_file(shutil.copy2(p, dest / p.name)) for p in paths}
+
+
+def _not_utf8(path: Path, offset: int, reason: str) -> ValueError:
+    return ValueError(f"{path}: not valid UTF-8 at byte {offset} ({reason}); re-encode the file as UTF-8, "
+                      f"e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}")
 
 
 def read_text(path: Path) -> str:
@@ -142,29 +149,61 @@ def read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start} ({e.reason}); re-encode the file as UTF-8, "
-                         f"e.g. iconv -f latin1 -t utf-8 {path} > {path.stem}.utf8{path.suffix}") from None
+        raise _not_utf8(path, e.start, e.reason) from None
 
 
-def read_records(path: Path) -> list[dict]:
-    """Records of a .json (a list of objects), .jsonl or .parquet file."""
+def check_utf8(path: Path) -> None:
+    """Raise read_text's error if the file is not UTF-8, reading it 1 MiB at a time (memory stays flat)."""
+    decoder, done = codecs.getincrementaldecoder("utf-8")(), 0
+    with open(path, "rb") as f:
+        for chunk in itertools.chain(iter(lambda: f.read(1 << 20), b""), [None]):
+            start = done - len(decoder.getstate()[0])  # where the decoder's input (held bytes + chunk) begins
+            try:
+                decoder.decode(chunk or b"", final=chunk is None)
+            except UnicodeDecodeError as e:
+                raise _not_utf8(path, start + e.start, e.reason) from None
+            done += len(chunk or b"")
+
+
+def read_records(path: Path) -> Iterator[dict]:
+    """Records of a .json (a list of objects, parsed whole), .jsonl (read a line at a time) or .parquet (a
+    batch of rows at a time) file, lazily."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    text = read_text(path)
-    try:
-        if suffix == ".jsonl":
-            # "\n" alone ends a record: splitlines() would also split at U+2028, U+2029, U+0085, legal in JSON strings
-            records = [json.loads(line) for line in text.split("\n") if line.strip()]
-        else:
-            records = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1000):
+            yield from batch.to_pylist()
+        return
+    if suffix == ".jsonl":
+        with open(path, "rb") as f:
+            offset = 0
+            # b"\n" alone ends a record: str.splitlines() would also split at U+2028, U+2029, U+0085, legal in JSON
+            for n, line in enumerate(f, 1):
+                try:
+                    text = line.decode("utf-8-sig" if n == 1 else "utf-8").removesuffix("\n")
+                except UnicodeDecodeError as e:
+                    raise _not_utf8(path, offset + e.start, e.reason) from None
+                offset += len(line)
+                if text.strip():
+                    yield _record(path, text, n)
+        return
+    records = _record(path, read_text(path), 1, list)
+    if not all(isinstance(r, dict) for r in records):
         raise ValueError(f"{path}: expected a list of JSON objects (records)")
-    return records
+    yield from records
+
+
+def _record(path: Path, text: str, line: int, kind: type = dict):
+    """json.loads(text), which must give a `kind` (text starts at line `line` of the file)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {line + e.lineno - 1}: {e.msg}") from None
+    if not isinstance(value, kind):
+        what = "a JSON object (a record)" if kind is dict else "a list of JSON objects (records)"
+        raise ValueError(f"{path}: line {line} holds {type(value).__name__}, expected {what}")
+    return value
 
 
 def _field(record: dict, key: str, where: str, text: bool = True) -> str:

@@ -3,7 +3,10 @@
     python pipelines/prepare.py [hydra overrides, e.g. data.stage_directions=drop]
 """
 
+import shutil
 from dataclasses import asdict
+
+import datasets
 
 from tinylm.atomic import atomic_dir
 from tinylm.data.corpus import build_corpus, corpus_stats
@@ -16,9 +19,10 @@ from tinylm.pipeline.tracked import tracked
 def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
     with tracked(cfg.tracking, "prepare", {"data": asdict(cfg.data)}, experiment=cfg.name) as mlflow:
-        corpus = build_corpus(RAW, cfg.data)
-        with atomic_dir(CORPUS) as tmp:
-            corpus.save_to_disk(str(tmp))
+        with atomic_dir(CORPUS) as tmp:  # the rows stream to tmp/rows (memory stays flat), then each split
+            build_corpus(RAW, cfg.data, workdir=tmp / "rows").save_to_disk(str(tmp))
+            shutil.rmtree(tmp / "rows")
+        corpus = datasets.load_from_disk(str(CORPUS))
         stats = corpus_stats(corpus)
         record_stats("corpus", stats, mlflow)
         mlflow.log_text(corpus["train"][0]["text"][:5000], "sample.txt")
