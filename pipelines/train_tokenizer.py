@@ -2,6 +2,8 @@
 
 import sys
 
+import _checkout  # noqa: F401  (this checkout's src/ first on sys.path)
+
 from tinylm.ctrl_c import stage_main
 from tinylm.pipeline.stages.train_tokenizer import main
 

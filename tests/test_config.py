@@ -94,6 +94,8 @@ def bad(default: dict, key: str, value) -> dict:
     ("data.sha256", "abc", "data.sha256='abc': the wheel's sha256: 64 lowercase hex digits"),
     ("data.source", "ftp", "data.source='ftp': must be one of 'wheel', 'hub', 'files'"),
     ("data.val_fraction", 0.7, "data.val_fraction=0.7: a fraction in (0, 0.5)"),
+    ("data", {**compose(["data=files"], CONF)["data"], "path": "in/*.txt", "label_field": "genre"},
+     "data.path='in/*.txt': .txt/.md files are whole documents without a label"),  # build_tasks stopped for it
     ("sft.tasks", ["poem"], "sft.tasks=['poem']: each task one of ['speaker', 'play', 'continue']"),
     ("sft.instructions", {"source": "files"}, "sft.instructions.path: missing key"),
     ("eval.max_new_tokens", 128, "eval.max_new_tokens=128: must be < decoder.block_size=128"),
@@ -104,6 +106,13 @@ def bad(default: dict, key: str, value) -> dict:
     ("cls.pooling", "cls", "cls.pooling='cls': with backbone decoder one of ['mean', 'last']"),
     ("cls.max_length", 256, "cls.max_length=256: samples must fit the model's context, decoder.block_size=128"),
     ("cls.max_length", 2, "cls.max_length=2: must be >= 3 ([CLS], a token, [SEP])"),
+    ("encoder.block_size", 2, "encoder.block_size=2: must be >= 3"),  # pretraining got NaN losses, not this
+    ("trainer.seed", -1, "trainer.seed=-1: must be in [0, 2**32)"),  # numpy refused it, after the data stages
+    ("trainer.seed", 2**32, "trainer.seed=4294967296: must be in [0, 2**32)"),
+    ("decoder.train", {"lr": float("inf")}, "decoder.train.lr=inf: must be a finite number"),
+    ("trainer.grad_clip", float("inf"), "trainer.grad_clip=inf: must be a finite number"),
+    ("eval.length_penalty", float("nan"), "eval.length_penalty=nan: must be a finite number"),
+    ("sft.tasks", [], "sft.tasks=[]: name at least one of ['speaker', 'play', 'continue'], or add instruction"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, message):
     with pytest.raises(ConfigError) as e:

@@ -280,10 +280,10 @@ def test_precision_auto_trains_in_what_it_resolved_and_says_so(run, tmp_path, mo
     assert math.isfinite(history.val[-1]["val/loss"])
 
 
-def poisoned_run(out_dir, at: int, what: str, steps: int = 20):
+def poisoned_run(out_dir, at: int, what: str, steps: int = 20, grad_clip: float = 1.0, precision: str = "32-true"):
     """The script's model and data, logging only at the end (step `steps`), a checkpoint every 5 steps,
     validation every 10: at step `at`, an inf gradient (its loss finite) or NaN weights after the step's
-    clipping."""
+    clipping, or ("overflow") an inf gradient as fp16 gives. Returns the module."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -295,6 +295,10 @@ def poisoned_run(out_dir, at: int, what: str, steps: int = 20):
     from tinylm.training.fit import fit
 
     class Poisoned(CausalLMModule):
+        def on_after_backward(self):  # before fp16's scaler unscales (and checks) the gradients
+            if self.global_step == at and what == "overflow":
+                next(self.parameters()).grad.view(-1)[0] = float("inf")
+
         def on_before_optimizer_step(self, optimizer):
             if self.global_step == at and what == "grad":
                 next(self.parameters()).grad.view(-1)[0] = float("inf")
@@ -305,26 +309,28 @@ def poisoned_run(out_dir, at: int, what: str, steps: int = 20):
 
     cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32).to_dict()
     module = Poisoned(cfg, dict(lr=3e-3, min_lr=3e-4, weight_decay=0.1, warmup_steps=3, max_steps=steps,
-                                grad_clip=1.0))
+                                grad_clip=grad_clip))
     tokens = (np.arange(4000) % 37).astype(np.uint16)
     dm = StepDataModule(RandomWindows(tokens, 16, 4, seed=1), FixedWindows(tokens, 16, 4, 2), batch_size=None,
                         seed=1, max_steps=steps)
     tcfg = SimpleNamespace(max_steps=steps, val_every=10, val_batches=2, log_every=100, ckpt_every=5,
-                           precision="32-true", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
+                           precision=precision, accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
                            accumulate_grad_batches=1, compile=False)
     fit(module, dm, tcfg, out_dir, fingerprint="fp", say=lambda *_: None)
+    return module
 
 
-@pytest.mark.parametrize(("at", "what", "steps", "message", "kept"), [
-    (6, "grad", 20, "non-finite training loss or gradient norm at step 6", 5),  # at the step-10 checkpoint
-    (4, "weights", 20, "non-finite weights at step 5", None),  # before the step-5 checkpoint: none yet
-    (17, "grad", 18, "non-finite training loss or gradient norm at step 17", 15),  # the last step: before the
+@pytest.mark.parametrize(("at", "what", "steps", "clip", "message", "kept"), [
+    (6, "grad", 20, 1.0, "non-finite training loss or gradient norm at step 6", 5),  # at the step-10 checkpoint
+    (6, "grad", 20, 0.0, "non-finite training loss or gradient norm at step 6", 5),  # no clipping: the same step
+    (4, "weights", 20, 1.0, "non-finite weights at step 5", None),  # before the step-5 checkpoint: none yet
+    (17, "grad", 18, 1.0, "non-finite training loss or gradient norm at step 17", 15),  # the last step: before the
 ])  # final checkpoint (its loss was checked before its gradients existed)
-def test_no_checkpoint_holds_non_finite_weights(tmp_path, at, what, steps, message, kept):
+def test_no_checkpoint_holds_non_finite_weights(tmp_path, at, what, steps, clip, message, kept):
     """A finite loss with inf gradients, or weights gone NaN, between logging steps or at the last one:
     training stops at the next checkpoint instead of writing it; last.ckpt, if any, is the last good one."""
     with pytest.raises(FloatingPointError, match=message):
-        poisoned_run(tmp_path, at, what, steps)
+        poisoned_run(tmp_path, at, what, steps, grad_clip=clip)
     ckpt = tmp_path / "last.ckpt"
     if kept is None:
         assert not ckpt.exists()
@@ -332,3 +338,23 @@ def test_no_checkpoint_holds_non_finite_weights(tmp_path, at, what, steps, messa
     state = torch.load(ckpt, weights_only=False, map_location="cpu")
     assert state["global_step"] == kept
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_fp16_gradient_overflow_is_the_scalers_to_skip(tmp_path, monkeypatch):
+    """Under 16-mixed, inf gradients are GradScaler's business (it skips the step and lowers its scale), not a
+    fault: training goes on, with finite weights. (Lightning gives CUDA's 16-mixed a scaler, not the CPU's: the
+    test adds one, as on a GPU.)"""
+    import pytorch_lightning as pl
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    class ScaledTrainer(pl.Trainer):
+        def __init__(self, *args, precision, plugins=(), **kwargs):
+            assert precision == "16-mixed"
+            plugins = [*plugins, MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))]
+            super().__init__(*args, plugins=plugins, **kwargs)
+
+    monkeypatch.setattr("tinylm.training.fit.pl.Trainer", ScaledTrainer)
+    module = poisoned_run(tmp_path, 6, "overflow", 12, precision="16-mixed")
+    scaler = module.trainer.precision_plugin.scaler
+    assert scaler.get_scale() < 65536.0  # the overflow lowered it
+    assert all(torch.isfinite(p).all() for p in module.parameters())

@@ -60,7 +60,7 @@ RUN: dict[str, tuple[str, ...]] = {
         "mean ± sd", "reports/decoder/metrics/val_loss",
         "reports/eval/metrics/decoder-sft.tasks.play.greedy.exact_match"),
     "tinylm compare --mlflow --metric '*val_loss'": ("mean ± sd", "reports/decoder/metrics/val_loss"),
-    "python -m tinylm.pipeline.config experiment=gpt2_124m trainer.num_nodes=2 > params.yaml": (),  # params.yaml: below
+    "python -m tinylm.pipeline.config --out params.yaml experiment=gpt2_124m trainer.num_nodes=2": (),  # see below
     "dvc commit -f pretrain@decoder": (),
     "dvc remote add -d storage s3://bucket/tinylm": ("Setting 'storage' as a default remote",),
 }
@@ -161,7 +161,8 @@ def overrides_of(cmd: str) -> list[str] | None:
         return found or None
     for i, w in enumerate(words):
         if w.startswith("python") and words[i + 1:i + 3] == ["-m", "tinylm.pipeline.config"]:
-            return words[i + 3:]
+            rest = words[i + 3:]
+            return [a for j, a in enumerate(rest) if "--out" not in (a, rest[j - 1] if j else None)]
         if w.startswith("python") and i + 1 < len(words) and re.match(r"pipelines/\w+\.py$", words[i + 1]):
             found = [a for a in words[i + 2:] if "=" in a and not a.startswith("-")]
             return found or None
@@ -230,7 +231,7 @@ def test_the_overrides_of_a_command_compose_and_validate(cmd):
 def test_the_override_reader():
     assert overrides_of("dvc exp run --queue -S 'trainer.seed=1,2' -S decoder=baichuan") == [
         "trainer.seed=1,2", "decoder=baichuan"]
-    assert overrides_of("python -m tinylm.pipeline.config experiment=gpt2_124m trainer.num_nodes=2 > params.yaml") == [
+    assert overrides_of("python -m tinylm.pipeline.config --out p.yaml experiment=gpt2_124m trainer.num_nodes=2") == [
         "experiment=gpt2_124m", "trainer.num_nodes=2"]
     assert overrides_of("python pipelines/pretrain.py decoder trainer.max_steps=10") == ["trainer.max_steps=10"]
     assert overrides_of("srun -N2 python pipelines/pretrain.py decoder") is None

@@ -13,6 +13,7 @@ the config is an error, as is an unknown key, a wrong type or a bad value. Every
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
@@ -72,6 +73,9 @@ class DataConfig:
             _need(bool(self.name), "name", self.name, "a hub dataset name such as 'roneneldan/TinyStories'")
         if self.source == "files":
             _need(bool(self.path), "path", self.path, "a glob of local .txt/.md/.json/.jsonl/.parquet files")
+            _need(Path(self.path).suffix.lower() not in (".txt", ".md"), "path", self.path,
+                  ".txt/.md files are whole documents without a label, and the classifier needs one per document: "
+                  "use .json/.jsonl/.parquet records with a label column (data.label_field)")
         _need(self.max_documents is None or self.max_documents > 0, "max_documents", self.max_documents,
               "a positive integer or null")
         for key in ("val_fraction", "test_fraction"):
@@ -145,6 +149,7 @@ class TrainerConfig:
               "two numbers in [0, 1)")
         _need(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "must be in [0, 1)")
         _need(self.devices == "auto" or self.devices >= 1, "devices", self.devices, "'auto' or >= 1")
+        _need(0 <= self.seed < 2**32, "seed", self.seed, "must be in [0, 2**32) (numpy's seed range)")
         _need(self.strategy != "fsdp" or self.optimizer != "muon", "optimizer", self.optimizer,
               "muon cannot run under strategy fsdp (Muon orthogonalizes whole weight matrices, FSDP shards them): "
               "use optimizer adamw, or strategy ddp")
@@ -183,6 +188,8 @@ class SFTConfig:
     def __post_init__(self):
         for task in self.tasks:
             _need(task in SFT_TASKS, "tasks", self.tasks, f"each task one of {list(SFT_TASKS)}")
+        _need(bool(self.tasks) or self.instructions is not None, "tasks", self.tasks,
+              f"name at least one of {list(SFT_TASKS)}, or add instruction data (sft.instructions)")
         for key in ("passage_lines", "max_train_items", "max_eval_items", "max_length"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
 
@@ -320,6 +327,9 @@ class Config:
             if mc.arch != arch:
                 raise ConfigError(f"{group}.preset={getattr(self, group).preset!r}: builds arch={mc.arch!r}, "
                                   f"the {group} group needs a preset of arch {arch!r}")
+        if models["encoder"].block_size < 3:
+            raise ConfigError(f"encoder.block_size={models['encoder'].block_size}: must be >= 3 (a window is "
+                              "[CLS] + text + [SEP]: at least one text token)")
         for group in TRAINED:
             self.trainer_for(group)
         fits = [("sft.max_length", self.sft.max_length, "decoder.block_size", models["decoder"].block_size),
@@ -409,6 +419,8 @@ def _typed(value: Any, tp: Any, key: str) -> Any:
             return dict(value)
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):  # inf passes `> 0` and `>= 0` checks, nan passes none and fails none
+                raise ConfigError(f"{key}={value!r}: must be a finite number")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -482,11 +494,23 @@ def to_yaml(d: dict) -> str:
 
 
 if __name__ == "__main__":
+    import argparse
     import sys
 
+    from tinylm.atomic import write_text
+
+    parser = argparse.ArgumentParser("python -m tinylm.pipeline.config", description="Compose and validate the "
+                                     "config; print it as params.yaml, or write it to --out")
+    parser.add_argument("--out", help="write here, atomically (on a config error the file is left as it was; a "
+                                      "shell's `> params.yaml` would have emptied it)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=smoke trainer.max_steps=10")
+    args = parser.parse_args()
     try:
-        composed = compose(sys.argv[1:])
+        composed = compose(args.overrides)
         Config.from_dict(composed)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    print(to_yaml(composed), end="")
+    if args.out:
+        write_text(args.out, to_yaml(composed))
+    else:
+        print(to_yaml(composed), end="")

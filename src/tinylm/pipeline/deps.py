@@ -1,13 +1,16 @@
 """A stage's code dependencies, derived from the imports of its entry script, so dvc.yaml cannot drift.
 
-    closure(pipelines/X.py) = the script + every `tinylm.*` module under src/ it imports, transitively (the
-    stage itself lives in tinylm.pipeline.stages.X); imports anywhere in a file count (a function-level
-    import runs when the function does), and so does each package's __init__.py on the way to a module
-    (Python executes it).
+    closure(pipelines/X.py) = the script + the modules beside it that it imports (pipelines/_checkout.py) +
+    every `tinylm.*` module under src/ it imports, transitively (the stage itself lives in
+    tinylm.pipeline.stages.X); imports anywhere in a file count (a function-level import runs when the
+    function does), and so does each package's __init__.py on the way to a module (Python executes it).
 
-Rule: bookkeeping modules are left out, and so is what only they import: config validation
-(`tinylm/pipeline/config.py`), MLflow conventions (`tinylm/pipeline/tracking.py`) and atomic file writes
-(`tinylm/atomic.py`) never change what a stage computes. Everything else a stage runs is a dep.
+Rule: bookkeeping modules are left out, and so is what only they import: MLflow conventions
+(`tinylm/pipeline/tracking.py`) and atomic file writes (`tinylm/atomic.py`) never change what a stage computes.
+Everything else a stage runs is a dep. The config module (`tinylm/pipeline/config.py`) is one of every stage,
+as it turns params.yaml into the settings a stage runs with (types, each group's trainer overrides), but what it
+imports is not followed: it builds model configs only to validate sizes, and a stage that builds a model imports
+the models itself. The training stages hash the same closure into their resume fingerprint.
 
 In dvc.yaml a folder stands for its .py files when all of them are in the closure (`src/tinylm/nn`), else the
 files are listed. `python -m tinylm.pipeline.deps` says which stages disagree with their imports; `--write`
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import yaml
 
-BOOKKEEPING = ("src/tinylm/pipeline/config.py", "src/tinylm/pipeline/tracking.py", "src/tinylm/atomic.py")
+BOOKKEEPING = ("src/tinylm/pipeline/tracking.py", "src/tinylm/atomic.py")
+NOT_FOLLOWED = ("src/tinylm/pipeline/config.py",)
 CODE = ("pipelines/", "src/")
 
 
@@ -38,7 +42,8 @@ def _module_file(name: str, root: Path) -> Path | None:
 
 def _imported(path: Path, root: Path) -> set[Path]:
     """Repository files that `path` imports (and the __init__.py of each package on the way)."""
-    package = path.relative_to(root / "src").with_suffix("").parts[:-1] if path.is_relative_to(root / "src") else ()
+    in_src = path.is_relative_to(root / "src")
+    package = path.relative_to(root / "src").with_suffix("").parts[:-1] if in_src else ()
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
@@ -48,7 +53,8 @@ def _imported(path: Path, root: Path) -> set[Path]:
             mod = ".".join(filter(None, (base, node.module)))
             names.add(mod)
             names.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import module`
-    files = set()
+    # a script's modules beside it (its folder heads sys.path)
+    files = set() if in_src else {path.parent / f"{n}.py" for n in names if (path.parent / f"{n}.py").is_file()}
     for name in names:
         parts = name.split(".")
         for i in range(1, len(parts) + 1):  # tinylm/__init__.py, tinylm/data/__init__.py, tinylm/data/x.py
@@ -68,7 +74,8 @@ def closure(entry: str | Path, root: str | Path = ".") -> set[str]:
         if rel in seen or rel in BOOKKEEPING:
             continue
         seen.add(rel)
-        todo.extend(_imported(path, root))
+        if rel not in NOT_FOLLOWED:
+            todo.extend(_imported(path, root))
     return seen
 
 

@@ -27,6 +27,7 @@ from tinylm.atomic import check_writable, write_json
 from tinylm.data.sources import sha256_file
 from tinylm.interop.hf import save_hf
 from tinylm.models.io import save_pretrained
+from tinylm.pipeline.deps import closure
 from tinylm.pipeline.paths import MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
 from tinylm.training.datamodules import StepDataModule
 from tinylm.training.fit import fit, set_threads
@@ -38,6 +39,14 @@ DATA = {"pretrain": {"training": TOKENS / "train.bin", "validation": TOKENS / "v
         "sft": {"training": TOKENS / "sft" / "train", "validation": TOKENS / "sft" / "val"},
         "train_seq2seq": {"training": TOKENS / "sft" / "train", "validation": TOKENS / "sft" / "val"},
         "classify": {"training": TOKENS / "cls" / "train", "validation": TOKENS / "cls" / "val"}}
+
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout this src/ belongs to
+
+
+def code_digest(stage: str) -> dict[str, str]:
+    """{path: sha256} of the code `pipelines/<stage>.py` runs: its dvc.yaml code deps (tinylm.pipeline.deps)."""
+    return {f: sha256_file(ROOT / f) for f in sorted(closure(f"pipelines/{stage}.py", ROOT))}
 
 
 def optim_dict(t) -> dict:
@@ -65,7 +74,10 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
     """Fit `module` and write models/<name>/, reports/<name>/ and reports/speed/<name>.json; returns the final
     metrics and the speed figures (rank zero).
 
-    params: the stage's config (logged, and hashed with the `inputs` files into the resume fingerprint).
+    params: the stage's config (logged). The resume fingerprint hashes it, the trainer config, the `inputs` files
+    (every data file the stage reads) and the stage's code (`code_digest`): a checkpoint made by other code or
+    from other data is not resumed (DVC reruns the stage when its code changes; resuming would keep the old
+    code's weights).
     extra_metrics(module) -> dict: more final numbers for metrics.json (e.g. test accuracy).
     chat: the data was in the chat template (SFT), recorded in the model's config.json for `tinylm generate`.
     """
@@ -75,7 +87,8 @@ def train(*, stage: str, name: str, experiment: str, module, datamodule, tcfg, p
         check_writable(report)
         check_writable(SPEED)
     fingerprint = hashlib.sha256(json.dumps(
-        {"params": params, "trainer": asdict(tcfg), "inputs": [sha256_file(p) for p in inputs]},
+        {"params": params, "trainer": asdict(tcfg), "inputs": [sha256_file(p) for p in inputs],
+         "code": code_digest(stage)},
         sort_keys=True).encode()).hexdigest()[:16]
     zero = rank_zero_only.rank == 0
     track = tracking and zero

@@ -112,10 +112,9 @@ class TinyLMModule(pl.LightningModule):
             self._t0 = time.perf_counter()
 
     def on_before_optimizer_step(self, optimizer):
-        """Clip the global gradient norm to grad_clip (on the device) and log it on logging steps."""
+        """Clip the global gradient norm to grad_clip (on the device), record it if not finite, log it on logging
+        steps. With fp16's GradScaler an inf norm is no fault: the scaler skips that step and lowers its scale."""
         log = self.logging_step()
-        if not (self.optim.grad_clip or log):
-            return
         sharded = getattr(self.trainer.strategy.model, "clip_grad_norm_", None) if self._trainer else None
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         if sharded is not None:  # FSDP: the norm of every rank's shards (a collective), clipped alike on all
@@ -124,7 +123,9 @@ class TinyLMModule(pl.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_(params, self.optim.grad_clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        self._record_bad(norm)  # a finite loss can still have inf gradients (clipping turns them into NaN)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer else None
+        if scaler is None:
+            self._record_bad(norm)  # a finite loss can still have inf gradients (clipping turns them into NaN)
         if log:
             self.log("train/grad_norm", norm, on_step=True, rank_zero_only=True)
             self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, rank_zero_only=True)

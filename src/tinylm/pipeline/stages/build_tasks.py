@@ -22,8 +22,9 @@ def check_not_empty(sft: datasets.DatasetDict, cls: datasets.DatasetDict) -> Non
     for split, ds in sft.items():
         if len(ds) == 0:
             sys.exit(f"build_tasks: the SFT set has no {split} items. The speaker/play/continue tasks come from "
-                     "plays (SPEAKER: lines); for another corpus add instruction data (-S sft=alpaca, or "
-                     "sft.instructions={source: files, path: ..., format: alpaca}) or use data=plays.")
+                     "plays (SPEAKER: lines); for another corpus add instruction data (-S sft=alpaca, Alpaca "
+                     "from the hub; for your files also -S sft.instructions.source=files -S "
+                     "'sft.instructions.path=my/*.jsonl') or use data=plays.")
     for split, ds in cls.items():
         if len(ds) == 0:
             sys.exit(f"build_tasks: the classification set has no {split} items: it needs a label per document "

@@ -42,5 +42,6 @@ def main(argv: list[str]) -> None:
                     batched=True)
     params = {group: spec.to_dict(), "model": mcfg.to_dict()}
     train(stage="pretrain", name=group, experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
-          params=params, inputs=[TOKENIZER, TOKENS / "train.bin"], export_hf=True, tracking=cfg.tracking)
+          params=params, inputs=[TOKENIZER, *(TOKENS / f for f in ("meta.json", "train.bin", "val.bin"))],
+          export_hf=True, tracking=cfg.tracking)
 
