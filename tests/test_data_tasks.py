@@ -2,6 +2,7 @@
 files map to prompt/response; the chat template's ids."""
 
 import json
+import random
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,7 @@ from tinylm.data.corpus import build_corpus
 from tinylm.data.instructions import load_instructions
 from tinylm.data.sources import download, sha256_file
 from tinylm.data.special_tokens import SPECIAL_TOKENS
-from tinylm.data.tasks import build_cls, build_sft, task_stats
+from tinylm.data.tasks import build_cls, build_sft, cls_passages, task_stats
 from tinylm.pipeline.config import InstructionsConfig
 from tinylm.tokenizer import BPETokenizer
 
@@ -159,3 +160,18 @@ def test_chat_template_encodes_special_token_strings_in_the_data_as_text(tmp_pat
         assert [i for i in r if i in specials] == [tmpl.eos_id]
         assert tok.decode(p + r) == ChatTemplate.text(prompt, response)
     assert not hf.encode_special_tokens  # restored
+
+
+@pytest.mark.parametrize("k", [1, 5, 1000])
+def test_cls_sampling_is_a_shuffle_of_every_candidate_passage(setup, k):
+    """build_cls counts the candidates and builds only the chosen ones: the same items, in the same order, as
+    listing every passage of every labelled row and shuffling them all (the rule written out)."""
+    corpus, cfg, _ = setup
+    ccfg = replace(cfg.cls, passage_lines=2, max_train_items=k, max_eval_items=k)
+    got = build_cls(corpus, ccfg, seed=3)
+    names = got["train"].features["label"].names
+    for split in ("train", "val", "test"):
+        every = [{"doc": row["doc"], "text": p, "label": names.index(row["genre"])}
+                 for row in corpus[split] if row["genre"] for p in cls_passages(row, 2)]
+        random.Random(f"3/{split}/cls").shuffle(every)
+        assert got[split].to_list() == every[:k]

@@ -26,7 +26,10 @@ encoder-decoder's val loss had been measured on `speaker` and `play` items only)
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
+from array import array
 
 import datasets
 
@@ -73,11 +76,18 @@ def play_items(rows, tasks: list[str], n_lines: int) -> dict[str, list[dict]]:
     return out
 
 
+def sample_order(n: int, k: int, seed: int, split: str, task: str) -> list[int]:
+    """The indices of `sample`'s choice among n items (a shuffle's permutation depends only on their number),
+    held as 8 bytes each rather than as the items."""
+    order = array("q", range(n))
+    random.Random(f"{seed}/{split}/{task}").shuffle(order)
+    return order[:k].tolist()
+
+
 def sample(items: list[dict], k: int, seed: int, split: str, task: str) -> list[dict]:
     """k items (all if fewer), chosen and ordered by a shuffle seeded with (seed, split, task)."""
     items = list(items)
-    random.Random(f"{seed}/{split}/{task}").shuffle(items)
-    return items[:k]
+    return [items[i] for i in sample_order(len(items), k, seed, split, task)]
 
 
 def build_sft(corpus: datasets.DatasetDict, cfg, seed: int, instructions: list[dict] = (),
@@ -114,11 +124,18 @@ def build_cls(corpus: datasets.DatasetDict, cfg, seed: int) -> datasets.DatasetD
     features = datasets.Features({"doc": datasets.Value("string"), "text": datasets.Value("string"),
                                   "label": datasets.ClassLabel(names=names)})
     out = {}
-    for split in SPLITS:
-        items = [{"doc": row["doc"], "text": p, "label": names.index(row["genre"])}
-                 for row in corpus[split] if row["genre"] for p in cls_passages(row, cfg.passage_lines)]
+    for split in SPLITS:  # the candidates: each labelled row's passages, in order; counted, then the chosen built
+        ds, n = corpus[split], cfg.passage_lines
+        starts = list(itertools.accumulate((len(cls_passages(row, n)) if row["genre"] else 0 for row in ds),
+                                           initial=0))  # candidate i is passage i - starts[r] of row r
         k = cfg.max_train_items if split == "train" else cfg.max_eval_items
-        out[split] = to_dataset(sample(items, k, seed, split, "cls"), features)
+        items = []
+        for i in sample_order(starts[-1], k, seed, split, "cls"):
+            r = bisect.bisect_right(starts, i) - 1
+            row = ds[r]
+            items.append({"doc": row["doc"], "text": cls_passages(row, n)[i - starts[r]],
+                          "label": names.index(row["genre"])})
+        out[split] = to_dataset(items, features)
     return datasets.DatasetDict(out)
 
 

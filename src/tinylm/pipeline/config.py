@@ -188,8 +188,6 @@ class SFTConfig:
     def __post_init__(self):
         for task in self.tasks:
             _need(task in SFT_TASKS, "tasks", self.tasks, f"each task one of {list(SFT_TASKS)}")
-        _need(bool(self.tasks) or self.instructions is not None, "tasks", self.tasks,
-              f"name at least one of {list(SFT_TASKS)}, or add instruction data (sft.instructions)")
         for key in ("passage_lines", "max_train_items", "max_eval_items", "max_length"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
 
@@ -327,6 +325,9 @@ class Config:
             if mc.arch != arch:
                 raise ConfigError(f"{group}.preset={getattr(self, group).preset!r}: builds arch={mc.arch!r}, "
                                   f"the {group} group needs a preset of arch {arch!r}")
+        if not self.sft.tasks and self.sft.instructions is None:  # build_tasks would stop, after prepare
+            raise ConfigError(f"sft.tasks=[]: name at least one of {list(SFT_TASKS)}, or add instruction data "
+                              "(sft.instructions)")
         if models["encoder"].block_size < 3:
             raise ConfigError(f"encoder.block_size={models['encoder'].block_size}: must be >= 3 (a window is "
                               "[CLS] + text + [SEP]: at least one text token)")
