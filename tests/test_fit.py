@@ -358,3 +358,20 @@ def test_fp16_gradient_overflow_is_the_scalers_to_skip(tmp_path, monkeypatch):
     scaler = module.trainer.precision_plugin.scaler
     assert scaler.get_scale() < 65536.0  # the overflow lowered it
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_train_loss_under_accumulation_is_the_mean_of_the_steps_micro_batches(run, tmp_path, monkeypatch):
+    from tinylm.training.causal_lm import CausalLMModule
+
+    losses, step = {}, CausalLMModule.training_step
+
+    def recording(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        losses.setdefault(self.global_step + 1, []).append(float(loss))
+        return loss
+
+    monkeypatch.setattr(CausalLMModule, "training_step", recording)
+    _, _, history = run(tmp_path, max_steps=4, accumulate=3, say=lambda *_: None)
+    assert [len(losses[r["step"]]) for r in history.train] == [3] * 4  # (it logged the last one)
+    assert [r["train/loss"] for r in history.train] == pytest.approx([sum(losses[r["step"]]) / 3
+                                                                      for r in history.train], rel=1e-6)

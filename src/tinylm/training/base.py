@@ -58,6 +58,7 @@ class TinyLMModule(pl.LightningModule):
         super().__init__()
         self.optim, self.seed = OptimConfig(**optim), seed
         self._t0, self._tokens, self._first_bad, self._dims = None, 0, None, None
+        self._micro, self._train_sums = 0, {}  # the micro-batch's place in its step; metric sums over the step
         self.token_bytes = None
 
     # -- optimisation ------------------------------------------------------------------------------------------
@@ -106,7 +107,8 @@ class TinyLMModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx):
         acc = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
-        micro = self.global_step * acc + batch_idx % acc
+        self._micro = batch_idx % acc
+        micro = self.global_step * acc + self._micro
         torch.manual_seed(self.seed * 1_000_003 + micro * 1009 + self.global_rank)
         if self._t0 is None:
             self._t0 = time.perf_counter()
@@ -149,9 +151,16 @@ class TinyLMModule(pl.LightningModule):
 
     # -- helpers for subclasses --------------------------------------------------------------------------------
     def log_train(self, name: str, value: torch.Tensor) -> None:
-        """Log a training metric on logging steps only (each log is a host sync on a GPU)."""
-        if self.logging_step():
-            self.log(name, value, on_step=True, rank_zero_only=True)
+        """Log a training metric on logging steps only (each log is a host sync on a GPU): its mean over the
+        step's micro-batches, summed on the device until the last one."""
+        if not self.logging_step():
+            return
+        acc = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        total = self._train_sums.pop(name, 0) + value.detach()
+        if self._micro < acc - 1:
+            self._train_sums[name] = total
+        else:
+            self.log(name, total / acc, on_step=True, rank_zero_only=True)
 
     def set_token_bytes(self, token_bytes: list[int] | None) -> None:
         """The tokenizer's UTF-8 bytes per token id (`BPETokenizer.token_bytes`), for val/bpb; ids past the
@@ -203,7 +212,8 @@ class TinyLMModule(pl.LightningModule):
         if first >= 0:
             raise FloatingPointError(
                 f"non-finite {what} at step {first}: stopping; the last good checkpoint (last.ckpt) is kept. "
-                "Lower the learning rate or enable gradient clipping (trainer.grad_clip).")
+                "Lower the learning rate or enable gradient clipping (trainer.grad_clip); a batch without "
+                "targets (every label -100) gives a NaN loss too.")
 
     def flops_per_token(self) -> float:
         cfg = self.model.config

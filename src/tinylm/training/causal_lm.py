@@ -6,6 +6,10 @@ Pretraining batches label every next token; SFT batches put -100 on prompt and p
 tokens count (the course's "SFT loss"), averaged per token or per sample (`loss_average`, see sft_loss).
 Validation reports plain cross-entropy, perplexity exp(loss) and, given the tokenizer's `token_bytes`, bits
 per byte (`TinyLMModule.log_val_loss`).
+
+Gradient accumulation averages the micro-batches' losses, each its own mean (as nanoGPT and Lightning do): exact
+for pretraining windows (every micro-batch has B x T targets); with SFT batches, a micro-batch with fewer
+response tokens weighs each of them more than one large batch would. train/loss is the micro-batches' mean.
 """
 
 from tinylm.models import ModelConfig, build_model
