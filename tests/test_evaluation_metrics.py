@@ -1,7 +1,8 @@
-"""Exact match, classifier hits and the majority class (against brute force), and the prompt's room in the
-context."""
+"""Exact match, classifier predictions and hits, prediction shares, the best candidate (summed or per token)
+and the majority class (against brute force), and the prompt's room in the context."""
 
 import string
+from collections import Counter
 
 import pytest
 import torch
@@ -9,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinylm.evaluation.generation import prompt_room
-from tinylm.evaluation.metrics import classifier_hits, exact_match, majority_label, normalize
+from tinylm.evaluation.metrics import (
+    best_candidate,
+    classifier_hits,
+    classifier_predictions,
+    exact_match,
+    majority_label,
+    normalize,
+    prediction_shares,
+)
 
 PAD = 0
 
@@ -28,13 +37,41 @@ class BagClassifier(torch.nn.Module):
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.lists(st.integers(1, 19), min_size=1, max_size=7), min_size=1, max_size=9),
        st.integers(1, 4), st.integers(0, 10_000))
-def test_classifier_hits_match_one_item_at_a_time(seqs, batch_size, seed):
+def test_classifier_predictions_and_hits_match_one_item_at_a_time(seqs, batch_size, seed):
     torch.manual_seed(seed)
     model = BagClassifier(20, 3)
     rows = [{"input_ids": s, "labels": i % 3} for i, s in enumerate(seqs)]
-    alone = [int(model(torch.tensor([r["input_ids"]]), torch.ones(1, len(r["input_ids"]))).argmax() == r["labels"])
-             for r in rows]
-    assert classifier_hits(model, rows, PAD, batch_size) == alone
+    alone = [int(model(torch.tensor([r["input_ids"]]), torch.ones(1, len(r["input_ids"]))).argmax()) for r in rows]
+    assert classifier_predictions(model, rows, PAD, batch_size) == alone
+    assert classifier_hits(model, rows, PAD, batch_size) == [int(p == i % 3) for i, p in enumerate(alone)]
+
+
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=40))
+def test_prediction_shares_count_every_class(preds):
+    shares = prediction_shares(preds, ["comedy", "history", "roman", "tragedy"])
+    counts = Counter(preds)
+    assert shares == {name: counts[c] / len(preds) for c, name in enumerate(["comedy", "history", "roman", "tragedy"])}
+    assert sum(shares.values()) == pytest.approx(1.0)
+
+
+@given(st.lists(st.tuples(st.floats(-50, 0), st.integers(1, 6)), min_size=1, max_size=8))
+def test_best_candidate_by_sum_and_per_token(cands):
+    scores, lengths = [c[0] for c in cands], [c[1] for c in cands]
+    assert best_candidate(scores) == min(range(len(cands)), key=lambda c: (-scores[c], c))
+    assert best_candidate(scores, lengths) == min(range(len(cands)), key=lambda c: (-scores[c] / lengths[c], c))
+
+
+def test_per_token_scoring_does_not_favour_the_shortest_name():
+    assert best_candidate([-3.0, -4.0]) == 0 and best_candidate([-3.0, -4.0], [1, 4]) == 1
+    with pytest.raises(ValueError, match="one positive length each"):
+        best_candidate([-1.0], [0])
+
+
+def test_prediction_shares_errors():
+    with pytest.raises(ValueError, match="class id below 2"):
+        prediction_shares([0, 2], ["a", "b"])
+    with pytest.raises(ValueError, match="needs predictions"):
+        prediction_shares([], ["a"])
 
 
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=30))

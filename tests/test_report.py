@@ -1,6 +1,7 @@
 """report.md from metrics shaped as the evaluate stage writes them (statistics computed on synthetic per-item
-scores): intervals in the table, significance stated in words, degenerate outputs flagged against the
-references, the genre tests; the plot data carries the intervals and the charts draw them."""
+scores): intervals in the table, significance stated in words, the resampled unit (plays and their count, or
+items), degenerate outputs flagged against the references, the genre tests and near-constant genre predictors
+flagged; the plot data carries the intervals and the charts draw them."""
 
 import numpy as np
 
@@ -86,3 +87,32 @@ def test_a_share_exactly_the_flag_above_the_references_is_flagged():
     md = report.markdown(metrics, report.rows(metrics, ["decoder-sft"]), [], ["greedy", "beam2", "sample"])
     assert "| decoder-sft | speaker | greedy | 0.00 | **0.30 !** | 0.00 |" in md
     assert "decoder-sft / speaker / greedy: one-token 0.30 (references 0.20)" in md
+
+
+def test_report_names_the_resampled_plays_and_flags_a_near_constant_genre_predictor():
+    metrics = synthetic_metrics()
+    metrics["clusters"] = {"genre": 24, "speaker": 7}
+    genres = ["comedy", "history", "roman", "tragedy"]
+    metrics["genre"]["predicted"] = {
+        "classifier": dict(zip(genres, [0.5, 0.2, 0.1, 0.2], strict=True)),
+        "decoder": dict(zip(genres, [0.02, 0.02, 0.94, 0.02], strict=True)),
+        "bow": dict(zip(genres, [0.8, 0.1, 0.0, 0.1], strict=True)),  # exactly the threshold: not flagged
+        "majority": dict(zip(genres, [1.0, 0.0, 0.0, 0.0], strict=True)),  # constant by design: not flagged
+        "decoder_norm": dict(zip(genres, [0.3, 0.1, 0.2, 0.4], strict=True))}
+    metrics["genre"] |= {"decoder_norm_acc": 0.31, "decoder_norm_acc_ci": [0.2, 0.4]}  # an extra row, no test
+    md = report.markdown(metrics, report.rows(metrics, ["decoder-sft"]), [], ["greedy", "beam2", "sample"])
+    assert "95% bootstrap intervals over the test items, resampled by play (7 clusters)." in md
+    assert "swapped at random per play; resampled by play (7 clusters))" in md
+    assert "Brackets: 95% bootstrap intervals, resampled by play (24 clusters); paired tests likewise." in md
+    assert "| **degenerate: predicts 'roman' for 94% of passages** |" in md
+    assert md.count("degenerate: predicts") == 1 and "| comedy (50%) |" in md and "| comedy (80%) |" in md
+    assert "| majority class | " in md and "| comedy (100%) |" in md
+    assert "| SFT decoder, zero-shot (highest log-prob per token) | 0.310 [0.200, 0.400] | tragedy (40%) |" in md
+    decoder_tests = [x for x in md.splitlines() if x.startswith("- ") and "SFT decoder (zero-shot)" in x]
+    assert len(decoder_tests) == 2
+    assert all(x.endswith("(degenerate: the SFT decoder predicts 'roman' for 94% of passages).") for x in decoder_tests)
+
+
+def test_report_without_clusters_says_items_were_resampled():
+    md = report.markdown(synthetic_metrics(), report.rows(synthetic_metrics(), ["decoder-sft"]), [], ["greedy"])
+    assert "over the test items, resampled by item." in md and "resampled by item; paired tests likewise" in md

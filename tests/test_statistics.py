@@ -2,8 +2,9 @@
 permutation test (every one of the 2^n swaps, on means and on sacrebleu's corpus chrF recomputed from the
 swapped texts), corpus scores from summed statistics against sacrebleu on random subsets, bootstrap coverage
 and the test's false-positive rate on simulated data, the exact two-group test against all permutations;
-hypothesis properties (p in (0, 1], intervals hold the estimate, symmetry under swapping, seeds); degenerate
-outputs; errors."""
+hypothesis properties (p in (0, 1], intervals hold the estimate, symmetry under swapping, seeds); the cluster
+versions (groups=) against the per-item ones with one item per cluster, all 3^3 cluster draws, scipy's exact
+paired permutation test and sacrebleu on every swap of whole clusters; degenerate outputs; errors."""
 
 import itertools
 import math
@@ -12,6 +13,7 @@ import random
 import numpy as np
 import pytest
 import sacrebleu
+import scipy.stats
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sacrebleu.metrics import BLEU, CHRF
@@ -160,6 +162,78 @@ def test_permutation_test_properties(a, b):
     assert back["p_value"] == pytest.approx(out["p_value"]) and back["diff"] == pytest.approx(-out["diff"])
 
 
+@pytest.mark.parametrize("kind", ["binary", "float"])
+def test_one_item_per_cluster_is_the_per_item_procedure(kind):
+    rng = np.random.default_rng(0)
+    a, b = (rng.random(40) < 0.5, rng.random(40) < 0.3) if kind == "binary" else rng.normal(size=(2, 40))
+    groups = [f"item {i}" for i in range(40)]  # 2^40 sign flips: random, as per item
+    assert bootstrap_ci(a, groups=groups, seed=3) == pytest.approx(bootstrap_ci(a, seed=3), abs=1e-12)
+    out, alone = paired_test(a, b, groups=groups, seed=3), paired_test(a, b, seed=3)
+    assert out["p_value"] == alone["p_value"]
+    assert [out["diff"], *out["ci"]] == pytest.approx([alone["diff"], *alone["ci"]], abs=1e-12)
+
+
+def test_cluster_bootstrap_against_all_cluster_draws():
+    """3 clusters of 1, 2 and 3 items: the 27 equally likely draws of 3 clusters, each the mean of its items;
+    the lowest and highest have probability 1/27 > 2.5% each, so they are the 95% interval's ends."""
+    x, groups = [0.0, 1.0, 1.0, 5.0, 6.0, 7.0], ["a", "b", "b", "c", "c", "c"]
+    members = {g: [v for v, h in zip(x, groups, strict=True) if h == g] for g in "abc"}
+    means = [np.mean([v for g in draw for v in members[g]]) for draw in itertools.product("abc", repeat=3)]
+    assert bootstrap_ci(x, groups=groups, resamples=20_000) == pytest.approx([min(means), max(means)], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_cluster_sign_flip_against_scipy(seed):
+    """2^6 <= resamples: every swap of whole clusters, as scipy's exact paired permutation test of the cluster
+    totals (a mean over all items is the sum of the cluster totals / n)."""
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, 6, 60)
+    a, b = (rng.random(60) < 0.6).astype(float), (rng.random(60) < 0.4).astype(float)
+    ta, tb = (np.array([x[groups == g].sum() for g in range(6)]) for x in (a, b))
+    ref = scipy.stats.permutation_test((ta, tb), lambda x, y, axis: np.sum(x - y, axis=axis), vectorized=True,
+                                       permutation_type="samples", n_resamples=np.inf)
+    out = paired_test(a, b, groups=groups.tolist(), resamples=1000)
+    assert out["diff"] == pytest.approx(a.mean() - b.mean())
+    assert out["p_value"] == pytest.approx(ref.pvalue)
+
+
+def test_exact_cluster_sign_flip_on_corpus_chrf_against_swapping_whole_clusters():
+    rng = random.Random(2)
+    n, groups = 12, [i % 5 for i in range(12)]
+    refs, hyp_a, hyp_b = sentences(rng, n), sentences(rng, n), sentences(rng, n)
+    observed = sacrebleu.corpus_chrf(hyp_a, [refs]).score - sacrebleu.corpus_chrf(hyp_b, [refs]).score
+    hits = 0
+    for swap in itertools.product([False, True], repeat=5):
+        a = [y if swap[g] else x for x, y, g in zip(hyp_a, hyp_b, groups, strict=True)]
+        b = [x if swap[g] else y for x, y, g in zip(hyp_a, hyp_b, groups, strict=True)]
+        hits += abs(sacrebleu.corpus_chrf(a, [refs]).score - sacrebleu.corpus_chrf(b, [refs]).score) >= abs(
+            observed) - 1e-9
+    sa, score = corpus_stats(CHRF(), hyp_a, refs)
+    sb, _ = corpus_stats(CHRF(), hyp_b, refs)
+    out = paired_test(sa, sb, score, groups=groups, resamples=100)
+    assert out["diff"] == pytest.approx(observed, abs=1e-9)
+    assert out["p_value"] == pytest.approx(hits / 2 ** 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.floats(-50, 50, allow_nan=False), st.integers(0, 7)), min_size=1, max_size=30),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_cluster_bootstrap_is_the_bootstrap_of_cluster_totals(rows, seed):
+    """A cluster resample is an item resample of (sum of x, number of items) per cluster, scored as a ratio;
+    the cluster ids' values do not matter, only which items share one."""
+    x, groups = [r[0] for r in rows], [r[1] for r in rows]
+    order = list(dict.fromkeys(groups))
+    totals = [[sum(v for v, g in rows if g == h), groups.count(h)] for h in order]
+    ratio = lambda s: s[..., 0] / s[..., 1]  # noqa: E731
+    out = bootstrap_ci(x, groups=groups, resamples=200, seed=seed)
+    tol = 1e-9 * (1 + max(map(abs, x)))
+    assert out == pytest.approx(bootstrap_ci(totals, ratio, resamples=200, seed=seed), abs=tol)
+    assert bootstrap_ci(x, groups=[f"play {g}" for g in groups], resamples=200, seed=seed) == out
+    assert out[0] - tol <= np.mean(x) <= out[1] + tol
+    test = paired_test(x, x[::-1], groups=groups, resamples=200, seed=seed)
+    assert max(2 / 2 ** len(order), 1 / 201) - 1e-12 <= test["p_value"] <= 1
+
+
 def test_identical_systems_are_not_different():
     x = np.random.default_rng(0).random(50)
     assert paired_test(x, x) == {"diff": 0.0, "ci": [0.0, 0.0], "p_value": 1.0}
@@ -203,6 +277,8 @@ def test_errors():
         bootstrap_ci([1.0], level=95)
     with pytest.raises(ValueError, match="resamples must be"):
         paired_test([1.0], [0.0], resamples=0)
+    with pytest.raises(ValueError, match="one cluster per item"):
+        bootstrap_ci([1.0, 2.0], groups=["a"])
     with pytest.raises(ValueError, match="two non-empty"):
         permutation_test([], [1.0])
     with pytest.raises(ValueError, match="one reference per prediction"):

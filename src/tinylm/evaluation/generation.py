@@ -2,7 +2,8 @@
 
 Decoders: "greedy", "beam<K>" (beam search, K beams) and "sample" (temperature/top-p). Decoder-only
 prompts are left-padded; encoder-decoder sources right-padded (as trained). Outputs are cut at the first
-EOS. Speed counts generated tokens (EOS included) per second of wall time, and ms per item.
+EOS. Speed counts generated tokens (EOS included) per second of wall time, and ms per item. A prompt longer
+than its room in the context loses its middle (`fit_prompt`), keeping its instruction and its end.
 """
 
 import time
@@ -46,6 +47,18 @@ def prompt_room(block_size: int, new_tokens: int) -> int:
         raise ValueError(f"max_new_tokens={new_tokens} leaves no room for a prompt in the context of {block_size} "
                          "tokens")
     return room
+
+
+def fit_prompt(ids: list[int], room: int, head: int) -> list[int]:
+    """ids if they fit in room, else their first h = min(head, room // 2) ids and their last room - h: a long
+    prompt loses its middle, not its instruction (the head, e.g. the chat template's user header and first
+    line) nor its end (the last lines and the assistant header the answer follows)."""
+    if room < 1 or head < 0:
+        raise ValueError(f"fit_prompt needs room >= 1 and head >= 0, got room={room}, head={head}")
+    if len(ids) <= room:
+        return list(ids)
+    h = min(head, room // 2)
+    return [*ids[:h], *ids[len(ids) - (room - h):]]
 
 
 def cut_at_eos(ids: list[int], eos_id: int) -> tuple[list[int], bool]:

@@ -4,10 +4,11 @@
 - chrF (Popović 2015) and BLEU (Papineni et al. 2002): corpus-level, via sacrebleu.
 - perplexity: exp(mean next-token cross-entropy) over fixed windows of a token split.
 - sequence log-probability: sum_t log p(y_t | prompt, y_<t) under teacher forcing (candidate_logprobs: many
-  continuations of one prompt in one batch).
+  continuations of one prompt in one batch; best_candidate: the most likely one, by sum or per token).
 - masked-LM accuracy: argmax at the corrupted positions (BERT's 15% / 80-10-10 masking, fixed seed).
 - classifier hits: per item, 1 if the argmax class is the label; the majority class: the most frequent
   training label (the lowest id on a tie), the baseline a classifier has to beat.
+- prediction shares: the share of items predicted as each class, n_c / n (a near-constant predictor shows).
 """
 
 import math
@@ -85,6 +86,16 @@ def candidate_logprobs(model, prompt: list[int], candidates: list[list[int]]) ->
     return (logp * keep).sum(-1).tolist()
 
 
+def best_candidate(logprobs: list[float], lengths: list[int] | None = None) -> int:
+    """argmax_c logprobs[c], the summed log-prob of candidate c; with lengths argmax_c logprobs[c] / lengths[c],
+    the mean log-prob per token (length-normalised, as GPT-3 scores multiple choice: Brown et al. 2020, 2.4),
+    which does not favour the shortest candidate. The lowest index on a tie."""
+    if not logprobs or (lengths is not None and (len(lengths) != len(logprobs) or min(lengths) < 1)):
+        raise ValueError(f"best_candidate needs scores and one positive length each, got {logprobs}, {lengths}")
+    score = logprobs if lengths is None else [lp / n for lp, n in zip(logprobs, lengths, strict=True)]
+    return max(range(len(score)), key=score.__getitem__)
+
+
 @torch.no_grad()
 def mlm_accuracy(model, tokens: np.ndarray, *, cls_id: int, sep_id: int, mask_id: int, special_ids: list[int],
                  batch_size: int, n_batches: int, seed: int = 0) -> float:
@@ -102,16 +113,27 @@ def mlm_accuracy(model, tokens: np.ndarray, *, cls_id: int, sep_id: int, mask_id
 
 
 @torch.no_grad()
-def classifier_hits(model, rows: list[dict], pad_id: int, batch_size: int) -> list[int]:
-    """Per row ({"input_ids", "labels"}): 1 if model(ids, mask).argmax(-1) is its label, else 0. Batches are
-    right-padded with pad_id; the model should be in eval mode."""
-    hits = []
+def classifier_predictions(model, rows: list[dict], pad_id: int, batch_size: int) -> list[int]:
+    """Per row ({"input_ids"}): model(ids, mask).argmax(-1). Batches are right-padded with pad_id; the model
+    should be in eval mode."""
+    preds = []
     for i in range(0, len(rows), batch_size):
-        batch = rows[i:i + batch_size]
-        ids, mask = pad_batch([r["input_ids"] for r in batch], pad_id, left=False)
-        pred = model(ids, mask).argmax(-1).tolist()
-        hits += [int(p == r["labels"]) for p, r in zip(pred, batch, strict=True)]
-    return hits
+        ids, mask = pad_batch([r["input_ids"] for r in rows[i:i + batch_size]], pad_id, left=False)
+        preds += model(ids, mask).argmax(-1).tolist()
+    return preds
+
+
+def classifier_hits(model, rows: list[dict], pad_id: int, batch_size: int) -> list[int]:
+    """Per row ({"input_ids", "labels"}): 1 if its classifier_predictions is its label, else 0."""
+    preds = classifier_predictions(model, rows, pad_id, batch_size)
+    return [int(p == r["labels"]) for p, r in zip(preds, rows, strict=True)]
+
+
+def prediction_shares(preds: list[int], names: list[str]) -> dict[str, float]:
+    """{name of class c: share of preds equal to c}, every class listed (0.0 if never predicted)."""
+    if not preds or not all(0 <= p < len(names) for p in preds):
+        raise ValueError(f"prediction_shares needs predictions, each a class id below {len(names)}")
+    return {name: preds.count(c) / len(preds) for c, name in enumerate(names)}
 
 
 def majority_label(labels: list[int], num_labels: int) -> int:

@@ -3,7 +3,10 @@ the models and data alone; the speed chart (quality against generated tokens/s) 
 wall-clock figures to reports/speed/.
 
 report.md states which paired differences are significant (p < ALPHA) and which are not, with their 95%
-intervals, and flags a decoder's degenerate outputs where a kind's share exceeds the references' by FLAG.
+intervals and the unit resampled (plays, with their count, where metrics["clusters"] has it, else items),
+flags a decoder's degenerate outputs where a kind's share exceeds the references' by FLAG, and a genre
+predictor as degenerate where its most frequent prediction exceeds CONSTANT of the passages (the majority
+class is constant by design: not flagged).
 """
 
 import csv
@@ -15,8 +18,14 @@ from tinylm.evaluation.statistics import DEGENERATE
 
 ALPHA = 0.05
 FLAG = 0.1
+CONSTANT = 0.8
 NAMES = {"exact_match": "exact match", "chrf": "chrF", "bleu": "BLEU", "mean_logprob": "mean log-prob",
          "greedy": "greedy", "majority": "the majority answer"}
+GENRE_MODELS = {"classifier": ("fine-tuned classifier (models/classifier)", "the classifier"),  # table, test
+                "decoder": ("SFT decoder, zero-shot (most likely genre name)", "the SFT decoder"),
+                "decoder_norm": ("SFT decoder, zero-shot (highest log-prob per token)", "the SFT decoder per token"),
+                "bow": ("bag-of-words logistic regression", "the bag-of-words model"),
+                "majority": ("majority class", "the majority class")}
 GENRE_TESTS = {"classifier_vs_majority": "fine-tuned classifier against the majority class",
                "classifier_vs_bow": "fine-tuned classifier against the bag-of-words logistic regression",
                "decoder_vs_majority": "SFT decoder (zero-shot) against the majority class",
@@ -110,7 +119,8 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
     models = list(dict.fromkeys(r["model"] for r in table))
     lines = ["# Evaluation: greedy vs beam search", "",
              "Held-out SFT test items. Exact match for `speaker` and `play`, chrF for `continue` "
-             "(BLEU in metrics.json). Brackets: 95% bootstrap intervals over the test items. What each decoder "
+             "(BLEU in metrics.json). Brackets: 95% bootstrap intervals over the test items, "
+             f"{_resampled(metrics, [t for t in metrics.get('clusters', {}) if t != 'genre'])}. What each decoder "
              "costs (generated tokens/s, ms per item on this machine): reports/speed/eval.json and "
              "quality_vs_speed.png.", ""]
     lines += ["| model | task | decoder | score [95% CI] | mean log-prob [95% CI] | mean length |",
@@ -132,18 +142,7 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
             lines.append(f"| {model} | {decoder} | {c['higher']:.2f} | {c['lower']:.2f} | {c['same']:.2f} |")
     lines += _degenerate(metrics, models)
     if "genre" in metrics:
-        g = metrics["genre"]
-        lines += ["", "## Genre classification (test passages)", "",
-                  "| model | accuracy [95% CI] |", "|---|---:|",
-                  f"| fine-tuned classifier (models/classifier) | {g['classifier_acc']:.3f} "
-                  f"{_ci(g['classifier_acc_ci'])} |",
-                  f"| SFT decoder, zero-shot (most likely genre name) | {g['decoder_acc']:.3f} "
-                  f"{_ci(g['decoder_acc_ci'])} |",
-                  f"| bag-of-words logistic regression (L2 {g['bow_l2']:g}, picked on val) | "
-                  f"{g['bow_acc']:.3f} {_ci(g['bow_acc_ci'])} |",
-                  f"| majority class | {g['majority_acc']:.3f} {_ci(g['majority_acc_ci'])} |", ""]
-        lines += [f"- {GENRE_TESTS[k]}: {_result(t)}: "
-                  f"{'significant' if t['p_value'] < ALPHA else 'not significant'}." for k, t in g["paired"].items()]
+        lines += _genre(metrics)
     if "encoder" in metrics:
         lines += ["", f"BERT masked-LM accuracy on val: {metrics['encoder']['mlm_acc']:.3f}."]
     if "perplexity" in metrics:
@@ -157,6 +156,51 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
                   for d in decoders if d in ex["outputs"]]
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _resampled(metrics: dict, sets: list[str]) -> str:
+    """The unit the intervals and tests resampled: plays and how many (per test set), else items."""
+    clusters = metrics.get("clusters", {})
+    if not sets:
+        return "resampled by item"
+    if len(sets) == 1:
+        return f"resampled by play ({clusters[sets[0]]} clusters)"
+    return "resampled by play (clusters: " + ", ".join(f"{t} {clusters[t]}" for t in sets) + ")"
+
+
+def _most_predicted(metrics: dict, model: str) -> tuple[str, float] | None:
+    """(genre, share of passages) of a genre predictor's most frequent prediction, None if not recorded."""
+    shares = metrics["genre"].get("predicted", {}).get(model)
+    return max(shares.items(), key=lambda kv: kv[1]) if shares else None
+
+
+def _constant(metrics: dict, model: str) -> str | None:
+    """"predicts 'X' for 94% of passages" where a genre predictor's most frequent class exceeds CONSTANT."""
+    top = _most_predicted(metrics, model)
+    if model == "majority" or top is None or top[1] <= CONSTANT:
+        return None
+    return f"predicts '{top[0]}' for {top[1]:.0%} of passages"
+
+
+def _genre(metrics: dict) -> list[str]:
+    """The genre table (accuracy, most predicted genre) and its paired tests, degenerate predictors flagged."""
+    g = metrics["genre"]
+    unit = _resampled(metrics, ["genre"] if "genre" in metrics.get("clusters", {}) else [])
+    lines = ["", "## Genre classification (test passages)", "",
+             f"Brackets: 95% bootstrap intervals, {unit}; paired tests likewise. Degenerate: a predictor whose "
+             f"most frequent prediction exceeds {CONSTANT:.0%} of the passages (its accuracy is about that "
+             "genre's share).", "", "| model | accuracy [95% CI] | most predicted genre |", "|---|---:|---|"]
+    for model, (name, _) in ((m, v) for m, v in GENRE_MODELS.items() if f"{m}_acc" in g):
+        flag, top = _constant(metrics, model), _most_predicted(metrics, model)
+        name += f" (L2 {g['bow_l2']:g}, picked on val)" if model == "bow" else ""
+        most = f"**degenerate: {flag}**" if flag else f"{top[0]} ({top[1]:.0%})" if top else ""
+        lines.append(f"| {name} | {g[f'{model}_acc']:.3f} {_ci(g[f'{model}_acc_ci'])} | {most} |")
+    lines.append("")
+    for k, t in g["paired"].items():
+        flags = [f"{GENRE_MODELS[m][1]} {f}" for m in k.split("_vs_") if (f := _constant(metrics, m))]
+        lines.append(f"- {GENRE_TESTS[k]}: {_result(t)}: {'significant' if t['p_value'] < ALPHA else 'not significant'}"
+                     + (f" (degenerate: {'; '.join(flags)})." if flags else "."))
+    return lines
 
 
 def _significance(metrics: dict, models: list[str]) -> list[str]:
@@ -177,12 +221,14 @@ def _significance(metrics: dict, models: list[str]) -> list[str]:
                              f"{'; '.join(sig) or 'none'}. Not significant: {'; '.join(rest) or 'none'}.")
     if not lines:
         return []
+    sets = [t for t in metrics.get("clusters", {}) if t != "genre"]
+    unit = "play" if sets else "item"
     return ["", "## Which differences are significant?", "",
             "Paired tests on the same test items: the difference decoder - baseline, its 95% paired-bootstrap "
-            "interval, and the two-sided p-value of approximate randomization (each item's two outputs swapped at "
-            f"random). Significant: p < {ALPHA}; the interval comes from another procedure and may exclude 0 at a "
-            f"p just above it. {n_sig} of {n} differences are significant; among this many comparisons about 1 in 20 "
-            "of those with no real difference would be too.", "", *lines]
+            f"interval, and the two-sided p-value of approximate randomization (the two systems' outputs swapped at "
+            f"random per {unit}; {_resampled(metrics, sets)}). Significant: p < {ALPHA}; the interval comes from "
+            f"another procedure and may exclude 0 at a p just above it. {n_sig} of {n} differences are significant; "
+            "among this many comparisons about 1 in 20 of those with no real difference would be too.", "", *lines]
 
 
 def _degenerate(metrics: dict, models: list[str]) -> list[str]:

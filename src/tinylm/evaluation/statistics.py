@@ -20,6 +20,15 @@ vector c: exact (integer counts stay integers in float64) and one matrix product
       d_r = score(sum S_A + f_r @ D) - score(sum S_B - f_r @ D),
       p = (1 + #{r : |d_r| >= |d|}) / (R + 1)          (two-sided; never 0: Davison & Hinkley 1997, 4.2).
   For a mean this approximates the exact sign-flip permutation test of the differences a_i - b_i.
+- Clustered items (`groups=`: one hashable cluster id per item, e.g. the play a passage comes from): items of
+  one cluster are not independent, so both procedures resample clusters instead (Davison & Hinkley 1997,
+  3.8; Field & Welsh 2007). With G clusters and T = the (G, k) per-cluster sums of S's rows, the bootstrap
+  draws G clusters with replacement, theta*_r = score(c_r @ T) (every item counted as often as its cluster
+  is drawn), and the randomization test swaps A and B per cluster: d_r = score(sum S_A + f_r @ D_T) -
+  score(sum S_B - f_r @ D_T), f_r in {0, 1}^G; exact, p = #{f : |d_f| >= |d|} / 2^G over all 2^G swaps,
+  when 2^G <= resamples (the floor of p is then 2 / 2^G), else as above. A mean is then the mean of the
+  items drawn (sum c_i x_i / sum c_i: clusters differ in size). One item per cluster, in the items' order, is
+  the per-item procedure with the same draws.
 - `permutation_test`: two independent groups (a metric over the seeds of config A and of config B),
   d = mean(a) - mean(b); p = share of the C(n_a + n_b, n_a) splits of the pooled values into groups of
   those sizes with |d_split| >= |d|: exact by enumeration when there are at most `resamples` splits, else
@@ -40,17 +49,33 @@ DEGENERATE = ("empty", "one_token", "repetition")
 MAX_NGRAM, MIN_REPEATS, MIN_COVER = 8, 3, 0.5
 
 
-def _stats(x, score: Score | None) -> tuple[np.ndarray, Score]:
-    """(S, score): per-item values x with score None mean their mean; else x is S, (n, k)."""
+def _stats(x, score: Score | None, grouped: bool = False) -> tuple[np.ndarray, Score]:
+    """(S, score): per-item values x with score None mean their mean (grouped: S = [x, 1], score the mean of
+    the items a resample counts); else x is S, (n, k)."""
     s = np.asarray(x, dtype=np.float64)
     if score is None:
         if s.ndim != 1 or not len(s):
             raise ValueError(f"per-item values must be a non-empty 1-d sequence, got shape {s.shape}")
+        if grouped:
+            return np.stack([s, np.ones_like(s)], 1), lambda sums: sums[..., 0] / sums[..., 1]
         n = len(s)
         return s[:, None], lambda sums: sums[..., 0] / n
     if s.ndim != 2 or not len(s):
         raise ValueError(f"per-item statistics with a score function must be (n > 0, k), got shape {s.shape}")
     return s, score
+
+
+def _cluster_sums(s: np.ndarray, groups: Sequence | None) -> np.ndarray:
+    """(G, k): the sums of s's rows per cluster, clusters in order of first appearance (s itself without
+    groups)."""
+    if groups is None:
+        return s
+    if len(groups) != len(s):
+        raise ValueError(f"groups must name one cluster per item: {len(groups)} groups for {len(s)} items")
+    index = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    sums = np.zeros((len(index), s.shape[1]))
+    np.add.at(sums, [index[g] for g in groups], s)
+    return sums
 
 
 def _check(level: float, resamples: int) -> None:
@@ -70,30 +95,38 @@ def _interval(theta: np.ndarray, level: float) -> list[float]:
     return [float(q) for q in np.quantile(theta, [(1 - level) / 2, (1 + level) / 2])]
 
 
-def bootstrap_ci(x, score: Score | None = None, *, level: float = 0.95, resamples: int = RESAMPLES,
-                 seed: int = 0) -> list[float]:
-    """[lo, hi]: percentile bootstrap interval of the mean of x, or of score(sum of the rows of x)."""
-    s, f = _stats(x, score)
+def bootstrap_ci(x, score: Score | None = None, *, groups: Sequence | None = None, level: float = 0.95,
+                 resamples: int = RESAMPLES, seed: int = 0) -> list[float]:
+    """[lo, hi]: percentile bootstrap interval of the mean of x, or of score(sum of the rows of x); with groups
+    (one cluster id per item) the clusters are resampled (see the module docstring)."""
+    s, f = _stats(x, score, groups is not None)
     _check(level, resamples)
-    return _interval(f(_counts(np.random.default_rng(seed), len(s), resamples) @ s), level)
+    t = _cluster_sums(s, groups)
+    return _interval(f(_counts(np.random.default_rng(seed), len(t), resamples) @ t), level)
 
 
-def paired_test(a, b, score: Score | None = None, *, level: float = 0.95, resamples: int = RESAMPLES,
-                seed: int = 0) -> dict:
+def paired_test(a, b, score: Score | None = None, *, groups: Sequence | None = None, level: float = 0.95,
+                resamples: int = RESAMPLES, seed: int = 0) -> dict:
     """{"diff": d, "ci": [lo, hi], "p_value": p} for A - B on the same items, in the same order: paired
-    bootstrap interval, approximate randomization p-value (two-sided; see the module docstring)."""
-    sa, f = _stats(a, score)
-    sb, _ = _stats(b, score)
+    bootstrap interval, approximate randomization p-value (two-sided); with groups (one cluster id per item)
+    both resample clusters, and p is exact when there are few (see the module docstring)."""
+    sa, f = _stats(a, score, groups is not None)
+    sb, _ = _stats(b, score, groups is not None)
     if sa.shape != sb.shape:
         raise ValueError(f"paired systems need the same items: shapes {sa.shape} and {sb.shape}")
     _check(level, resamples)
+    ta, tb = _cluster_sums(sa, groups), _cluster_sums(sb, groups)
     rng = np.random.default_rng(seed)
-    c = _counts(rng, len(sa), resamples)
+    c = _counts(rng, len(ta), resamples)
     diff = float(f(sa.sum(0)) - f(sb.sum(0)))
-    moved = rng.integers(0, 2, (resamples, len(sa))).astype(np.float64) @ (sb - sa)
+    exact = groups is not None and 2 ** len(ta) <= resamples
+    flips = (np.array(list(itertools.product([0.0, 1.0], repeat=len(ta)))) if exact
+             else rng.integers(0, 2, (resamples, len(ta))).astype(np.float64))
+    moved = flips @ (tb - ta)
     swapped = f(sa.sum(0) + moved) - f(sb.sum(0) - moved)
     extreme = int(np.sum(np.abs(swapped) >= abs(diff) * (1 - 1e-9)))
-    return {"diff": diff, "ci": _interval(f(c @ sa) - f(c @ sb), level), "p_value": (1 + extreme) / (resamples + 1)}
+    p = extreme / len(flips) if exact else (1 + extreme) / (resamples + 1)
+    return {"diff": diff, "ci": _interval(f(c @ ta) - f(c @ tb), level), "p_value": p}
 
 
 def permutation_test(a: Sequence[float], b: Sequence[float], *, resamples: int = 20_000, seed: int = 0) -> dict:

@@ -3,14 +3,24 @@ the SFT decoder and the encoder-decoder; perplexity of the pretrained and SFT de
 accuracy (`encoder`), and the fine-tuned classifier's genre accuracy (`genre`) on the whole classification
 test split beside the majority class, a
 bag-of-words logistic regression fit on the classifier's own train split (its L2 penalty picked on val:
-tinylm.evaluation.baselines) and the SFT decoder's zero-shot answer to the same question.
+tinylm.evaluation.baselines) and the SFT decoder's zero-shot answer to the same question: the genre name of
+highest summed log-prob (`decoder`), which favours short names, and, an extra row, of highest log-prob per
+token (`decoder_norm`); `genre.predicted` holds each predictor's share of passages per predicted genre (a
+near-constant one shows).
 
-Statistics over the test items (tinylm.evaluation.statistics, seeded with trainer.seed): every per-item metric
-gets a 95% percentile-bootstrap interval (`<metric>_ci`); `paired` holds paired tests (difference, paired
-bootstrap interval, approximate-randomization p) of each decoder against greedy on the task's score and mean
-log-prob, and against the majority answer on exact match, and the genre classifiers against the majority
-class and the bag-of-words baseline; `degenerate` the share of empty, one-token and repetitive outputs
-(`reference_degenerate`: the references' own).
+Prompts longer than the context (minus the tokens to generate) lose their middle, not their instruction line
+(`<|user|>\\n{first line}\\n`, `head_length`) nor their end (tinylm.evaluation.generation.fit_prompt);
+training cuts a sample on the right, which leaves the instruction too.
+
+Statistics over the test items (tinylm.evaluation.statistics, seeded with trainer.seed), resampling plays, not
+items: the items of one play (the `doc` column of the SFT and classification sets) share its characters,
+vocabulary and genre, so they are clusters, not independent draws (`clusters`: how many plays each SFT task's
+items and the genre passages come from). Every per-item metric gets a 95% cluster-bootstrap interval
+(`<metric>_ci`; corpus chrF and BLEU too, their per-sentence statistics summed per play); `paired` holds
+paired tests (difference, paired bootstrap interval, approximate-randomization p, both by play) of each
+decoder against greedy on the task's score and mean log-prob, and against the majority answer on exact match,
+and the genre classifiers against the majority class and the bag-of-words baseline; `degenerate` the share of
+empty, one-token and repetitive outputs (`reference_degenerate`: the references' own).
 
 Writes reports/eval/: metrics.json (model/task/decoder), generations.jsonl, by_decoder.csv,
 quality_by_decoder.png and report.md, and the wall-clock figures apart (reports/speed/eval.json: generated
@@ -38,17 +48,19 @@ from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS
 from tinylm.data.tokens import load_tokenizer, read_tokens
 from tinylm.evaluation import report
 from tinylm.evaluation.baselines import fit_bow_classifier
-from tinylm.evaluation.generation import cut_at_eos, generate, prompt_room
+from tinylm.evaluation.generation import cut_at_eos, fit_prompt, generate, prompt_room
 from tinylm.evaluation.metrics import (
+    best_candidate,
     bleu,
     candidate_logprobs,
     chrf,
-    classifier_hits,
+    classifier_predictions,
     exact_match,
     majority_label,
     mlm_accuracy,
     normalize,
     perplexity,
+    prediction_shares,
     sequence_logprob,
 )
 from tinylm.evaluation.statistics import bootstrap_ci, corpus_stats, degenerate_rates, paired_test
@@ -85,9 +97,18 @@ def majority_answers(items: dict[str, list[dict]]) -> dict[str, list[int]]:
     return out
 
 
-def with_ci(name: str, x: list, seed: int) -> dict:
-    """{name: mean of x, name_ci: its 95% bootstrap interval}."""
-    return {name: sum(x) / len(x), f"{name}_ci": bootstrap_ci(x, seed=seed)}
+def with_ci(name: str, x: list, seed: int, groups: list) -> dict:
+    """{name: mean of x, name_ci: its 95% cluster-bootstrap interval}."""
+    return {name: sum(x) / len(x), f"{name}_ci": bootstrap_ci(x, groups=groups, seed=seed)}
+
+
+def head_length(tmpl: ChatTemplate, prompt: str, ids: list[int], seq2seq: bool) -> int:
+    """How many of a prompt's leading ids are its instruction line: `<|user|>\\n{first line}\\n` in the
+    decoder's chat template, `{first line}\\n` in the encoder-decoder's bare source (the common prefix, should a
+    tokenizer join the line's last newline with what follows)."""
+    line = prompt.partition("\n")[0] + "\n"
+    head = tmpl.encode(line) if seq2seq else [tmpl.user_id, *tmpl.encode("\n" + line)]
+    return next((i for i, (a, b) in enumerate(zip(ids, head, strict=False)) if a != b), min(len(ids), len(head)))
 
 
 def item_scores(task: str, texts: list[str], refs: list[str]) -> dict[str, tuple]:
@@ -98,8 +119,9 @@ def item_scores(task: str, texts: list[str], refs: list[str]) -> dict[str, tuple
     return {"exact_match": ([exact_match([t], [r]) for t, r in zip(texts, refs, strict=True)], None)}
 
 
-def task_metrics(task: str, texts: list[str], refs: list[str], per_item: dict[str, tuple], gen, seed: int) -> dict:
-    """The decoder's metrics on a task, each per-item one followed by its 95% bootstrap interval."""
+def task_metrics(task: str, texts: list[str], refs: list[str], per_item: dict[str, tuple], gen, seed: int,
+                 groups: list) -> dict:
+    """The decoder's metrics on a task, each per-item one followed by its 95% cluster-bootstrap interval."""
     values = {"chrf": chrf(texts, refs), "bleu": bleu(texts, refs)} if task == "continue" else \
         {"exact_match": exact_match(texts, refs)}
     lp, lengths = per_item["mean_logprob"][0], per_item["mean_length"][0]
@@ -108,21 +130,21 @@ def task_metrics(task: str, texts: list[str], refs: list[str], per_item: dict[st
     for k, v in values.items():
         m[k] = v
         if k in per_item:
-            m[f"{k}_ci"] = bootstrap_ci(*per_item[k], seed=seed)
+            m[f"{k}_ci"] = bootstrap_ci(*per_item[k], groups=groups, seed=seed)
     m["degenerate"] = degenerate_rates(gen.ids)
     return m
 
 
 def paired_tests(per_item: dict[str, dict[str, tuple]], score_key: str, majority: list[int] | None,
-                 seed: int) -> dict:
+                 seed: int, groups: list) -> dict:
     """Each decoder against greedy on the task's score and mean log-prob; against the majority answer on exact
-    match (QA tasks). per_item: decoder -> its item_scores plus mean_logprob."""
+    match (QA tasks); clusters: groups. per_item: decoder -> its item_scores plus mean_logprob."""
     greedy = per_item["greedy"]
-    out = {f"{d}_vs_greedy": {k: paired_test(s[k][0], greedy[k][0], s[k][1], seed=seed)
+    out = {f"{d}_vs_greedy": {k: paired_test(s[k][0], greedy[k][0], s[k][1], groups=groups, seed=seed)
                               for k in (score_key, "mean_logprob")} for d, s in per_item.items() if d != "greedy"}
     if majority is not None:
-        out |= {f"{d}_vs_majority": {"exact_match": paired_test(s["exact_match"][0], majority, seed=seed)}
-                for d, s in per_item.items()}
+        out |= {f"{d}_vs_majority": {"exact_match": paired_test(s["exact_match"][0], majority, groups=groups,
+                                                                seed=seed)} for d, s in per_item.items()}
     return out
 
 
@@ -131,13 +153,15 @@ def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders:
     """The model's metrics per task and decoder (appending its outputs to `generations` and their wall-clock
     figures to speed[task][decoder])."""
     eos, pad, seed = tok.token_to_id(EOS), tok.token_to_id(PAD), cfg.trainer.seed
+    tmpl = ChatTemplate.from_tokenizer(tok)
     out = {"tasks": {}, "beam_vs_greedy": {}, "paired": {}}
     logps = defaultdict(list)  # decoder -> log-probs over all items, in order
     for task, rows in items.items():
         new_tokens = cfg.eval.max_answer_tokens if task in SHORT_ANSWERS else cfg.eval.max_new_tokens
-        keep = prompt_room(model.config.block_size, 1 if seq2seq else new_tokens)  # a source: the start token
-        prompts = [(r["src_ids"] if seq2seq else r["prompt_ids"])[-keep:] for r in rows]
-        refs = [r["response"] for r in rows]
+        room = prompt_room(model.config.block_size, 1 if seq2seq else new_tokens)  # a source: the start token
+        prompts = [fit_prompt(ids, room, head_length(tmpl, r["prompt"], ids, seq2seq))
+                   for r in rows for ids in [r["src_ids"] if seq2seq else r["prompt_ids"]]]
+        refs, groups = [r["response"] for r in rows], [r["doc"] for r in rows]
         out["tasks"][task] = {}
         texts_by, per_item = {}, {}
         for d in decoders:
@@ -152,10 +176,10 @@ def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders:
             texts_by[d] = (texts, lp)
             per_item[d] = {**item_scores(task, texts, refs), "mean_logprob": (lp, None),
                            "mean_length": ([len(i) for i in gen.ids], None)}
-            out["tasks"][task][d] = task_metrics(task, texts, refs, per_item[d], gen, seed)
+            out["tasks"][task][d] = task_metrics(task, texts, refs, per_item[d], gen, seed, groups)
             speed.setdefault(task, {})[d] = {"tokens_per_s": gen.tokens_per_s, "ms_per_item": gen.ms_per_item()}
         score_key, _ = report.score_of(out["tasks"][task]["greedy"])
-        out["paired"][task] = paired_tests(per_item, score_key, majority.get(task), seed)
+        out["paired"][task] = paired_tests(per_item, score_key, majority.get(task), seed, groups)
         for i, r in enumerate(rows):
             generations.append({"model": name, "task": task, "prompt": r["prompt"], "reference": r["response"],
                                 "outputs": {d: {"text": t[i], "logprob": round(lp[i], 4)}
@@ -170,18 +194,23 @@ def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders:
 
 
 @torch.no_grad()
-def genre_accuracy(cls_model, decoder, tok, rows: list[dict], names: list[str],
-                   batch_size: int) -> tuple[list[int], list[int]]:
-    """Per passage, 1 if right: (fine-tuned classifier, SFT decoder zero-shot: the genre name it finds most
-    likely)."""
-    correct_cls, correct_dec = classifier_hits(cls_model, rows, tok.token_to_id(PAD), batch_size), []
+def genre_predictions(cls_model, decoder, tok, rows: list[dict], names: list[str],
+                      batch_size: int) -> dict[str, list[int]]:
+    """Per passage, the predicted class id of the fine-tuned classifier (`classifier`) and of the SFT decoder
+    zero-shot: the genre name of highest summed log-prob (`decoder`), of highest log-prob per token
+    (`decoder_norm`)."""
+    preds = {"classifier": classifier_predictions(cls_model, rows, tok.token_to_id(PAD), batch_size),
+             "decoder": [], "decoder_norm": []}
     tmpl = ChatTemplate.from_tokenizer(tok)
     answers = [tmpl.response_ids(n) for n in names]
+    room = prompt_room(decoder.config.block_size, GENRE_TOKENS)
     for r in rows:
-        prompt = tmpl.prompt_ids(GENRE_PROMPT + r["text"])[-prompt_room(decoder.config.block_size, GENRE_TOKENS):]
-        scores = candidate_logprobs(decoder, prompt, answers)
-        correct_dec.append(int(max(range(len(names)), key=scores.__getitem__) == r["labels"]))
-    return correct_cls, correct_dec
+        text = GENRE_PROMPT + r["text"]
+        ids = tmpl.prompt_ids(text)
+        scores = candidate_logprobs(decoder, fit_prompt(ids, room, head_length(tmpl, text, ids, False)), answers)
+        preds["decoder"].append(best_candidate(scores))
+        preds["decoder_norm"].append(best_candidate(scores, [len(a) for a in answers]))
+    return preds
 
 
 def main(argv: list[str]) -> None:
@@ -200,7 +229,8 @@ def main(argv: list[str]) -> None:
         for name, seq2seq in (("decoder-sft", False), ("seq2seq", True)):
             metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok, seq2seq, majority_em,
                                                generations, speed.setdefault(name, {}))
-        metrics["majority_baseline"] = {k: v for t, x in majority_em.items() for k, v in with_ci(t, x, seed).items()}
+        metrics["majority_baseline"] = {k: v for t, x in majority_em.items()
+                                        for k, v in with_ci(t, x, seed, [r["doc"] for r in items[t]]).items()}
         metrics["reference_degenerate"] = {task: degenerate_rates([cut_at_eos(r["response_ids"], eos)[0] for r in rows])
                                            for task, rows in items.items()}
         val = read_tokens(TOKENS, "val")
@@ -211,24 +241,25 @@ def main(argv: list[str]) -> None:
         test = cls_sets["test"].to_list()  # all of it (cls.max_eval_items): one label per item needs many
         names = datasets.load_from_disk(str(CLS_SETS))["train"].features["label"].names
         majority = majority_label(cls_sets["train"]["labels"], len(names))
-        cls_acc, dec_acc = genre_accuracy(models["classifier"], models["decoder-sft"], tok, test, names,
-                                          cfg.eval.batch_size)
-        maj_acc = [int(r["labels"] == majority) for r in test]
         bow = fit_bow_classifier(cls_sets["train"]["text"], cls_sets["train"]["labels"], cls_sets["val"]["text"],
                                  cls_sets["val"]["labels"], num_labels=len(names))
-        bow_acc = [int(p == r["labels"]) for p, r in zip(bow.predict([r["text"] for r in test]), test, strict=True)]
+        preds = genre_predictions(models["classifier"], models["decoder-sft"], tok, test, names, cfg.eval.batch_size)
+        preds |= {"bow": bow.predict([r["text"] for r in test]), "majority": [majority] * len(test)}
+        acc = {k: [int(p == r["labels"]) for p, r in zip(v, test, strict=True)] for k, v in preds.items()}
+        plays = [r["doc"] for r in test]
+        metrics["clusters"] = {"genre": len(set(plays)),  # plays: the resampled units
+                               **{task: len({r["doc"] for r in rows}) for task, rows in items.items()}}
         metrics["encoder"] = {
             "mlm_acc": mlm_accuracy(models["encoder"], val, cls_id=tok.token_to_id(CLS), sep_id=tok.token_to_id(SEP),
                                     mask_id=tok.token_to_id(MASK),
                                     special_ids=[tok.token_to_id(t) for t in SPECIAL_TOKENS],
                                     batch_size=cfg.eval.batch_size, n_batches=n_val, seed=seed)}
         metrics["genre"] = {
-            **with_ci("classifier_acc", cls_acc, seed), **with_ci("decoder_acc", dec_acc, seed),
-            **with_ci("majority_acc", maj_acc, seed), **with_ci("bow_acc", bow_acc, seed), "bow_l2": bow.l2,
-            "paired": {"classifier_vs_majority": paired_test(cls_acc, maj_acc, seed=seed),
-                       "classifier_vs_bow": paired_test(cls_acc, bow_acc, seed=seed),
-                       "decoder_vs_majority": paired_test(dec_acc, maj_acc, seed=seed),
-                       "classifier_vs_decoder": paired_test(cls_acc, dec_acc, seed=seed)}}
+            **{k: v for name, x in acc.items() for k, v in with_ci(f"{name}_acc", x, seed, plays).items()},
+            "bow_l2": bow.l2, "predicted": {k: prediction_shares(v, names) for k, v in preds.items()},
+            "paired": {f"{a}_vs_{b}": paired_test(acc[a], acc[b], groups=plays, seed=seed) for a, b in
+                       (("classifier", "majority"), ("classifier", "bow"), ("decoder", "majority"),
+                        ("classifier", "decoder"))}}
         table = report.rows(metrics, ["decoder-sft", "seq2seq"])
         per_task = defaultdict(list)
         for g in generations:
