@@ -10,9 +10,10 @@ import yaml
 from conftest import ROOT, copy_repo
 
 WITHOUT_MLFLOW = """
-import runpy, sys
+import os, runpy, sys
 sys.modules["mlflow"] = None  # as if not installed: any import of it fails
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))  # as `python script.py` does (pipelines/_checkout)
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 UNTRAINED = ["download", "prepare", "build_tasks", "train_tokenizer", "tokenize_data", "evaluate", "summarize"]

@@ -1,16 +1,22 @@
 """MLflow conventions: where runs go, how stage runs nest under one pipeline run, what every run carries.
 
-- Store: `MLFLOW_TRACKING_URI` if set (a team's server), else `sqlite:///<repo>/mlflow.db` with artifacts in
-  <repo>/mlruns/ (embedded; <repo> is DVC_ROOT, which DVC sets to the main repository even for queued
-  experiments that run in a temporary copy, else the working directory).
+- Store: `MLFLOW_TRACKING_URI` if set (a team's server), else `sqlite:///<repo>/mlflow.db`; artifacts of a store
+  that is not a server in <repo>/mlruns/. <repo> is DVC_ROOT, which DVC sets to the main repository even for
+  queued or `--temp` experiments that run in a temporary copy, else the working directory; a relative path in
+  MLFLOW_TRACKING_URI (`sqlite:///rel.db`, `file:rel`, `rel`) is taken from <repo> too, so no run is lost with
+  the copy.
   Pass `tracking_uri()` explicitly everywhere (Lightning's MLFlowLogger defaults to a file store, which
   MLflow 3 refuses). Telemetry is off unless MLFLOW_DISABLE_TELEMETRY is set otherwise (tinylm/pipeline/__init__.py).
-- Pipeline run: one per `dvc repro` / `dvc exp run`, in experiment "pipeline", found or created by the tag
-  `tinylm.pipeline_key` = sha256(git commit, sha256 of params.yaml, DVC_EXP_NAME). Every stage run of that
-  invocation gets it as parent (`mlflow.parentRunId`); the last stage (`summarize`) logs every param and
-  every DVC metrics file to it with `log_pipeline_summary`, so pipeline runs compare side by side.
+- Pipeline run: one per `dvc repro` / `dvc exp run`, in experiment "pipeline", found while RUNNING or created by
+  the tag `tinylm.pipeline_key` = sha256(git commit, `git_dirty`, sha256 of params.yaml, DVC_EXP_NAME). Every
+  stage run of that invocation gets it as parent (`mlflow.parentRunId`); the last stage (`summarize`) logs
+  every param and every DVC metrics file to it with `log_pipeline_summary` and ends it, so pipeline runs compare
+  side by side. A stage run that fails (an exception, or sys.exit with an error) ends its pipeline run FAILED
+  too. A stage that finds its key's pipeline run ended (finished or failed) starts a new one. Nothing marks
+  the end of a partial run (`dvc repro -s download`): until summarize or a failure ends it, later invocations
+  with the same key join it.
 - Stage run (`stage_run`): in the experiment named for the stage kind ("download", "pretrain", ...); tags
-  stage, git_commit, dvc_exp_name, model, experiment (the config's name); params flattened ("a.b.c").
+  stage, git_commit, git_dirty, dvc_exp_name, model, experiment (the config's name); params flattened ("a.b.c").
 - Pipeline and stage runs carry `tinylm.config_hash`: the hash of params.yaml without its `seed` keys, the
   same for the runs of one config over several seeds (group by it in the UI; `tinylm compare` reads it).
 - Every experiment tinylm creates or finds carries `mlflow.experimentKind` = `custom_model_development` (unless
@@ -74,6 +80,9 @@ SYSTEM_METRICS_INTERVAL_S = 2
 WEIGHTS_TAG = "tinylm.weights_sha256"
 VAL_DATA_TAG = "tinylm.val_data"
 MODEL_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # what load_pretrained reads
+NOT_CODE = ("params.yaml", "dvc.lock", "*.gitignore", "reports")  # tracked, left out of git_dirty: the params
+# (keyed and logged apart; `dvc exp run -S` rewrites them) and what the pipeline itself rewrites
+SERVER_SCHEMES = ("http://", "https://", "databricks")  # tracking servers: they keep the artifacts
 SFT_MODEL, SFT_REGISTERED = "decoder-sft", "tinylm-decoder-sft"
 CHAMPION_METRIC = "final/val_bpb"
 
@@ -83,20 +92,35 @@ def repo_root() -> Path:
 
 
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI, or the embedded store sqlite:///<repo>/mlflow.db."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI with a relative path in it taken from `repo_root()`, or the embedded store
+    sqlite:///<repo>/mlflow.db."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return rooted_uri(uri) if uri else f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def rooted_uri(uri: str) -> str:
+    """`uri` with a relative local path resolved against `repo_root()`: `sqlite:///rel.db` (`sqlite:////abs.db` is
+    absolute), `file:rel`, a bare `rel`; other URIs (servers, databases, absolute paths) unchanged."""
+    for scheme in ("sqlite:///", "file:"):
+        if uri.startswith(scheme):
+            rest = uri.removeprefix(scheme)
+            if not rest or rest.startswith(("/", ":memory:")):
+                return uri
+            path = repo_root() / rest
+            return f"sqlite:///{path}" if scheme == "sqlite:///" else path.as_uri()
+    return uri if ":" in uri or uri.startswith(SERVER_SCHEMES) or Path(uri).is_absolute() else str(repo_root() / uri)
 
 
 def experiment_id(name: str) -> str:
-    """The id of MLflow experiment `name`, created if needed (embedded store: artifacts in <repo>/mlruns), tagged
-    as a model-training experiment."""
+    """The id of MLflow experiment `name`, created if needed (artifacts in <repo>/mlruns unless the store is a
+    server), tagged as a model-training experiment."""
     client = MlflowClient(tracking_uri())
     exp = client.get_experiment_by_name(name)
     if exp:
         if exp.tags.get(EXPERIMENT_KIND_TAG) not in EXPLICIT_KINDS:
             client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
-    local = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
+    local = None if tracking_uri().startswith(SERVER_SCHEMES) else (repo_root() / "mlruns").as_uri()
     return client.create_experiment(name, artifact_location=local, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
@@ -106,6 +130,17 @@ def git_commit() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def git_dirty() -> str:
+    """"clean", or a hash of `git diff HEAD` (the tracked files' changes, staged or not, less NOT_CODE: the same for
+    every stage of one invocation); "unknown" outside a git repository. Untracked files do not count."""
+    cmd = ["git", "diff", "HEAD", "--no-color", "--no-ext-diff", "--", *(f":(top,exclude){p}" for p in NOT_CODE)]
+    try:
+        diff = subprocess.run(cmd, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return hashlib.sha256(diff).hexdigest()[:16] if diff else "clean"
 
 
 def flatten(d: Mapping, prefix: str = "") -> dict:
@@ -121,10 +156,11 @@ def flatten(d: Mapping, prefix: str = "") -> dict:
 
 
 def pipeline_key(params: str | Path = "params.yaml") -> str:
-    """What identifies one pipeline invocation: the commit, the params and the DVC experiment name."""
+    """What identifies one pipeline invocation: the commit, the uncommitted changes (`git_dirty`), the params and
+    the DVC experiment name."""
     path = Path(params)
     params_hash = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "none"
-    raw = f"{git_commit()}/{params_hash}/{os.environ.get('DVC_EXP_NAME', '')}"
+    raw = f"{git_commit()}/{git_dirty()}/{params_hash}/{os.environ.get('DVC_EXP_NAME', '')}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -139,7 +175,8 @@ def config_hash(params: Mapping) -> str:
 
 
 def _tags(stage: str, model_name: str | None, experiment: str | None) -> dict:
-    tags = {"stage": stage, "git_commit": git_commit(), "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")}
+    tags = {"stage": stage, "git_commit": git_commit(), "git_dirty": git_dirty(),
+            "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")}
     if Path("params.yaml").exists():
         tags[CONFIG_HASH_TAG] = config_hash(yaml.safe_load(Path("params.yaml").read_text()))
     if model_name:
@@ -150,11 +187,12 @@ def _tags(stage: str, model_name: str | None, experiment: str | None) -> dict:
 
 
 def pipeline_run_id(experiment: str | None = None) -> str:
-    """The id of this invocation's pipeline run, created on first use."""
+    """The id of this invocation's pipeline run: the RUNNING one with this `pipeline_key`, else a new one."""
     client = MlflowClient(tracking_uri())
     key = pipeline_key()
     exp_id = experiment_id(PIPELINE_EXPERIMENT)
-    found = client.search_runs([exp_id], f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1)
+    found = client.search_runs([exp_id], f"tags.`{PIPELINE_KEY_TAG}` = '{key}' AND attributes.status = 'RUNNING'",
+                               max_results=1, order_by=["attributes.start_time DESC"])
     if found:
         return found[0].info.run_id
     name = os.environ.get("DVC_EXP_NAME") or experiment or "pipeline"
@@ -171,6 +209,8 @@ def stage_run(stage: str, params: Mapping, model_name: str | None = None, run_na
     The stage's config is also stored as the artifact config.json. `experiment` is the config's name
     (smoke, default...); `run_name` defaults to the stage (e.g. "pretrain-decoder" for a model stage).
     system_metrics: sample CPU, memory, disk, network (and GPU where nvidia-ml-py finds one) while the run runs.
+    An exception out of the block (SystemExit with code 0 or None excepted) ends the run and the pipeline run
+    FAILED; sys.exit(0) ends the run FINISHED.
     """
     mlflow.set_tracking_uri(tracking_uri())
     parent = pipeline_run_id(experiment)
@@ -179,9 +219,16 @@ def stage_run(stage: str, params: Mapping, model_name: str | None = None, run_na
     with mlflow.start_run(experiment_id=experiment_id(stage), run_name=run_name or stage,
                           parent_run_id=parent, tags=_tags(stage, model_name, experiment),
                           log_system_metrics=system_metrics) as run:
-        mlflow.log_params({k: _param(v) for k, v in flatten(params).items()})
-        mlflow.log_dict(dict(params), "config.json")
-        yield run
+        try:
+            mlflow.log_params({k: _param(v) for k, v in flatten(params).items()})
+            mlflow.log_dict(dict(params), "config.json")
+            yield run
+        except BaseException as e:
+            if isinstance(e, SystemExit) and e.code in (0, None):
+                mlflow.end_run()  # a success: start_run's exit would mark the run FAILED
+            else:
+                MlflowClient(tracking_uri()).set_terminated(parent, "FAILED")
+            raise
 
 
 def _param(v) -> str:
