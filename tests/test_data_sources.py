@@ -10,7 +10,7 @@ import pytest
 from test_data_plays import PLAY, default_config, make_wheel, scene_texts
 
 from tinylm.data.corpus import build_corpus
-from tinylm.data.sources import check_utf8, download, read_records, sha256_file
+from tinylm.data.sources import check_utf8, download, read_records, read_text, sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,9 @@ def test_files_source_reads_every_format(tmp_path, data_cfg):
 
 
 def test_files_source_errors(tmp_path, data_cfg):
-    cfg = replace(data_cfg, source="files", path=str(tmp_path / "in" / "*.txt"))
-    with pytest.raises(FileNotFoundError, match=r"data.path=.*\*\.txt' matches no files"):
+    # `*`, not `*.txt`: the pipeline's config refuses a glob of text files only (they carry no label)
+    cfg = replace(data_cfg, source="files", path=str(tmp_path / "in" / "*"))
+    with pytest.raises(FileNotFoundError, match=r"data.path=.*in/\*' matches no files"):
         download(cfg, tmp_path / "raw")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_bytes(b"ok\n")
@@ -162,6 +163,11 @@ def test_utf8_is_checked_and_jsonl_read_in_pieces_naming_the_byte(tmp_path):
     assert next(records) == {"text": "one"}  # lazily: the bad line is not read yet
     with pytest.raises(ValueError, match=r"c\.jsonl: not valid UTF-8 at byte 28 "):
         next(records)
+    lines.write_bytes(b'\xef\xbb\xbf{"text": "\xff"}\n')  # offsets count the byte-order mark
+    with pytest.raises(ValueError, match=r"c\.jsonl: not valid UTF-8 at byte 13 "):
+        next(read_records(lines))
+    with pytest.raises(ValueError, match=r"c\.jsonl: not valid UTF-8 at byte 13 "):
+        read_text(lines)
     lines.write_bytes(b'{"text": "one"}\n[1]\n')
     with pytest.raises(ValueError, match=r"c\.jsonl: line 2 holds list, expected a JSON object"):
         list(read_records(lines))

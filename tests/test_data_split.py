@@ -116,5 +116,6 @@ def test_corpus_streamed_to_a_workdir_is_the_in_memory_corpus_memory_mapped(corp
         assert mapped[name].to_list() == ds.to_list()
         assert mapped[name]._fingerprint == ds._fingerprint  # the content's hash, not the file's path
     fingerprints = {ds._fingerprint for ds in corpus.values()}
-    dropped = build_corpus(tmp / "raw", replace(cfg, stage_directions="drop"))
-    assert len(fingerprints) == 3 and not fingerprints & {ds._fingerprint for ds in dropped.values()}
+    for other in (replace(cfg, stage_directions="drop"), replace(cfg, split_seed=cfg.split_seed + 1)):
+        assert len(fingerprints) == 3 and not fingerprints & {ds._fingerprint for ds in build_corpus(
+            tmp / "raw", other).values()}  # other rows, or the same rows split otherwise

@@ -194,8 +194,8 @@ def test_fsdp_clips_with_the_collective_norm_of_all_shards():
     module, _ = module_and_data(tcfg)
     calls = []
     root = SimpleNamespace(clip_grad_norm_=lambda max_norm: calls.append(max_norm) or torch.tensor(3.0))
-    module._trainer = SimpleNamespace(strategy=SimpleNamespace(model=root), global_step=0, log_every_n_steps=2,
-                                      max_steps=10)  # step 1: not a logging step
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(model=root), precision_plugin=SimpleNamespace(),
+                                      global_step=0, log_every_n_steps=2, max_steps=10)  # step 1: not a logging step
     module.training_step(RandomWindows(TOKENS, T, 4, 0)[0], 0).backward()
     grads = [p.grad.clone() for p in module.parameters()]
     module.on_before_optimizer_step(SimpleNamespace(param_groups=[{"lr": 1.0, "params": list(module.parameters())}]))

@@ -101,9 +101,11 @@ def test_report_names_the_resampled_plays_and_flags_a_near_constant_genre_predic
         "decoder_norm": dict(zip(genres, [0.3, 0.1, 0.2, 0.4], strict=True))}
     metrics["genre"] |= {"decoder_norm_acc": 0.31, "decoder_norm_acc_ci": [0.2, 0.4]}  # an extra row, no test
     md = report.markdown(metrics, report.rows(metrics, ["decoder-sft"]), [], ["greedy", "beam2", "sample"])
-    assert "95% bootstrap intervals over the test items, resampled by play (7 clusters)." in md
-    assert "swapped at random per play; resampled by play (7 clusters))" in md
-    assert "Brackets: 95% bootstrap intervals, resampled by play (24 clusters); paired tests likewise." in md
+    assert ("95% bootstrap intervals over the test items, resampled by document, the play an item comes from (7 "
+            "clusters).") in md
+    assert "swapped at random per document; resampled by document, the play an item comes from (7 clusters))" in md
+    assert ("Brackets: 95% bootstrap intervals, resampled by document, the play an item comes from (24 clusters); "
+            "paired tests likewise.") in md
     assert "| **degenerate: predicts 'roman' for 94% of passages** |" in md
     assert md.count("degenerate: predicts") == 1 and "| comedy (50%) |" in md and "| comedy (80%) |" in md
     assert "| majority class | " in md and "| comedy (100%) |" in md

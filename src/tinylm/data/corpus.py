@@ -108,7 +108,7 @@ def build_corpus(raw: str | Path, cfg, workdir: str | Path | None = None) -> dat
     Rows are streamed, BATCH_ROWS at a time, into one Arrow file: `<workdir>/rows.arrow`, memory-mapped, when
     `workdir` is given (memory then stays flat whatever the corpus's size: the hub's FineWeb, a large JSONL),
     else a buffer in memory. Each split is a selection of those rows, in their order; its fingerprint is a
-    hash of the rows' bytes and the split's name.
+    hash of the rows' bytes, every row's split and the split's name.
     """
     schema = FEATURES.arrow_schema
     digests, content = bytearray(), hashlib.sha256()
@@ -131,9 +131,10 @@ def build_corpus(raw: str | Path, cfg, workdir: str | Path | None = None) -> dat
     if not len(rows):
         raise ValueError(f"{raw}: the corpus is empty (no text after cleaning)")
     codes = split_codes(bytes(digests), cfg.val_fraction, cfg.test_fraction)
+    rows_and_splits = content.digest() + codes.tobytes()
     return datasets.DatasetDict({
         name: rows.select(np.flatnonzero(codes == i),
-                          new_fingerprint=hashlib.sha256(content.digest() + name.encode()).hexdigest()[:16])
+                          new_fingerprint=hashlib.sha256(rows_and_splits + name.encode()).hexdigest()[:16])
         for i, name in enumerate(SPLITS)})
 
 

@@ -146,10 +146,17 @@ def _not_utf8(path: Path, offset: int, reason: str) -> ValueError:
 def read_text(path: Path) -> str:
     """A file's text. Corpus files must be UTF-8 (a leading byte-order mark is dropped): other bytes are an error
     naming the file, the byte offset and the fix."""
+    return _decode(path, path.read_bytes())
+
+
+def _decode(path: Path, data: bytes, at: int = 0) -> str:
+    """`data`, found at byte `at` of `path`, as UTF-8 text (a byte-order mark at the file's start dropped), else
+    read_text's error, naming the byte's offset in the file."""
+    skip = len(codecs.BOM_UTF8) if at == 0 and data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return str(memoryview(data)[skip:], "utf-8")
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e.start, e.reason) from None
+        raise _not_utf8(path, at + skip + e.start, e.reason) from None
 
 
 def check_utf8(path: Path) -> None:
@@ -180,10 +187,7 @@ def read_records(path: Path) -> Iterator[dict]:
             offset = 0
             # b"\n" alone ends a record: str.splitlines() would also split at U+2028, U+2029, U+0085, legal in JSON
             for n, line in enumerate(f, 1):
-                try:
-                    text = line.decode("utf-8-sig" if n == 1 else "utf-8").removesuffix("\n")
-                except UnicodeDecodeError as e:
-                    raise _not_utf8(path, offset + e.start, e.reason) from None
+                text = _decode(path, line, offset).removesuffix("\n")
                 offset += len(line)
                 if text.strip():
                     yield _record(path, text, n)

@@ -101,7 +101,7 @@ def build_sft(corpus: datasets.DatasetDict, cfg, seed: int, instructions: list[d
         rows = []
         for task, items in play_items(corpus[split], cfg.tasks, cfg.passage_lines).items():
             rows += [{"task": task, **it} for it in sample(items, k, seed, split, task)]
-        extra = [{"task": "instructions", "doc": "instructions", **it}
+        extra = [{"task": "instructions", "doc": f"instructions/{i}", **it}  # each its own document
                  for i, it in enumerate(instructions) if split_of[str(i)] == split]
         rows += sample(extra, len(extra) if split == "train" else k, seed, split, "instructions")
         out[split] = to_dataset(sample(rows, len(rows), seed, split, "mix"), SFT_FEATURES)

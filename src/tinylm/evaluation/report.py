@@ -3,7 +3,8 @@ the models and data alone; the speed chart (quality against generated tokens/s) 
 wall-clock figures to reports/speed/.
 
 report.md states which paired differences are significant (p < ALPHA) and which are not, with their 95%
-intervals and the unit resampled (plays, with their count, where metrics["clusters"] has it, else items),
+intervals and the unit resampled (documents: the play an item comes from, an instruction item alone; with
+their count where metrics["clusters"] has it, else items),
 flags a decoder's degenerate outputs where a kind's share exceeds the references' by FLAG, and a genre
 predictor as degenerate where its most frequent prediction exceeds CONSTANT of the passages (the majority
 class is constant by design: not flagged).
@@ -159,13 +160,14 @@ def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: l
 
 
 def _resampled(metrics: dict, sets: list[str]) -> str:
-    """The unit the intervals and tests resampled: plays and how many (per test set), else items."""
+    """The unit the intervals and tests resampled: documents and how many (per test set), else items."""
     clusters = metrics.get("clusters", {})
     if not sets:
         return "resampled by item"
     if len(sets) == 1:
-        return f"resampled by play ({clusters[sets[0]]} clusters)"
-    return "resampled by play (clusters: " + ", ".join(f"{t} {clusters[t]}" for t in sets) + ")"
+        return f"resampled by document, the play an item comes from ({clusters[sets[0]]} clusters)"
+    return ("resampled by document, the play an item comes from (clusters: "
+            + ", ".join(f"{t} {clusters[t]}" for t in sets) + ")")
 
 
 def _most_predicted(metrics: dict, model: str) -> tuple[str, float] | None:
@@ -222,7 +224,7 @@ def _significance(metrics: dict, models: list[str]) -> list[str]:
     if not lines:
         return []
     sets = [t for t in metrics.get("clusters", {}) if t != "genre"]
-    unit = "play" if sets else "item"
+    unit = "document" if sets else "item"
     return ["", "## Which differences are significant?", "",
             "Paired tests on the same test items: the difference decoder - baseline, its 95% paired-bootstrap "
             f"interval, and the two-sided p-value of approximate randomization (the two systems' outputs swapped at "

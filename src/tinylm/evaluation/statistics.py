@@ -28,7 +28,7 @@ vector c: exact (integer counts stay integers in float64) and one matrix product
   score(sum S_B - f_r @ D_T), f_r in {0, 1}^G; exact, p = #{f : |d_f| >= |d|} / 2^G over all 2^G swaps,
   when 2^G <= resamples (the floor of p is then 2 / 2^G), else as above. A mean is then the mean of the
   items drawn (sum c_i x_i / sum c_i: clusters differ in size). One item per cluster, in the items' order, is
-  the per-item procedure with the same draws.
+  the per-item procedure with the same draws (when 2^G > resamples; else its p is the exact one).
 - `permutation_test`: two independent groups (a metric over the seeds of config A and of config B),
   d = mean(a) - mean(b); p = share of the C(n_a + n_b, n_a) splits of the pooled values into groups of
   those sizes with |d_split| >= |d|: exact by enumeration when there are at most `resamples` splits, else

@@ -72,7 +72,8 @@ class DataConfig:
         if self.source == "hub":
             _need(bool(self.name), "name", self.name, "a hub dataset name such as 'roneneldan/TinyStories'")
         if self.source == "files":
-            _need(bool(self.path), "path", self.path, "a glob of local .txt/.md/.json/.jsonl/.parquet files")
+            _need(bool(self.path), "path", self.path, "a glob of local .json/.jsonl/.parquet files")
+            # a glob of text files only (a mixed glob's .txt/.md join the corpus unlabelled: pretraining text)
             _need(Path(self.path).suffix.lower() not in (".txt", ".md"), "path", self.path,
                   ".txt/.md files are whole documents without a label, and the classifier needs one per document: "
                   "use .json/.jsonl/.parquet records with a label column (data.label_field)")

@@ -8,8 +8,9 @@ Validation reports plain cross-entropy, perplexity exp(loss) and, given the toke
 per byte (`TinyLMModule.log_val_loss`).
 
 Gradient accumulation averages the micro-batches' losses, each its own mean (as nanoGPT and Lightning do): exact
-for pretraining windows (every micro-batch has B x T targets); with SFT batches, a micro-batch with fewer
-response tokens weighs each of them more than one large batch would. train/loss is the micro-batches' mean.
+for pretraining windows (every micro-batch has B x T targets) and for loss_average="sample" (equal micro-batches
+of samples, the SFT default); with loss_average="token" on SFT batches, a micro-batch with fewer response tokens
+weighs each of them more than one large batch would. train/loss is the micro-batches' mean.
 """
 
 from tinylm.models import ModelConfig, build_model

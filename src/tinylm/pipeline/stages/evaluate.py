@@ -12,12 +12,13 @@ Prompts longer than the context (minus the tokens to generate) lose their middle
 (`<|user|>\\n{first line}\\n`, `head_length`) nor their end (tinylm.evaluation.generation.fit_prompt);
 training cuts a sample on the right, which leaves the instruction too.
 
-Statistics over the test items (tinylm.evaluation.statistics, seeded with trainer.seed), resampling plays, not
-items: the items of one play (the `doc` column of the SFT and classification sets) share its characters,
-vocabulary and genre, so they are clusters, not independent draws (`clusters`: how many plays each SFT task's
-items and the genre passages come from). Every per-item metric gets a 95% cluster-bootstrap interval
-(`<metric>_ci`; corpus chrF and BLEU too, their per-sentence statistics summed per play); `paired` holds
-paired tests (difference, paired bootstrap interval, approximate-randomization p, both by play) of each
+Statistics over the test items (tinylm.evaluation.statistics, seeded with trainer.seed), resampling documents
+(the `doc` column of the SFT and classification sets: the play an item comes from; an instruction item is its
+own), not items: the items of one play share its characters, vocabulary and genre, so they are clusters, not
+independent draws (`clusters`: how many documents each SFT task's items and the genre passages come from).
+Every per-item metric gets a 95% cluster-bootstrap interval (`<metric>_ci`; corpus chrF and BLEU too, their
+per-sentence statistics summed per document); `paired` holds paired tests (difference, paired bootstrap
+interval, approximate-randomization p, both by document) of each
 decoder against greedy on the task's score and mean log-prob, and against the majority answer on exact match,
 and the genre classifiers against the majority class and the bag-of-words baseline; `degenerate` the share of
 empty, one-token and repetitive outputs (`reference_degenerate`: the references' own).
@@ -247,7 +248,7 @@ def main(argv: list[str]) -> None:
         preds |= {"bow": bow.predict([r["text"] for r in test]), "majority": [majority] * len(test)}
         acc = {k: [int(p == r["labels"]) for p, r in zip(v, test, strict=True)] for k, v in preds.items()}
         plays = [r["doc"] for r in test]
-        metrics["clusters"] = {"genre": len(set(plays)),  # plays: the resampled units
+        metrics["clusters"] = {"genre": len(set(plays)),  # documents: the resampled units
                                **{task: len({r["doc"] for r in rows}) for task, rows in items.items()}}
         metrics["encoder"] = {
             "mlm_acc": mlm_accuracy(models["encoder"], val, cls_id=tok.token_to_id(CLS), sep_id=tok.token_to_id(SEP),
