@@ -159,7 +159,7 @@ def test_mlflow_models_registry_inputs_and_system_metrics(full):
     version = client.get_model_version_by_alias("tinylm-decoder-sft", "champion")
     assert client.get_model_version_by_alias("tinylm-decoder-sft", "candidate").version == version.version
     assert version.source == f"models:/{models['decoder-sft'].model_id}" and version.run_id == sft_run.info.run_id
-    pipeline = client.search_runs([exps["pipeline"].experiment_id])[0]
+    pipeline = client.get_run(sft_run.data.tags["mlflow.parentRunId"])  # test_pipeline_data left other keys' runs
     assert pipeline.data.tags["tinylm.sft_model_version"] == f"tinylm-decoder-sft/{version.version}"
     sft = json.loads((repo / "reports/decoder-sft/metrics.json").read_text())
     assert pipeline.data.metrics["decoder-sft/val_bpb"] == pytest.approx(sft["val_bpb"], abs=1e-4)
