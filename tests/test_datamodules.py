@@ -95,6 +95,37 @@ def test_start_offset_reproduces_the_tail_of_an_uninterrupted_sequence():
     assert len(StepBatchSampler(103, 10, 0, 7, 35)) == 35  # the whole run (Lightning counts restored batches)
 
 
+@pytest.mark.parametrize("accumulate,world", [(1, 1), (3, 1), (2, 2), (3, 3)])
+def test_step_targets_are_the_mean_over_the_steps_micro_batches_on_every_rank(accumulate, world):
+    """Brute force: each yielded batch is the plain sampler's, paired with sum(targets) over every micro-batch of
+    its optimizer step on every rank / (accumulate x world); steps cross epochs (13 batches per epoch)."""
+    n, B, seed, stop = 53, 4, 7, 12 * accumulate
+    targets = np.random.default_rng(0).integers(0, 20, n)
+    plain = {r: batches(n, B, seed, 0, stop, r) for r in range(world)}
+    for r in range(world):
+        got = list(StepBatchSampler(n, B, seed, 0, stop, r, targets=targets, accumulate=accumulate, world=world))
+        for i, batch in enumerate(got):
+            assert [j for j, _ in batch] == plain[r][i]
+            first = i // accumulate * accumulate
+            want = sum(targets[b].sum() for q in range(world) for b in plain[q][first:first + accumulate])
+            assert {m for _, m in batch} == {want / (accumulate * world)}
+    resumed = StepBatchSampler(n, B, seed, 5 * accumulate, stop, world - 1, targets=targets, accumulate=accumulate,
+                               world=world)  # the last rank's, as `got`
+    assert list(resumed) == got[5 * accumulate:]
+
+
+def test_step_datamodule_batches_carry_step_targets():
+    items = [{"input_ids": list(range(2 + i % 5)), "labels": [-100] * (1 + i % 5) + [7]} for i in range(12)]
+    items[3]["labels"] = [-100, 5, 6, 7, 8]  # 4 targets
+    dm = StepDataModule(items, items, batch_size=3, seed=0, max_steps=2, accumulate=2, collate=pad_collate(0),
+                        step_targets=True)
+    b0, b1, b2 = list(dm.train_dataloader())[:3]
+    total = sum(int((b["labels"] != -100).sum()) for b in (b0, b1))
+    assert b0["step_targets"].tolist() == b1["step_targets"].tolist() == [total / 2] * 3
+    assert b2["step_targets"].dtype == torch.float32 and set(b0) == {"input_ids", "attention_mask", "labels",
+                                                                     "step_targets"}
+
+
 def test_batch_larger_than_data_raises():
     with pytest.raises(ValueError, match="larger than the data"):
         StepBatchSampler(5, 8, 0, 0, 1)

@@ -1,5 +1,6 @@
 """LightningModules: each learns a fixed tiny batch; losses, logging, guards (training/*.py)."""
 
+import copy
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from tinylm.models import BertClassifier, classifier_from_pretrained, presets
 from tinylm.training.base import peak_flops, peak_for
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.classification import SequenceClassificationModule
-from tinylm.training.datamodules import pad_collate
+from tinylm.training.datamodules import StepDataModule, pad_collate
 from tinylm.training.masked_lm import MaskedLMModule
 from tinylm.training.optim import lr_at
 from tinylm.training.seq2seq import Seq2SeqModule
@@ -121,6 +122,43 @@ def test_sft_loss_counts_response_positions_only():
     with_prompt = labels.clone()
     with_prompt[0, :4] = ids[0, 1:5]
     assert not torch.isclose(module.training_step({**batch, "labels": with_prompt}, 0), loss)
+
+
+class GradsAtStep(pl.Callback):
+    """The gradients the optimizer is about to apply (Lightning has divided each micro-batch's by accumulate)."""
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self.grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+
+
+def sft_items(kind: str, n: int = 6) -> list[dict]:
+    """n items with 1 to 11 response tokens after prompts of 1 to 3 tokens (decoder) or as targets (seq2seq)."""
+    g, items = torch.Generator().manual_seed(0), []
+    for i in range(n):
+        prompt, response = 1 + i % 3, 1 + 2 * i
+        ids = torch.randint(4, V, (prompt + response,), generator=g).tolist()
+        if kind == "transformer":
+            items.append({"src_ids": ids[:prompt], "tgt_ids": [1, *ids[prompt:-1]], "labels": ids[prompt:]})
+        else:
+            items.append({"input_ids": ids, "labels": [-100] * prompt + ids[1 + prompt:] + [2]})
+    return items
+
+
+@pytest.mark.parametrize("step_targets", [True, False])
+@pytest.mark.parametrize("kind", ["gpt2", "transformer"])
+def test_accumulated_token_mean_is_the_large_batch_mean(kind, step_targets):
+    """loss_average=token over 3 accumulated micro-batches with unequal response tokens: the gradient the
+    optimizer gets (through Lightning) equals one batch of all 6 items' with step_targets, and not without."""
+    module = (Seq2SeqModule if kind == "transformer" else CausalLMModule)(cfg(kind), OPTIM, label_smoothing=0.1)
+    ref = copy.deepcopy(module)
+    items = sft_items(kind)
+    dm = StepDataModule(items, items, batch_size=2, seed=0, max_steps=1, accumulate=3, collate=pad_collate(PAD),
+                        val_batch_size=2, step_targets=step_targets)  # 3 batches per epoch: step 0 has every item
+    seen = GradsAtStep()
+    tiny_trainer(1, [seen], accumulate=3).fit(module, datamodule=dm)
+    ref.training_step(pad_collate(PAD)(items), 0).backward()
+    diff = max((seen.grads[n] - p.grad).abs().max().item() for n, p in ref.named_parameters())
+    assert (diff < 1e-6) == step_targets, diff
 
 
 # ---- masked LM, classification, seq2seq --------------------------------------------------------------------

@@ -54,13 +54,14 @@ def optim_dict(t) -> dict:
     return asdict(OptimConfig.of(t))
 
 
-def datamodule(train, val, tcfg, *, collate=None, batched: bool = False) -> StepDataModule:
+def datamodule(train, val, tcfg, *, collate=None, batched: bool = False, step_targets: bool = False) -> StepDataModule:
     """The stage's data: train batches of tcfg.batch_size drawn by (seed, step), so a resume continues them;
-    `batched`: the datasets yield whole batches (the pretraining windows)."""
+    `batched`: the datasets yield whole batches (the pretraining windows); `step_targets`: batches carry the
+    step's response tokens per micro-batch (StepBatchSampler), for loss_average=token over the whole step."""
     size = None if batched else tcfg.batch_size
     return StepDataModule(train, val, batch_size=size, seed=tcfg.seed, max_steps=tcfg.max_steps,
                           accumulate=tcfg.accumulate_grad_batches, collate=collate, num_workers=tcfg.num_workers,
-                          val_batch_size=size)
+                          val_batch_size=size, step_targets=step_targets)
 
 
 def prepare(tcfg) -> None:

@@ -7,10 +7,12 @@ tokens count (the course's "SFT loss"), averaged per token or per sample (`loss_
 Validation reports plain cross-entropy, perplexity exp(loss) and, given the tokenizer's `token_bytes`, bits
 per byte (`TinyLMModule.log_val_loss`).
 
-Gradient accumulation averages the micro-batches' losses, each its own mean (as nanoGPT and Lightning do): exact
-for pretraining windows (every micro-batch has B x T targets) and for loss_average="sample" (equal micro-batches
-of samples, the SFT default); with loss_average="token" on SFT batches, a micro-batch with fewer response tokens
-weighs each of them more than one large batch would. train/loss is the micro-batches' mean.
+Gradient accumulation (and DDP) averages the micro-batches' losses, as nanoGPT and Lightning do. That is the
+loss of one large batch: for pretraining windows (every micro-batch has B x T targets), for loss_average="sample"
+(equal micro-batches of samples, the SFT default), and for loss_average="token" on SFT batches because each
+micro-batch divides by the step's mean response tokens per micro-batch (`step_targets`, counted by the sampler
+on every rank), not by its own count (Baichuan's max-z term stays each micro-batch's own mean). train/loss is
+the micro-batches' mean.
 """
 
 from tinylm.models import ModelConfig, build_model
@@ -36,14 +38,15 @@ class CausalLMModule(TinyLMModule):
 
     def training_step(self, batch, batch_idx):
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
+        step = batch.get("step_targets")  # SFT: response tokens per micro-batch over the optimizer step
         w, z = self.model.config.z_loss_weight, 0.0
         if w:  # the max-z loss needs the logits
             logits = self.model(ids, mask)
-            loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average)
+            loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average, step)
             z = max_z_loss(logits, w, mask=(labels != -100).float())
             self.log_train("train/z_loss", z)
         else:  # the output layer fused with the loss: no (B, T, V) logits
-            loss = self.model(ids, mask, targets=labels, target_weights=target_weights(labels, self.loss_average),
+            loss = self.model(ids, mask, targets=labels, target_weights=target_weights(labels, self.loss_average, step),
                               label_smoothing=self.label_smoothing)
         self.log_train("train/loss", loss)
         self.count_tokens(ids.numel())

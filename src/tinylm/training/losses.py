@@ -9,9 +9,10 @@ slightly different q, and gradients that differ accordingly; we follow torch so 
 
 SFT loss: labels[t] is the target of logits[t] (already shifted); -100 marks prompt and padding, so only
 response tokens count. average="token": the mean over every response token of the batch (long responses
-weigh more); average="sample": the mean over samples of each sample's mean over its response tokens, so a
-one-token answer (a speaker's name) counts as much as a four-line continuation. For pretraining rows, all
-of one length, the two are equal.
+weigh more; with gradient accumulation or several ranks, of the optimizer step: see target_weights);
+average="sample": the mean over samples of each sample's mean over its response tokens, so a one-token answer
+(a speaker's name) counts as much as a four-line continuation. For pretraining rows, all of one length, the
+two are equal.
 MLM loss: cross-entropy at masked positions only (labels -100 elsewhere).
 Max-z loss (Baichuan 2): z_weight * mean_t(max_c logits_tc ^ 2), which keeps logits from drifting large
 and stabilises training and inference-time sampling.
@@ -36,29 +37,33 @@ def label_smoothed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, sm
                            ignore_index=ignore_index, label_smoothing=smoothing, reduction=reduction)
 
 
-def target_weights(labels: torch.Tensor, average: str = "token") -> torch.Tensor:
+def target_weights(labels: torch.Tensor, average: str = "token",
+                   step_targets: torch.Tensor | None = None) -> torch.Tensor:
     """Per-target weights w (B, T) with sft_loss = sum_t w_t CE_eps(logits_t, labels_t): "token": 1 / the
     number of response tokens; "sample": 1 / (the sample's response tokens x the samples that have any).
+    step_targets (a scalar, or (B,) of one value): the token mode's denominator in place of this batch's count,
+    the mean response tokens per micro-batch over the optimizer step (`StepBatchSampler`): the mean of the
+    micro-batches' losses is then the mean over every response token of the step, as one large batch gives.
     A batch without response tokens gives NaN weights (0 / 0), which training stops on as a non-finite loss:
     checking here would stall the host every step on a GPU."""
     valid = labels != -100
     counts = valid.sum(-1)  # (B,)
     if average == "token":
-        return valid / counts.sum()
+        return valid / (counts.sum() if step_targets is None else step_targets.flatten()[0])
     if average != "sample":
         raise ValueError(f"average must be 'token' or 'sample', got {average!r}")
     return valid / (counts.clamp(min=1) * (counts > 0).sum())[:, None]
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0,
-             average: str = "token") -> torch.Tensor:
+             average: str = "token", step_targets: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over response tokens, averaged per token or per sample (see the module docstring):
     logits (B, T, V), labels (B, T) with -100 elsewhere. GPT.forward(targets=...) computes the same value
     without materialising the logits. A batch with no response tokens is a ValueError (checked on CPU only:
     on a GPU the check would stall the host; the NaN loss it gives stops training there)."""
     if labels.device.type == "cpu" and (labels == -100).all():
         raise ValueError("the SFT loss got a batch with no response tokens (every label is -100): drop such samples")
-    weights = target_weights(labels, average)
+    weights = target_weights(labels, average, step_targets)
     per_token = label_smoothed_cross_entropy(logits, labels, smoothing, reduction="none").view(labels.shape)
     return (per_token * weights).sum()
 

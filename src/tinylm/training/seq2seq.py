@@ -24,7 +24,8 @@ class Seq2SeqModule(TinyLMModule):
         return self.model(batch["src_ids"], batch["tgt_ids"], batch.get("src_mask"), batch.get("tgt_mask"))
 
     def training_step(self, batch, batch_idx):
-        loss = sft_loss(self._logits(batch), batch["labels"], self.label_smoothing, self.loss_average)
+        loss = sft_loss(self._logits(batch), batch["labels"], self.label_smoothing, self.loss_average,
+                        batch.get("step_targets"))  # the step's response tokens per micro-batch, as in CausalLMModule
         self.log_train("train/loss", loss)
         self.count_tokens(batch["src_ids"].numel() + batch["tgt_ids"].numel())
         return self.check_finite(loss)

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     module.model.load_state_dict(pretrained.state_dict())
     keys = ["input_ids", "labels"]
     dm = datamodule(items(sets["train"], keys), items(sets["val"], keys), tcfg,
-                    collate=pad_collate(tok.token_to_id(PAD)))
+                    collate=pad_collate(tok.token_to_id(PAD)), step_targets=tcfg.loss_average == "token")
     params = {"sft": {k: v for k, v in cfg.to_dict()["sft"].items() if k != "train"},
               "model": pretrained.config.to_dict()}
     train(stage="sft", name="decoder-sft", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     module = Seq2SeqModule(mcfg.to_dict(), optim_dict(tcfg), seed=tcfg.seed, label_smoothing=tcfg.label_smoothing,
                            loss_average=tcfg.loss_average, token_bytes=tok.token_bytes)
     dm = datamodule(pairs(sets["train"], bos), pairs(sets["val"], bos), tcfg,
-                    collate=pad_collate(tok.token_to_id(PAD)))
+                    collate=pad_collate(tok.token_to_id(PAD)), step_targets=tcfg.loss_average == "token")
     params = {"seq2seq": cfg.seq2seq.to_dict(), "model": mcfg.to_dict()}
     train(stage="train_seq2seq", name="seq2seq", experiment=cfg.name, module=module, datamodule=dm, tcfg=tcfg,
           params=params, inputs=[TOKENIZER, *sorted((TOKENS / "sft").rglob("*.arrow"))], export_hf=False,
