@@ -76,9 +76,10 @@ class StepBatchSampler(Sampler):
             idx = self.batch_of(i, self.rank).tolist()
             if self.targets is None:
                 yield idx
-            else:
+                continue
+            if i == self.start or i % self.accumulate == 0:  # once per step
                 m = self.step_targets(i // self.accumulate)
-                yield [(j, m) for j in idx]
+            yield [(j, m) for j in idx]
 
     def __len__(self):
         return self.stop
