@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinylm.training.losses import label_smoothed_cross_entropy, max_z_loss, mlm_loss, sft_loss
+from tinylm.training.losses import label_smoothed_cross_entropy, max_z_loss, mlm_loss, sft_loss, target_weights
 
 
 def szegedy(logits, targets, eps, ignore_index=-100):
@@ -109,8 +109,12 @@ def test_max_z_loss():
     logits = torch.randn(2, 3, 7) * 5
     zmax = logits.max(-1).values  # (B, T)
     torch.testing.assert_close(max_z_loss(logits, 2e-4), 2e-4 * (zmax**2).mean())
-    mask = torch.tensor([[1, 1, 0], [0, 1, 0]])
-    expected = 2e-4 * (zmax[0, 0] ** 2 + zmax[0, 1] ** 2 + zmax[1, 1] ** 2) / 3
-    torch.testing.assert_close(max_z_loss(logits, 2e-4, mask), expected)
+    labels = torch.tensor([[4, 5, -100], [-100, 6, -100]])
+    by_token = 2e-4 * (zmax[0, 0] ** 2 + zmax[0, 1] ** 2 + zmax[1, 1] ** 2) / 3
+    torch.testing.assert_close(max_z_loss(logits, 2e-4, target_weights(labels, "token")), by_token)
+    by_sample = 2e-4 * ((zmax[0, 0] ** 2 + zmax[0, 1] ** 2) / 2 + zmax[1, 1] ** 2) / 2
+    torch.testing.assert_close(max_z_loss(logits, 2e-4, target_weights(labels, "sample")), by_sample)
+    step = 2e-4 * (zmax[0, 0] ** 2 + zmax[0, 1] ** 2 + zmax[1, 1] ** 2) / 6  # the step's mean: 6 per micro-batch
+    torch.testing.assert_close(max_z_loss(logits, 2e-4, target_weights(labels, "token", torch.tensor(6.0))), step)
     assert max_z_loss(logits, 2e-4, torch.zeros(2, 3)).item() == 0.0
     assert max_z_loss(logits.bfloat16(), 1.0).dtype == torch.float32

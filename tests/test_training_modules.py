@@ -145,11 +145,13 @@ def sft_items(kind: str, n: int = 6) -> list[dict]:
 
 
 @pytest.mark.parametrize("step_targets", [True, False])
-@pytest.mark.parametrize("kind", ["gpt2", "transformer"])
+@pytest.mark.parametrize("kind", ["gpt2", "baichuan", "transformer"])
 def test_accumulated_token_mean_is_the_large_batch_mean(kind, step_targets):
     """loss_average=token over 3 accumulated micro-batches with unequal response tokens: the gradient the
-    optimizer gets (through Lightning) equals one batch of all 6 items' with step_targets, and not without."""
-    module = (Seq2SeqModule if kind == "transformer" else CausalLMModule)(cfg(kind), OPTIM, label_smoothing=0.1)
+    optimizer gets (through Lightning) equals one batch of all 6 items' with step_targets, and not without.
+    baichuan: the max-z term too (weighted 0.5 here, not 2e-4, so that an inexact one shows)."""
+    model = cfg(kind, z_loss_weight=0.5) if kind == "baichuan" else cfg(kind)
+    module = (Seq2SeqModule if kind == "transformer" else CausalLMModule)(model, OPTIM, label_smoothing=0.1)
     ref = copy.deepcopy(module)
     items = sft_items(kind)
     dm = StepDataModule(items, items, batch_size=2, seed=0, max_steps=1, accumulate=3, collate=pad_collate(PAD),

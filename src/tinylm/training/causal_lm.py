@@ -11,8 +11,8 @@ Gradient accumulation (and DDP) averages the micro-batches' losses, as nanoGPT a
 loss of one large batch: for pretraining windows (every micro-batch has B x T targets), for loss_average="sample"
 (equal micro-batches of samples, the SFT default), and for loss_average="token" on SFT batches because each
 micro-batch divides by the step's mean response tokens per micro-batch (`step_targets`, counted by the sampler
-on every rank), not by its own count (Baichuan's max-z term stays each micro-batch's own mean). train/loss is
-the micro-batches' mean.
+on every rank), not by its own count. Baichuan's max-z term takes the loss's own per-position weights, so it
+is exact in the same cases. train/loss is the micro-batches' mean.
 """
 
 from tinylm.models import ModelConfig, build_model
@@ -40,14 +40,14 @@ class CausalLMModule(TinyLMModule):
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
         step = batch.get("step_targets")  # SFT: response tokens per micro-batch over the optimizer step
         w, z = self.model.config.z_loss_weight, 0.0
+        weights = target_weights(labels, self.loss_average, step)  # (B, T)
         if w:  # the max-z loss needs the logits
             logits = self.model(ids, mask)
             loss = sft_loss(logits, labels, self.label_smoothing, self.loss_average, step)
-            z = max_z_loss(logits, w, mask=(labels != -100).float())
+            z = max_z_loss(logits, w, weights)
             self.log_train("train/z_loss", z)
         else:  # the output layer fused with the loss: no (B, T, V) logits
-            loss = self.model(ids, mask, targets=labels, target_weights=target_weights(labels, self.loss_average, step),
-                              label_smoothing=self.label_smoothing)
+            loss = self.model(ids, mask, targets=labels, target_weights=weights, label_smoothing=self.label_smoothing)
         self.log_train("train/loss", loss)
         self.count_tokens(ids.numel())
         return self.check_finite(loss + z)

@@ -73,9 +73,11 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100)
 
 
-def max_z_loss(logits: torch.Tensor, z_weight: float, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Baichuan 2's max-z loss: z_weight * mean(max_c logits ** 2) over positions (mask: 1 = counted)."""
+def max_z_loss(logits: torch.Tensor, z_weight: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Baichuan 2's max-z loss: z_weight * sum_t w_t max_c(logits_t) ** 2, with the loss's own per-position
+    weights w (B, T) from `target_weights` (so the same average: per token, per sample, or over the optimizer
+    step given step_targets), or the mean over positions when weights is None."""
     z = logits.float().max(dim=-1).values.pow(2)  # (B, T)
-    if mask is not None:
-        return z_weight * (z * mask).sum() / mask.sum().clamp(min=1)
-    return z_weight * z.mean()
+    if weights is None:
+        return z_weight * z.mean()
+    return z_weight * (z * weights).sum()
