@@ -1,6 +1,6 @@
 """tinylm.pipeline.tracking: where the store is (relative URIs taken from the repository root, as for DVC's
-temporary experiment copies) and which pipeline run a stage run nests under (one per invocation key while
-RUNNING; a failed stage fails it; uncommitted changes make another key)."""
+temporary experiment copies) and which pipeline run a stage run nests under (one per invocation key until
+summarized; RUNNING only while a stage runs; a failed stage fails it; uncommitted changes make another key)."""
 
 import subprocess
 from pathlib import Path
@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tinylm.pipeline.tracking import log_pipeline_summary, pipeline_run_id, rooted_uri, stage_run, tracking_uri
+from tinylm.pipeline.tracking import (
+    SUMMARIZED_TAG,
+    log_pipeline_summary,
+    pipeline_run_id,
+    rooted_uri,
+    stage_run,
+    tracking_uri,
+)
 
 
 def test_relative_uris_are_taken_from_the_repository_root(tmp_path, monkeypatch):
@@ -69,14 +76,18 @@ def stage(name: str = "download") -> tuple[str, str]:
         return run.info.run_id, run.data.tags["mlflow.parentRunId"]
 
 
-def test_stages_share_the_running_pipeline_run_until_summarize_ends_it(repo):
+def test_stages_share_the_pipeline_run_until_summarize_ends_it(repo):
     client = MlflowClient(tracking_uri())
     _, parent = stage()
-    _, again = stage("prepare")
-    assert again == parent and client.get_run(parent).info.status == "RUNNING"
+    assert client.get_run(parent).info.status == "FINISHED"  # nothing runs: a partial invocation is not left RUNNING
+    with stage_run("prepare", {"a": 1}) as run:
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        assert client.get_run(parent).info.status == "RUNNING"  # reopened while the stage runs
+    assert client.get_run(parent).info.status == "FINISHED"
     assert client.get_run(parent).data.tags["git_dirty"] == "clean"
     assert log_pipeline_summary({"name": "smoke"}, []) == parent
     assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(parent).data.tags[SUMMARIZED_TAG] == "true"
     _, after = stage()
     assert after != parent and pipeline_run_id() == after
 
@@ -119,4 +130,4 @@ def test_sys_exit_zero_is_a_success(repo):
         raise SystemExit(0)
     parent = run.data.tags["mlflow.parentRunId"]
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
-    assert client.get_run(parent).info.status == "RUNNING" and stage()[1] == parent
+    assert client.get_run(parent).info.status == "FINISHED" and stage()[1] == parent

@@ -10,11 +10,12 @@
 - Pipeline run: one per `dvc repro` / `dvc exp run`, in experiment "pipeline", found while RUNNING or created by
   the tag `tinylm.pipeline_key` = sha256(git commit, `git_dirty`, sha256 of params.yaml, DVC_EXP_NAME). Every
   stage run of that invocation gets it as parent (`mlflow.parentRunId`); the last stage (`summarize`) logs
-  every param and every DVC metrics file to it with `log_pipeline_summary` and ends it, so pipeline runs compare
-  side by side. A stage run that fails (an exception, or sys.exit with an error) ends its pipeline run FAILED
-  too. A stage that finds its key's pipeline run ended (finished or failed) starts a new one. Nothing marks
-  the end of a partial run (`dvc repro -s download`): until summarize or a failure ends it, later invocations
-  with the same key join it.
+  every param and every DVC metrics file to it with `log_pipeline_summary`, tags it `tinylm.summarized` and
+  ends it, so pipeline runs compare side by side. The pipeline run is RUNNING only while a stage runs: a stage
+  that succeeds ends it FINISHED and the next stage of the key reopens it (DVC says nothing of an invocation's
+  end, so a partial one, `dvc repro -s download`, is FINISHED, and a later invocation of the key goes on in
+  it). A stage run that fails (an exception, or sys.exit with an error) ends its pipeline run FAILED too. A
+  stage whose key's newest pipeline run failed or was summarized starts a new one.
 - Stage run (`stage_run`): in the experiment named for the stage kind ("download", "pretrain", ...); tags
   stage, git_commit, git_dirty, dvc_exp_name, model, experiment (the config's name); params flattened ("a.b.c").
 - Pipeline and stage runs carry `tinylm.config_hash`: the hash of params.yaml without its `seed` keys, the
@@ -70,6 +71,7 @@ from tinylm.data.sources import sha256_file
 
 PIPELINE_EXPERIMENT = "pipeline"
 PIPELINE_KEY_TAG = "tinylm.pipeline_key"
+SUMMARIZED_TAG = "tinylm.summarized"
 CONFIG_HASH_TAG = "tinylm.config_hash"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -187,14 +189,18 @@ def _tags(stage: str, model_name: str | None, experiment: str | None) -> dict:
 
 
 def pipeline_run_id(experiment: str | None = None) -> str:
-    """The id of this invocation's pipeline run: the RUNNING one with this `pipeline_key`, else a new one."""
+    """The id of this invocation's pipeline run: the newest with this `pipeline_key`, RUNNING (reopened where a
+    stage ended it FINISHED), unless it failed or was summarized: then a new one."""
     client = MlflowClient(tracking_uri())
     key = pipeline_key()
     exp_id = experiment_id(PIPELINE_EXPERIMENT)
-    found = client.search_runs([exp_id], f"tags.`{PIPELINE_KEY_TAG}` = '{key}' AND attributes.status = 'RUNNING'",
-                               max_results=1, order_by=["attributes.start_time DESC"])
-    if found:
-        return found[0].info.run_id
+    found = client.search_runs([exp_id], f"tags.`{PIPELINE_KEY_TAG}` = '{key}'", max_results=1,
+                               order_by=["attributes.start_time DESC"])
+    if found and found[0].info.status in ("RUNNING", "FINISHED") and SUMMARIZED_TAG not in found[0].data.tags:
+        run_id = found[0].info.run_id
+        if found[0].info.status == "FINISHED":
+            client.update_run(run_id, "RUNNING")
+        return run_id
     name = os.environ.get("DVC_EXP_NAME") or experiment or "pipeline"
     tags = {PIPELINE_KEY_TAG: key, **_tags("pipeline", None, experiment)}
     run = client.create_run(exp_id, run_name=name, tags=tags)
@@ -216,19 +222,23 @@ def stage_run(stage: str, params: Mapping, model_name: str | None = None, run_na
     parent = pipeline_run_id(experiment)
     if system_metrics and not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
-    with mlflow.start_run(experiment_id=experiment_id(stage), run_name=run_name or stage,
-                          parent_run_id=parent, tags=_tags(stage, model_name, experiment),
-                          log_system_metrics=system_metrics) as run:
-        try:
-            mlflow.log_params({k: _param(v) for k, v in flatten(params).items()})
-            mlflow.log_dict(dict(params), "config.json")
-            yield run
-        except BaseException as e:
-            if isinstance(e, SystemExit) and e.code in (0, None):
-                mlflow.end_run()  # a success: start_run's exit would mark the run FAILED
-            else:
-                MlflowClient(tracking_uri()).set_terminated(parent, "FAILED")
-            raise
+    failed = True
+    try:
+        with mlflow.start_run(experiment_id=experiment_id(stage), run_name=run_name or stage,
+                              parent_run_id=parent, tags=_tags(stage, model_name, experiment),
+                              log_system_metrics=system_metrics) as run:
+            try:
+                mlflow.log_params({k: _param(v) for k, v in flatten(params).items()})
+                mlflow.log_dict(dict(params), "config.json")
+                yield run
+            except SystemExit as e:
+                if e.code in (0, None):
+                    mlflow.end_run()  # a success: start_run's exit would mark the run FAILED
+                    failed = False
+                raise
+            failed = False
+    finally:  # FINISHED: until the next stage of this invocation reopens it
+        MlflowClient(tracking_uri()).set_terminated(parent, "FAILED" if failed else "FINISHED")
 
 
 def _param(v) -> str:
@@ -426,5 +436,6 @@ def log_pipeline_summary(params: Mapping, metrics_files: list, experiment: str |
         client.log_batch(run_id, metrics=metrics[i:i + 100], params=params[i:i + 100])
     if short:
         headline_view(experiment_id(PIPELINE_EXPERIMENT), list(short))
+    client.set_tag(run_id, SUMMARIZED_TAG, "true")
     client.set_terminated(run_id)
     return run_id
