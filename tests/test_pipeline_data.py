@@ -89,9 +89,11 @@ def test_mlflow_holds_nested_stage_runs(repo):
     assert tok.data.params["tokenizer.vocab_size"] == "1024" and tok.data.metrics["vocab_size"] == 1024
     assert "tokenizer.json" in {a.path for a in client.list_artifacts(tok.info.run_id)}
 
-    run([sys.executable, "pipelines/summarize.py"], repo, env)  # what the last stage does
-    pipeline = client.get_run(parents.pop())
-    assert pipeline.info.status == "FINISHED"
+    parent = parents.pop()
+    assert client.get_run(parent).info.status == "FINISHED"  # a data-only invocation is not left RUNNING
+    run([sys.executable, "pipelines/summarize.py"], repo, env)  # what the last stage does: in the same run
+    pipeline = client.get_run(parent)
+    assert pipeline.info.status == "FINISHED" and pipeline.data.tags["tinylm.summarized"] == "true"
     assert pipeline.data.params["trainer.max_steps"] == "40" and pipeline.data.params["name"] == "smoke"
     assert pipeline.data.metrics["reports/data/corpus/train.documents"] == 38
 
