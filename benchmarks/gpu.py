@@ -1,32 +1,34 @@
 """Every GPU figure in one run, printed as markdown for BENCHMARKS.md, in this order (most needed first):
 
-  1. env: device, torch, Lightning, transformers, triton
+  1. env: device, torch and CUDA, Lightning, transformers, triton
   2. compile: gradients of the real CausalLMModule training step (fused output layer + loss, bf16 autocast),
      compiled against eager, and 6 AdamW steps' losses (GPT 2 x 256, vocab 50304, B 8, T 256)
-  3. throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), eager and compiled:
+  3. chunks: the fused loss's rows per chunk, GPT-2 124M eager step (the CUDA default, 4096, came from an
+     earlier GPU session's table); before any Triton kernel runs in this process
+  4. throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), compiled then eager:
      nanoGPT's model.py (the named peer, its own fused AdamW), tinylm in a plain loop, tinylm's real path
-     (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`), a profile of the top kernels, tinylm with its
-     own Triton attention (`attention=triton`) against the SDPA row, transformers' GPT2LMHeadModel; ms/step,
+     (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`); a profile of the top kernels; tinylm with its
+     own Triton attention (`attention=triton`) against the SDPA row; transformers' GPT2LMHeadModel; ms/step,
      tokens/s, MFU = tokens/s x (6 N + 12 L T d) / peak, peak memory
-  4. tests: `pytest -m gpu` (attention kernels, the Triton kernel at large shapes)
-  5. attention: attention=triton against SDPA's flash backend at T = 1k..16k, D 64 and 128, causal and not
-     (benchmarks/attention_triton.py); the tiled teaching kernel against SDPA (benchmarks/attention.py)
-  6. pretrain: a short real pretraining (the pretrain stage, `experiment=gpu`, on the plays' tokens made on
+  5. pretrain: a short real pretraining (the pretrain stage, `experiment=gpu`, on the plays' tokens made on
      CPU): val loss and bits per byte over steps
-  7. chunks: the fused loss's rows per chunk, GPT-2 124M eager step (the CUDA default, 4096, came from an
-     earlier GPU session's table)
+  6. tests: `pytest -m gpu` (attention kernels, the Triton kernel at large shapes)
+  7. attention: attention=triton against SDPA's flash backend at T = 1k..16k, D 64 and 128, causal and not
+     (benchmarks/attention_triton.py); the tiled teaching kernel against SDPA (benchmarks/attention.py)
 
     python benchmarks/gpu.py --prepare .gpu       # on CPU, once: params, tokens, tokenizer, nanoGPT -> .gpu/
     PYTHONPATH=src python3 benchmarks/gpu.py --carry .gpu [--out $OUT/gpu.md]   # on the GPU box
 
 Every section is timed and guarded: one that fails prints its error and the run goes on. The lent GPU allows
-600 s per command and the run's length has never been measured: `--budget` (560 s) skips the sections that
-would start later and names them, to rerun with `--sections`; a figure printed before a stop is kept (the
-report is appended line by line). `--dry-run` runs it at tiny shapes on the CPU; tests/test_gpu_path.py does,
-in an environment shaped like the GPU box's, so the GPU run meets no untested code path but CUDA's own.
+600 s per command and the run's length has never been measured: `--budget` (560 s, counted from the process's
+start) skips the sections and throughput rows that would start later and names them, to rerun with
+`--sections`; a figure printed before a stop is kept (the report is appended line by line). `--dry-run` runs
+it at tiny shapes on the CPU; tests/test_gpu_path.py does, in an environment shaped like the GPU box's, so the
+GPU run meets no untested code path but CUDA's own.
 """
 
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -47,7 +49,8 @@ NANOGPT = ROOT.parent / "shared" / "anchors" / "nanogpt" / "model.py"
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
 TINY = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512)
 GPU_TESTS = ("tests/test_attention.py", "tests/test_triton_attention.py")
-ROW_RESERVE_S = 60  # a throughput row (a compile and its timed steps) starts only with this much --budget left
+ROW_RESERVE_S = {True: 120, False: 30, None: 60}  # a throughput row starts only with this much --budget left:
+# compiled (GPT-2 compiles, 40-90 s on an H100, and the Lightning row's validation compiles again), eager, profile
 
 
 class Report:
@@ -90,6 +93,7 @@ def sync(device: str) -> None:
 
 
 def peak_reset(device: str) -> None:
+    gc.collect()  # the previous row's model and optimizer sit in reference cycles: freed here, not in its peak
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -97,6 +101,15 @@ def peak_reset(device: str) -> None:
 
 def peak_gib(device: str) -> str:
     return f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device == "cuda" else "n/a"
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux's /proc; 0 elsewhere): the budget counts the imports too."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 # ------------------------------------------------------------------------------------------------ sections
@@ -109,7 +122,10 @@ def environment(say, a) -> None:
         tv = triton.__version__
     except ImportError:
         tv = "absent"
-    dev = torch.cuda.get_device_name() if a.device == "cuda" else "CPU"
+    dev = "CPU"
+    if a.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        dev = f"{props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
     say(f"device: {dev}; torch {torch.__version__}, pytorch-lightning {pl.__version__}, transformers "
         f"{transformers.__version__}, triton {tv}")
 
@@ -152,6 +168,7 @@ def compiled_vs_eager(say, a) -> None:
     for name, losses in rows.items():
         zero = all(g.abs().sum().item() == 0 for g in grads[name])
         say(f"| {name} | {losses[0]:.4f} | {losses[-1]:.4f} | {diff if name == 'compiled' else 0:.2e} | {zero} |")
+    torch.compiler.reset()  # else the GPT-2 rows would recompile these graphs with dynamic shapes, unlike nanoGPT's
 
 
 def step_fn(kind: str, model, opt, clip: float | None):
@@ -268,27 +285,29 @@ def throughput(say, a) -> None:
               "tinylm GPT, plain loop, attention=triton": plain(lambda: tinylm_plain("triton"))}
     if not nanogpt:
         del timers["nanoGPT model.py"]
-    # the order of need, for a run the budget cuts short: the issue's comparisons (eager, then compiled), the
+    # the order of need, for a run the budget cuts short: the issue's comparisons (compiled, then eager), the
     # profile, the Triton kernel, transformers last (a device fault in the Triton kernel, which has never run
     # compiled on a GPU, would poison every later CUDA call: only transformers' rows come after it)
-    plan = [(label, c) for c in a.compile for label in ("nanoGPT model.py", "tinylm GPT, plain loop", real)]
+    modes = sorted(a.compile, reverse=True)
+    plan = [(label, c) for c in modes for label in ("nanoGPT model.py", "tinylm GPT, plain loop", real)]
     plan += [("profile", None)]
     plan += [(label, c) for label in ("tinylm GPT, plain loop, attention=triton", "transformers GPT2LMHeadModel")
-             for c in a.compile]
+             for c in modes]
     reference = {}
     for label, compiled in plan:
         if label not in timers and label != "profile":  # nanoGPT's model.py not found
             continue
-        if a.deadline - time.perf_counter() < ROW_RESERVE_S:
-            say(f"| {label} | {compiled} | skipped: under {ROW_RESERVE_S} s of --budget left |")
+        if a.deadline - time.perf_counter() < ROW_RESERVE_S[compiled]:
+            say(f"| {label} | {compiled} | skipped: under {ROW_RESERVE_S[compiled]} s of --budget left |")
+            a.partial.add("throughput")
             continue
         torch.manual_seed(0)
         peak_reset(a.device)
-        if label == "profile":
-            profile(say, a, shape, B, T, V, nanogpt)
-            say("\n" + head)  # the rows after the profile's blocks
-            continue
         try:  # a failed row is reported, the others still run (the row's model is freed with its frame)
+            if label == "profile":
+                profile(say, a, shape, B, T, V, nanogpt)
+                say("\n" + head)  # the rows after the profile's blocks
+                continue
             ms = timers[label](compiled)
         except Exception as e:
             say(f"| {label} | {compiled} | {type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]} |")
@@ -431,10 +450,10 @@ def gpu_tests(say, a) -> None:
 def attention(say, a) -> None:
     """Issue 14's table (attention=triton against SDPA's flash backend, B4 H16, D 64 and 128, causal and not,
     T 1k..16k), then the CPU teaching kernels against SDPA on the GPU (causal, B1 H8 D64)."""
-    for script, args in (("attention_triton.py", []),
-                         ("attention.py", ["--device", "cuda", "--causal", "--impls", "naive", "flash128", "sdpa",
-                                           "--seqs", "1024", "4096", "16384", "--budget", "5"])):
-        out = run_script(a, [sys.executable, str(ROOT / "benchmarks" / script), *args], 240, cwd=ROOT,
+    for script, args, cap in (("attention_triton.py", [], 240),
+                              ("attention.py", ["--device", "cuda", "--causal", "--impls", "naive", "flash128",
+                                                "sdpa", "--seqs", "1024", "4096", "16384", "--budget", "5"], 90)):
+        out = run_script(a, [sys.executable, str(ROOT / "benchmarks" / script), *args], cap, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
         say(out.stdout[-8000:])  # rows are printed as they are measured: a stopped script keeps them
         if out.returncode:
@@ -479,18 +498,20 @@ def main() -> None:
     p.add_argument("--carry", type=Path, help="the folder --prepare wrote")
     p.add_argument("--nanogpt", type=Path, help="nanoGPT's model.py (default: <carry>/nanogpt, ../shared/anchors)")
     p.add_argument("--out", type=Path, help="also append the markdown here")
-    p.add_argument("--sections", nargs="+", default=["env", "compile", "throughput", "tests", "attention", "pretrain",
-                                                     "chunks"])
+    p.add_argument("--sections", nargs="+", default=["env", "compile", "chunks", "throughput", "pretrain", "tests",
+                                                     "attention"])
     p.add_argument("--budget", type=float, default=560,
-                   help="seconds for the whole run (the lent GPU allows 600 per command): a section that would start"
-                        " later is skipped and named at the end; subprocesses are stopped when it runs out")
+                   help="seconds for the whole run from the process's start (the lent GPU allows 600 per command): a"
+                        " section or throughput row that would start later is skipped and named at the end;"
+                        " subprocesses are stopped when it runs out")
     p.add_argument("--compile", nargs="+", type=lambda s: s == "on", default=[False, True], metavar="{off,on}",
                    help="throughput rows: eager (off), compiled (on) or both (default)")
     p.add_argument("--pretrain-steps", type=int, default=1500)
     p.add_argument("--pretrain-timeout", type=float, default=300)
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: check the code paths")
     a = p.parse_args()
-    a.deadline = time.perf_counter() + a.budget
+    a.deadline = time.perf_counter() + a.budget - process_age()  # `import torch` takes 10-20 s on a cold box
+    a.partial = set()  # sections some of whose rows the budget skipped
     if a.prepare:
         prepare(a.prepare)
         return
@@ -502,6 +523,7 @@ def main() -> None:
         a.nanogpt = carried if carried and carried.exists() else NANOGPT
     if a.dry_run:
         a.pretrain_steps = 4
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the GPU box has no network: nothing may wait on the hub
     torch.backends.cuda.matmul.allow_tf32 = True
     say = Report(a.out)
     sections = {"env": ("Environment", environment), "compile": ("Compiled vs eager", compiled_vs_eager),
@@ -516,8 +538,10 @@ def main() -> None:
             continue
         title, fn = sections[name]
         section(say, title, fn, a)
-    if skipped:
-        say(f"\n--budget {a.budget:.0f} s spent; not run: rerun with --sections {' '.join(skipped)}")
+    rerun = [n for n in a.sections if n in a.partial] + skipped
+    if rerun:
+        say(f"\n--budget {a.budget:.0f} s spent; not run{' (or in part)' if a.partial else ''}: rerun with --sections "
+            f"{' '.join(rerun)}")
 
 
 if __name__ == "__main__":
