@@ -24,6 +24,10 @@ triton_attention = ta.triton_attention
 if not ta.INTERPRET and not torch.cuda.is_available():
     pytest.skip("tinylm.nn.triton_attention was imported before TRITON_INTERPRET=1 was set, and there is no GPU",
                 allow_module_level=True)
+if ta.INTERPRET and tuple(map(int, ta.triton.__version__.split(".")[:2])) < (3, 7):
+    pytest.skip(f"Triton {ta.triton.__version__}'s interpreter cannot loop over tensor bounds (range(lo, hi) in the "
+                "kernels; the compiled kernels can): pip install 'triton>=3.7' to run these tests on CPU",
+                allow_module_level=True)
 DEV = "cpu" if ta.INTERPRET else "cuda"
 DTYPES = [torch.float32, torch.float16] + ([] if ta.INTERPRET else [torch.bfloat16])
 
@@ -187,6 +191,7 @@ def test_output_layout_merges_heads_without_a_copy():
         (dict(mask=torch.ones(4, 1, 1, 4, dtype=torch.bool)), ValueError, "does not broadcast"),
         (dict(mask=torch.ones(1, 1, 1, 4)), TypeError, "must be bool"),
         (dict(causal="bottom"), ValueError, "causal must be"),
+        (dict(shape=(1, 65536, 1, 16)), ValueError, "at most 65535"),
     ],
 )
 def test_rejects_what_it_does_not_support(kwargs, error, match):
@@ -235,6 +240,7 @@ def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_til
     equal the fixed-tile kernels'."""
     import triton
 
+    old_autotuner = tuple(map(int, triton.__version__.split(".")[:2])) < (3, 8)
     tried = []
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (tried.append(1), fn(), [1.0] * 3)[2])
     fixed = ta._KERNELS
@@ -242,11 +248,12 @@ def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_til
     CONFIGS = ta.CONFIGS
     n = {name: len(c) for name, c in CONFIGS.items()}
     for dtype, per_step in ((torch.float16, n["fwd"] + n["dq"] + n["dkdv"]), (torch.float32, 0)):
+        # fp32: one config left per kernel, nothing to time (Triton 3.7 times even a lone config: once each)
         q, k, v = inputs(1, 2, 1, 40, 40, 16, dtype)
         g = torch.randn_like(q)
         got = triton_attention(q, k, v, causal="bottom_right")
         grads = torch.autograd.grad(got, (q, k, v), g)
-        assert len(tried) == per_step, dtype  # fp32: one config left, nothing to time
+        assert len(tried) == per_step or (dtype == torch.float32 and len(tried) == 3 and old_autotuner), dtype
         if dtype == torch.float32:
             assert all(kernel.best_config.kwargs == dict(BLOCK_M=CONFIGS[name][-1][0], BLOCK_N=CONFIGS[name][-1][1])
                        for name, (kernel, _) in ta._KERNELS.items())

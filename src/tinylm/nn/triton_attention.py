@@ -39,6 +39,7 @@ Importing this module imports Triton. With TRITON_INTERPRET=1 (set before the im
 Triton's CPU interpreter, on CPU tensors, with small fixed tiles; on a GPU the tile sizes are autotuned.
 """
 
+import contextlib
 import math
 
 import torch
@@ -75,7 +76,8 @@ def _hide(s, qi, kj, M, smq, smk, Tq, Tk, offset,
     if MASK_KIND == 1:  # one mask value per key, shared by every query row
         s = tl.where(tl.load(M + kj * smk, mask=kj < Tk, other=0) != 0, s, float("-inf"))
     if MASK_KIND == 2:
-        s = tl.where(tl.load(M + qi * smq + kj * smk, mask=(qi < Tq) & (kj < Tk), other=0) != 0, s, float("-inf"))
+        at = qi.to(tl.int64) * smq + kj * smk  # a (Tq, Tk) mask may hold 2^31 elements or more
+        s = tl.where(tl.load(M + at, mask=(qi < Tq) & (kj < Tk), other=0) != 0, s, float("-inf"))
     return s
 
 
@@ -284,9 +286,11 @@ INTERPRET = isinstance(_fwd_kernel, InterpretedFunction)  # TRITON_INTERPRET=1 w
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel, the smallest tile last (the only one fp32 gets)
-CONFIGS = {"fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)],
+# (compiled for sm_90 on CPU: all fit shared memory but fwd (128, 128, 8, 3) at D 128 with a full mask, which
+# the autotuner skips; (128, 128, 8, 2) fits it; dkdv at D 128 spills registers but in the small tiles)
+CONFIGS = {"fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
            "dq": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-           "dkdv": [(32, 128, 8, 3), (64, 64, 8, 3), (32, 64, 4, 2), (16, 64, 8, 3)]}
+           "dkdv": [(32, 128, 8, 3), (64, 64, 8, 3), (32, 64, 4, 2), (32, 64, 8, 3), (16, 64, 8, 3)]}
 
 
 def _fp32_smallest(configs, nargs, **_):
@@ -315,6 +319,11 @@ if INTERPRET:  # small fixed tiles, BLOCK_M != BLOCK_N so that the tests see til
                 "dkdv": (_dkdv_kernel, dict(BLOCK_M=16, BLOCK_N=32))}
 else:
     _KERNELS = _tuned_kernels()
+
+
+def _device(t: torch.Tensor):
+    """Triton launches on the current CUDA device: make it t's (nothing to do for the interpreter's CPU tensors)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _launch(name, rows, bh, *args, **kw):
@@ -354,8 +363,9 @@ def _attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     lse = torch.empty(B, H, Tq, dtype=torch.float32, device=q.device)
     m, ms, sizes, sm_scale, consts = _common(q, k, mask, align)
     if out.numel():
-        _launch("fwd", Tq, B * H, q, k, v, m, out, lse, *_bht(q), *_bht(k), *_bht(v), *ms,
-                *_bht(out), *sizes, sm_scale * LOG2E.value, **consts)
+        with _device(q):
+            _launch("fwd", Tq, B * H, q, k, v, m, out, lse, *_bht(q), *_bht(k), *_bht(v), *ms,
+                    *_bht(out), *sizes, sm_scale * LOG2E.value, **consts)
     return out, lse
 
 
@@ -375,14 +385,15 @@ def _attention_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
     dq, dk, dv = q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
     delta = torch.empty_like(lse)  # D_i = dO_i . O_i, (B, H, Tq)
     m, ms, sizes, sm_scale, consts = _common(q, k, mask, align)
-    if dq.numel():
-        _delta_kernel[(triton.cdiv(Tq, 64), B * H)](out, dout, delta, *_bht(out), *_bht(dout), H, Tq,
-                                                     HEAD_DIM=D, BLOCK_M=64)
-        _launch("dq", Tq, B * H, q, k, v, m, dout, lse, delta, dq, *_bht(q), *_bht(k), *_bht(v),
-                *ms, *_bht(dout), *sizes, sm_scale * LOG2E.value, sm_scale, **consts)
-    if dk.numel():
-        _launch("dkdv", k.size(2), B * k.size(1), q, k, v, m, dout, lse, delta, dk, dv,
-                *_bht(q), *_bht(k), *_bht(v), *ms, *_bht(dout), *sizes, sm_scale * LOG2E.value, sm_scale, **consts)
+    with _device(q):
+        if dq.numel():
+            _delta_kernel[(triton.cdiv(Tq, 64), B * H)](out, dout, delta, *_bht(out), *_bht(dout), H, Tq,
+                                                         HEAD_DIM=D, BLOCK_M=64)
+            _launch("dq", Tq, B * H, q, k, v, m, dout, lse, delta, dq, *_bht(q), *_bht(k), *_bht(v),
+                    *ms, *_bht(dout), *sizes, sm_scale * LOG2E.value, sm_scale, **consts)
+        if dk.numel():
+            _launch("dkdv", k.size(2), B * k.size(1), q, k, v, m, dout, lse, delta, dk, dv,
+                    *_bht(q), *_bht(k), *_bht(v), *ms, *_bht(dout), *sizes, sm_scale * LOG2E.value, sm_scale, **consts)
     return dq, dk, dv
 
 
@@ -432,6 +443,9 @@ def triton_attention(
     if k.shape != v.shape or k.size(0) != B or k.size(-1) != D or k.size(1) < 1 or H % k.size(1):
         raise ValueError(f"shapes do not match: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} (want "
                          "q (B, H, Tq, D), k and v (B, Hkv, Tk, D) with H % Hkv == 0)")
+    if B * H > 65535:  # the kernels' grid axis 1
+        raise ValueError(f"triton_attention launches one program column per batch x head, at most 65535 (CUDA's "
+                         f"grid limit), got {B} x {H}: split the batch")
     if D not in HEAD_DIMS:
         raise ValueError(f"triton_attention supports head dims {HEAD_DIMS}, got {D}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
