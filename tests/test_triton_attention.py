@@ -7,6 +7,7 @@ arithmetic (its tl.dot multiplies the uint16 storage; triton-lang/triton#11584).
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -273,6 +274,29 @@ def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_til
 def test_config_rejects_alibi_with_triton():
     with pytest.raises(ValueError, match="triton kernel does not take"):
         presets("gpt2", position="alibi", attention="triton")
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_an_h100_without_one():
+    """Triton's real compiler (not the interpreter) lowers every autotuner config of every kernel to an sm_90
+    cubin, at the largest tiles (bf16, D 128, full mask, causal and not), and each kernel has a config that fits
+    shared memory (benchmarks/triton_compile.py; the full sweep there)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks/triton_compile.py"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, str(script), "--dtypes", "bfloat16", "--dims", "128", "--masks", "full"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "0 failed; kernels with no config that fits: none" in out.stdout
+    n = {name: len(c) for name, c in ta.CONFIGS.items()}
+    for variant in ("bfloat16 D128 full mask=full", "bfloat16 D128 causal mask=full"):
+        for name in ("fwd", "dq", "dkdv"):
+            got = re.findall(rf"\| {variant} \| {name} \d+x\d+ w\d s\d \| [\d,]+", out.stdout)
+            assert len(got) == n[name], (variant, name, out.stdout)
 
 
 # ---------------------------------------------------------------------------------------------- GPU
