@@ -7,8 +7,8 @@
   the copy.
   Pass `tracking_uri()` explicitly everywhere (Lightning's MLFlowLogger defaults to a file store, which
   MLflow 3 refuses). Telemetry is off unless MLFLOW_DISABLE_TELEMETRY is set otherwise (tinylm/pipeline/__init__.py).
-- Pipeline run: one per `dvc repro` / `dvc exp run`, in experiment "pipeline", found while RUNNING or created by
-  the tag `tinylm.pipeline_key` = sha256(git commit, `git_dirty`, sha256 of params.yaml, DVC_EXP_NAME). Every
+- Pipeline run: one per `dvc repro` / `dvc exp run`, in experiment "pipeline", found (or created) by the tag
+  `tinylm.pipeline_key` = sha256(git commit, `git_dirty`, sha256 of params.yaml, DVC_EXP_NAME). Every
   stage run of that invocation gets it as parent (`mlflow.parentRunId`); the last stage (`summarize`) logs
   every param and every DVC metrics file to it with `log_pipeline_summary`, tags it `tinylm.summarized` and
   ends it, so pipeline runs compare side by side. The pipeline run is RUNNING only while a stage runs: a stage
