@@ -25,7 +25,8 @@ triton_attention = ta.triton_attention
 if not ta.INTERPRET and not torch.cuda.is_available():
     pytest.skip("tinylm.nn.triton_attention was imported before TRITON_INTERPRET=1 was set, and there is no GPU",
                 allow_module_level=True)
-if ta.INTERPRET and tuple(map(int, ta.triton.__version__.split(".")[:2])) < (3, 7):
+TRITON = tuple(map(int, ta.triton.__version__.split(".")[:2]))  # (major, minor)
+if ta.INTERPRET and TRITON < (3, 7):
     pytest.skip(f"Triton {ta.triton.__version__}'s interpreter cannot loop over tensor bounds (range(lo, hi) in the "
                 "kernels; the compiled kernels can): pip install 'triton>=3.7' to run these tests on CPU",
                 allow_module_level=True)
@@ -241,7 +242,7 @@ def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_til
     equal the fixed-tile kernels'."""
     import triton
 
-    old_autotuner = tuple(map(int, triton.__version__.split(".")[:2])) < (3, 8)
+    old_autotuner = TRITON < (3, 8)
     tried = []
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (tried.append(1), fn(), [1.0] * 3)[2])
     fixed = ta._KERNELS
