@@ -25,8 +25,7 @@ triton_attention = ta.triton_attention
 if not ta.INTERPRET and not torch.cuda.is_available():
     pytest.skip("tinylm.nn.triton_attention was imported before TRITON_INTERPRET=1 was set, and there is no GPU",
                 allow_module_level=True)
-TRITON = tuple(map(int, ta.triton.__version__.split(".")[:2]))  # (major, minor)
-if ta.INTERPRET and TRITON < (3, 7):
+if ta.INTERPRET and not ta.INTERPRETER_RUNS:
     pytest.skip(f"Triton {ta.triton.__version__}'s interpreter cannot loop over tensor bounds (range(lo, hi) in the "
                 "kernels; the compiled kernels can): pip install 'triton>=3.7' to run these tests on CPU",
                 allow_module_level=True)
@@ -209,6 +208,13 @@ def test_rejects_what_it_does_not_support(kwargs, error, match):
 # ---------------------------------------------------------------------------------------------- in the model
 
 
+
+@pytest.mark.skipif(not ta.INTERPRET, reason="the compiled kernels need no interpreter")
+def test_an_interpreter_too_old_for_the_kernels_says_so(monkeypatch):
+    monkeypatch.setattr(ta, "INTERPRETER_RUNS", False)
+    with pytest.raises(RuntimeError, match=r"interpreter cannot run these kernels .* pip install 'triton>=3.7'"):
+        triton_attention(*inputs(1, 1, 1, 4, 4, 16))
+
 def test_gpt_with_triton_attention_matches_sdpa():
     """attention='triton' in a GPT (GQA + RoPE, left padding): logits and gradients agree with SDPA, and the
     KV-cache decoding path (bottom-right causal, one-query steps) gives the full forward's logits."""
@@ -242,7 +248,7 @@ def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_til
     equal the fixed-tile kernels'."""
     import triton
 
-    old_autotuner = TRITON < (3, 8)
+    old_autotuner = ta.TRITON < (3, 8)
     tried = []
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **kw: (tried.append(1), fn(), [1.0] * 3)[2])
     fixed = ta._KERNELS

@@ -283,6 +283,8 @@ def _dq_kernel(Q, K, V, M, DO, LSE, DELTA, DQ,
 # ---------------------------------------------------------------------------------------------- launching
 
 INTERPRET = isinstance(_fwd_kernel, InterpretedFunction)  # TRITON_INTERPRET=1 was set before the import
+TRITON = tuple(map(int, triton.__version__.split(".")[:2]))  # (major, minor)
+INTERPRETER_RUNS = TRITON >= (3, 7)  # older interpreters cannot loop over tensor bounds (range(lo, hi))
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel, the smallest tile last (the only one fp32 gets)
@@ -454,6 +456,9 @@ def triton_attention(
     if not (q.device == k.device == v.device) or (q.device.type != "cuda" and not INTERPRET):
         raise ValueError(f"triton_attention needs q, k, v on one CUDA device (CPU tensors only under "
                          f"TRITON_INTERPRET=1, set before importing Triton), got {q.device}, {k.device}, {v.device}")
+    if INTERPRET and not INTERPRETER_RUNS:
+        raise RuntimeError(f"Triton {triton.__version__}'s interpreter cannot run these kernels (they loop over "
+                           "tensor bounds, range(lo, hi)): pip install 'triton>=3.7', or run them on a CUDA GPU")
     if mask is not None:
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be bool (True = attend), got {mask.dtype}")
