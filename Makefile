@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-fast lint ui clean
+.PHONY: setup run test test-fast test-torch lint ui clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,16 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+# The suite under another torch release, in its own venv (a CUDA build from PyPI, several GB; it runs on the CPU):
+# the floor pyproject.toml declares, or a GPU machine's, e.g. `make test-torch TORCH=2.11.0 ARGS=tests/test_gpu_path.py`
+TORCH ?= 2.7.0
+ARGS ?=
+test-torch:
+	test -x .venv-torch$(TORCH)/bin/python || $(PYTHON) -m venv .venv-torch$(TORCH)
+	.venv-torch$(TORCH)/bin/python -m pip install -q torch==$(TORCH) -e '.[dev]'
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PATH=$(abspath .venv-torch$(TORCH))/bin:$$PATH \
+		.venv-torch$(TORCH)/bin/python -m pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests pipelines benchmarks
