@@ -158,6 +158,8 @@ def test_gpu_script_prepares_on_cpu_and_runs_on_the_gpu_box(smoke_repo, gpu_box,
     import os
     import subprocess
 
+    from tinylm.nn import triton_attention as ta
+
     _, env = smoke_repo
     venv_bin = str(Path(sys.executable).parent)
     path = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
@@ -172,8 +174,6 @@ def test_gpu_script_prepares_on_cpu_and_runs_on_the_gpu_box(smoke_repo, gpu_box,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     report = out_md.read_text()
-    from tinylm.nn import triton_attention as ta
-
     if not ta.INTERPRETER_RUNS:  # the triton row says why it cannot run here (the GPU box compiles the kernels)
         assert "attention=triton | False | RuntimeError: Triton" in report, report
         report = "\n".join(line for line in report.splitlines() if "attention=triton" not in line)

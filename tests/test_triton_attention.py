@@ -205,15 +205,15 @@ def test_rejects_what_it_does_not_support(kwargs, error, match):
         triton_attention(q, kv, kv, mask=kwargs.get("mask"), causal=kwargs.get("causal", False))
 
 
-# ---------------------------------------------------------------------------------------------- in the model
-
-
-
 @pytest.mark.skipif(not ta.INTERPRET, reason="the compiled kernels need no interpreter")
 def test_an_interpreter_too_old_for_the_kernels_says_so(monkeypatch):
     monkeypatch.setattr(ta, "INTERPRETER_RUNS", False)
     with pytest.raises(RuntimeError, match=r"interpreter cannot run these kernels .* pip install 'triton>=3.7'"):
         triton_attention(*inputs(1, 1, 1, 4, 4, 16))
+
+
+# ---------------------------------------------------------------------------------------------- in the model
+
 
 def test_gpt_with_triton_attention_matches_sdpa():
     """attention='triton' in a GPT (GQA + RoPE, left padding): logits and gradients agree with SDPA, and the
