@@ -4,7 +4,7 @@
   2. compile: gradients of the real CausalLMModule training step (fused output layer + loss, bf16 autocast),
      compiled against eager, and 6 AdamW steps' losses (GPT 2 x 256, vocab 50304, B 8, T 256)
   3. chunks: the fused loss's rows per chunk, GPT-2 124M eager step (the CUDA default, 4096, came from an
-     earlier GPU session's table); before any Triton kernel runs in this process
+     earlier GPU session's table); before our own Triton attention kernel runs in this process
   4. throughput at GPT-2 124M shapes (12 x 768, vocab 50304, B 16, T 1024, bf16), compiled then eager:
      nanoGPT's model.py (the named peer, its own fused AdamW), tinylm in a plain loop, tinylm's real path
      (CausalLMModule + `tinylm.training.fit` with `trainer=gpu`); a profile of the top kernels; tinylm with its
@@ -78,11 +78,14 @@ def section(say, title: str, fn, *args) -> None:
 
 def run_script(a, cmd: list[str], cap: float, **kw) -> subprocess.CompletedProcess:
     """Run cmd for at most `cap` seconds or what is left of --budget; on timeout, what it printed so far (a
-    timed-out section still reports its finished rows) and a last line saying so."""
+    timed-out section still reports its finished rows) and a last line saying so, and the rerun hint names it.
+    This process's cached GPU memory is handed back first: the subprocess gets the whole card."""
+    peak_reset(a.device)
     limit = max(1.0, min(cap, a.deadline - time.perf_counter()))
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=limit, **kw)
     except subprocess.TimeoutExpired as e:
+        a.partial.add(a.current)
         text = [x.decode() if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr)]
         return subprocess.CompletedProcess(cmd, -9, text[0], text[1] + f"\nstopped after {limit:.0f} s")
 
@@ -180,7 +183,7 @@ def step_fn(kind: str, model, opt, clip: float | None):
             if kind == "nanogpt":
                 loss = model(x, y)[1]
             elif kind == "hf":
-                logits = model(input_ids=x).logits
+                logits = model(input_ids=x, use_cache=False).logits  # training: no inference cache
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
             else:
                 loss = model(x, targets=y)
@@ -284,6 +287,7 @@ def throughput(say, a) -> None:
               "transformers GPT2LMHeadModel": plain(hf),
               "tinylm GPT, plain loop, attention=triton": plain(lambda: tinylm_plain("triton"))}
     if not nanogpt:
+        say(f"nanoGPT's model.py not found at {a.nanogpt} (run --prepare, or pass --nanogpt): no peer rows\n")
         del timers["nanoGPT model.py"]
     # the order of need, for a run the budget cuts short: the issue's comparisons (compiled, then eager), the
     # profile, the Triton kernel, transformers last (a device fault in the Triton kernel, which has never run
@@ -301,9 +305,9 @@ def throughput(say, a) -> None:
             say(f"| {label} | {compiled} | skipped: under {ROW_RESERVE_S[compiled]} s of --budget left |")
             a.partial.add("throughput")
             continue
-        torch.manual_seed(0)
-        peak_reset(a.device)
         try:  # a failed row is reported, the others still run (the row's model is freed with its frame)
+            torch.manual_seed(0)
+            peak_reset(a.device)  # inside: after a device fault it raises too, and is reported as the row's
             if label == "profile":
                 profile(say, a, shape, B, T, V, nanogpt)
                 say("\n" + head)  # the rows after the profile's blocks
@@ -511,7 +515,8 @@ def main() -> None:
     p.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU: check the code paths")
     a = p.parse_args()
     a.deadline = time.perf_counter() + a.budget - process_age()  # `import torch` takes 10-20 s on a cold box
-    a.partial = set()  # sections some of whose rows the budget skipped
+    a.partial = set()  # sections the budget cut short: rows skipped, a subprocess stopped
+    a.current = None  # the section running
     if a.prepare:
         prepare(a.prepare)
         return
@@ -537,6 +542,7 @@ def main() -> None:
             skipped.append(name)
             continue
         title, fn = sections[name]
+        a.current = name
         section(say, title, fn, a)
     rerun = [n for n in a.sections if n in a.partial] + skipped
     if rerun:

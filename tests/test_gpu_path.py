@@ -272,9 +272,10 @@ def test_gpu_script_keeps_to_its_budget(tmp_path):
     import time
 
     gpu = runpy.run_path(str(ROOT / "benchmarks/gpu.py"))
-    a = SimpleNamespace(deadline=time.perf_counter() + 1)
+    a = SimpleNamespace(deadline=time.perf_counter() + 1, device="cpu", partial=set(), current="tests")
     out = gpu["run_script"](a, [sys.executable, "-c", "print('row 1', flush=True); import time; time.sleep(60)"], 240)
     assert out.returncode == -9 and out.stdout == "row 1\n" and out.stderr.endswith("stopped after 1 s")
+    assert a.partial == {"tests"}  # named in the rerun hint
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu.py"), "--dry-run", "--budget", "0",
                           "--sections", "env", "tests"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
