@@ -8,9 +8,9 @@ dtype the GPU rejects, shared memory over the limit, register spills.
 
 A stand-in driver tells Triton the target is CUDA sm_<arch>; the real host wrappers (`_attention_fwd`,
 `_attention_bwd`) build every kernel's arguments, and each launch is replaced by `JITFunction.warmup` (compile,
-no launch) once per config in CONFIGS. Registers and spills come from `ptxas -v` on the PTX, with the ptxas
-that Triton ships. Exit status 1 if a kernel fails to compile or no config of a kernel fits shared memory
-(the autotuner skips a config that does not fit, at its first launch). Run without TRITON_INTERPRET set.
+no launch) once per config the autotuner would try (`tiles`). Registers and spills come from `ptxas -v` on the
+PTX, with the ptxas that Triton ships. Exit status 1 if a kernel fails to compile or no config of a kernel fits
+shared memory (the autotuner skips a config that does not fit, at its first launch). Run without TRITON_INTERPRET set.
 """
 
 import argparse
@@ -104,8 +104,7 @@ def main() -> int:
     variant = ""
 
     def launch(name, _rows, _bh, *args, **kw):  # what _launch would autotune over
-        configs = ta.CONFIGS[name][-1:] if args[0].dtype == torch.float32 else ta.CONFIGS[name]
-        compile_all(name, kernels[name], configs, args, kw, variant)
+        compile_all(name, kernels[name], ta.tiles(name, args[0].dtype), args, kw, variant)
 
     class Delta:  # _delta_kernel[grid](...): one fixed config
         def __getitem__(self, _grid):

@@ -215,9 +215,13 @@ def test_an_interpreter_too_old_for_the_kernels_says_so(monkeypatch):
 # ---------------------------------------------------------------------------------------------- in the model
 
 
-def test_gpt_with_triton_attention_matches_sdpa():
+def test_gpt_with_triton_attention_matches_sdpa(monkeypatch):
     """attention='triton' in a GPT (GQA + RoPE, left padding): logits and gradients agree with SDPA, and the
-    KV-cache decoding path (bottom-right causal, one-query steps) gives the full forward's logits."""
+    KV-cache decoding path (bottom-right causal, one-query steps) gives the full forward's logits. The kernel
+    gets the 2 key/value heads themselves, not copies for each of the 4 query heads."""
+    kv_heads = []
+    monkeypatch.setattr(ta, "triton_attention", lambda q, k, v, **kw: kv_heads.append(k.size(1)) or
+                        triton_attention(q, k, v, **kw))
     cfg = dict(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=64)
     models = {}
     for kernel in ("sdpa", "triton"):
@@ -238,10 +242,11 @@ def test_gpt_with_triton_attention_matches_sdpa():
         cache = m.new_cache()
         steps = [m(x[:, :6], cache=cache)] + [m(x[:, t:t + 1], cache=cache) for t in range(6, 11)]
         torch.testing.assert_close(torch.cat(steps, 1), m(x), rtol=1e-4, atol=1e-4)
+    assert len(kv_heads) == 2 * 8 and set(kv_heads) == {2}  # 2 layers x (2 forwards + 6 cached steps)
 
 
 @pytest.mark.skipif(not ta.INTERPRET, reason="the GPU runs the autotuned kernels in every test")
-def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_tile(monkeypatch):
+def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_its_one_tile(monkeypatch):
     """The GPU's autotuned launch (CONFIGS, the length-bucket key, the fp32 pruning), run by the interpreter:
     do_bench, which times with CUDA events, is replaced by a call of the config that counts it. Every config is
     tried once per key; a new length in the same power-of-2 bucket (a KV-cache decode step) tries none; results
@@ -263,8 +268,9 @@ def test_autotuned_kernels_tune_per_length_bucket_and_give_fp32_the_smallest_til
         grads = torch.autograd.grad(got, (q, k, v), g)
         assert len(tried) == per_step or (dtype == torch.float32 and len(tried) == 3 and old_autotuner), dtype
         if dtype == torch.float32:
-            assert all(kernel.best_config.kwargs == dict(BLOCK_M=CONFIGS[name][-1][0], BLOCK_N=CONFIGS[name][-1][1])
-                       for name, (kernel, _) in ta._KERNELS.items())
+            best = {name: kernel.best_config for name, (kernel, _) in ta._KERNELS.items()}
+            assert {name: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                    for name, c in best.items()} == ta.FP32_TILE
         tried.clear()
         q2, k2, v2 = (t[:, :, :33].detach().requires_grad_() for t in (q, k, v))  # 33..64: the same bucket
         torch.autograd.grad(triton_attention(q2, k2, v2, causal="bottom_right"), (q2, k2, v2), g[:, :, :33])

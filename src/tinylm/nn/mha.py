@@ -114,13 +114,13 @@ class MultiHeadAttention(nn.Module):
             q, k = rope(q, positions), rope(k, positions)
         if cache is not None and not self.cross:
             k, v = cache.update(layer, k, v)
-        if self.n_kv_head != self.n_head:
-            rep = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         mask = padding_mask(key_mask) if key_mask is not None else None
         if cache is not None and cache.group and not self.cross:  # beam search: an input's K beams are the
             q = q.reshape(-1, cache.group, self.n_head, self.head_dim).transpose(1, 2)  # K queries of one sequence
             mask, attn_bias = None, cache.beam_bias(attn_bias, k.size(2))  # (G, nh, K, hs), additive mask
+        if self.n_kv_head != self.n_head and (self.kernel != "triton" or attn_bias is not None):
+            rep = self.n_head // self.n_kv_head  # the Triton kernel maps query heads to their key/value head itself
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)  # (B, nh, Tk, hs)
         align = "bottom_right" if causal and T > 1 else False  # one new query sees every key: no causal mask
         p = self.dropout if self.training else 0.0
         if attn_bias is not None:

@@ -287,32 +287,40 @@ TRITON = tuple(map(int, triton.__version__.split(".")[:2]))  # (major, minor)
 INTERPRETER_RUNS = TRITON >= (3, 7)  # older interpreters cannot loop over tensor bounds (range(lo, hi))
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel, the smallest tile last (the only one fp32 gets)
-# (compiled for sm_90 on CPU: all fit shared memory but fwd (128, 128, 8, 3) at D 128 with a full mask, which
-# the autotuner skips; (128, 128, 8, 2) fits it; dkdv at D 128 spills registers but in the small tiles)
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel for fp16 / bf16 (compiled for sm_90 on CPU: all fit
+# shared memory but fwd (128, 128, 8, 3) at D 128 with a full mask, which the autotuner skips; (128, 128, 8, 2)
+# fits it; dkdv at D 128 spills registers but in the small tiles)
 CONFIGS = {"fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
            "dq": [(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
            "dkdv": [(32, 128, 8, 3), (64, 64, 8, 3), (32, 64, 4, 2), (32, 64, 8, 3), (16, 64, 8, 3)]}
+# fp32 multiplies without tensor cores (IEEE, not tf32): one small tile per kernel, nothing to tune, since big
+# tiles spill registers (fwd and dq 64 x 64 with 4 warps: 57 KB at D 128) and take seconds each to compile;
+# these spill at most 40 bytes at D 64 and 128 (Triton 3.6 and 3.9, sm_90; benchmarks/triton_compile.py)
+FP32_TILE = {"fwd": (32, 64, 8, 2), "dq": (32, 64, 8, 2), "dkdv": (16, 64, 8, 3)}
 
 
-def _fp32_smallest(configs, nargs, **_):
-    """fp32 multiplies without tensor cores: big tiles spill registers (or overflow shared memory) and take
-    seconds each to compile, so fp32 (the tests' dtype) gets the smallest tile alone."""
-    return configs[-1:] if nargs["Q"].dtype == torch.float32 else configs
+def tiles(name: str, dtype: torch.dtype) -> list[tuple[int, int, int, int]]:
+    """The (BLOCK_M, BLOCK_N, num_warps, num_stages) configs the autotuner tries for kernel `name` on `dtype`."""
+    return [FP32_TILE[name]] if dtype == torch.float32 else CONFIGS[name]
 
 
-def _tuned(kernel, configs):
-    """The kernel autotuned over CONFIGS, once per length bucket, dtype and mode."""
+def _tuned(kernel, name: str):
+    """The kernel autotuned over its tiles for the inputs' dtype, once per length bucket, dtype and mode."""
+    def tile(c):
+        return c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+
     return triton.autotune(
-        [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s) for bm, bn, w, s in configs],
+        [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
+         for bm, bn, w, s in dict.fromkeys([*CONFIGS[name], FP32_TILE[name]])],
         key=["TUNE_TQ", "TUNE_TK", "GROUP", "HEAD_DIM", "CAUSAL", "MASK_KIND"],
-        prune_configs_by={"early_config_prune": _fp32_smallest},
+        prune_configs_by={"early_config_prune": lambda configs, nargs, **_: [
+            c for c in configs if tile(c) in tiles(name, nargs["Q"].dtype)]},
         do_bench=lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
     )(kernel)
 
 
 def _tuned_kernels() -> dict:
-    return {name: (_tuned(kernel, CONFIGS[name]), {})
+    return {name: (_tuned(kernel, name), {})
             for name, kernel in (("fwd", _fwd_kernel), ("dq", _dq_kernel), ("dkdv", _dkdv_kernel))}
 
 
