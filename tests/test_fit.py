@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tinylm.training.fit import resolve_precision, resume_path
+from tinylm.training.fit import check_accelerator, fit, resolve_precision, resume_path
 from tinylm.training.history import MetricHistory
 from tinylm.training.optim import lr_at
 
@@ -266,6 +266,35 @@ def test_resolve_precision_picks_bf16_only_where_the_hardware_computes_in_it(mon
                                                                                     "the GPU computes in bf16")
     hardware(amx=True, cuda=True)  # a V100 on a Xeon: the GPU decides
     assert resolve_precision("auto", "cuda") == ("32-true", "no bf16 on this GPU")
+
+
+def test_a_gpu_torch_cannot_use_is_refused_before_any_work(monkeypatch, tmp_path):
+    """trainer=gpu where torch has no GPU: one error naming torch's build and the fix (Lightning's own says "No
+    supported gpu backend found!"), before fit makes its folder; a pipeline stage says it as a config error,
+    before it reads its data."""
+    from types import SimpleNamespace
+
+    from tinylm.pipeline.training_stage import prepare
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ValueError, match=r"^trainer.accelerator=gpu, but torch \S+ is a CPU-only build: run on a "
+                                         r"machine with an NVIDIA GPU .* \(-S trainer=cpu, or trainer.accelerator"):
+        fit(None, None, SimpleNamespace(accelerator="gpu"), tmp_path / "out", fingerprint="x")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    with pytest.raises(SystemExit, match=r"^config error: trainer.accelerator=cuda, but torch \S+ was built for "
+                                         r"CUDA 12.8 but finds no CUDA device"):
+        prepare(SimpleNamespace(accelerator="cuda", num_threads=0, seed=0))
+    check_accelerator("cpu")  # nothing asked of a GPU
+    check_accelerator("auto")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    check_accelerator("gpu")  # Lightning's "gpu" is MPS on a Mac
+    with pytest.raises(ValueError, match="accelerator=cuda"):
+        check_accelerator("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_accelerator("cuda")
 
 
 @pytest.mark.parametrize("bf16", [True, False], ids=["avx512-bf16", "no-bf16"])

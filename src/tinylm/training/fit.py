@@ -129,6 +129,21 @@ def resolve_precision(precision: str, accelerator: str) -> tuple[str, str]:
         ("32-true", "the CPU has neither AMX nor AVX512-BF16")
 
 
+def check_accelerator(accelerator: str) -> None:
+    """Raise ValueError naming the cause and the fix when `accelerator` asks for a GPU this torch cannot use
+    (Lightning's own error says only "No supported gpu backend found!"). Lightning's "gpu" is CUDA, or Apple's
+    MPS on a Mac; "cuda" is CUDA only."""
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    if accelerator == "gpu" and torch.backends.mps.is_available():
+        return
+    why = "is a CPU-only build" if torch.version.cuda is None else \
+        f"was built for CUDA {torch.version.cuda} but finds no CUDA device"
+    raise ValueError(f"trainer.accelerator={accelerator}, but torch {torch.__version__} {why}: run on a machine "
+                     "with an NVIDIA GPU and a CUDA build of torch, or train on the CPU (-S trainer=cpu, or "
+                     "trainer.accelerator=auto)")
+
+
 def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, out_dir: Path, *,
         fingerprint: str, mlflow_run: tuple[str, str] | None = None, say=print) -> tuple[pl.Trainer, MetricHistory]:
     """Train `module` for tcfg.max_steps; returns the trainer and the metric history.
@@ -138,6 +153,7 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     clipping is the module's (its optim config's grad_clip, see `tinylm.training.base`), never Lightning's,
     which refuses fused optimizers under mixed precision. The progress bar refreshes on logging steps only.
     """
+    check_accelerator(tcfg.accelerator)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     precision, why = resolve_precision(tcfg.precision, tcfg.accelerator)
