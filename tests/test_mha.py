@@ -72,6 +72,29 @@ def test_fused_equals_separate(n_kv_head):
     torch.testing.assert_close(fused(x, causal=True), sep(x, causal=True), rtol=1e-5, atol=1e-6)
 
 
+def test_fused_projection_backward_joins_q_k_v_gradients_in_one_copy():
+    """The backward graph torch.compile gets: dq, dk, dv become c_attn's output gradient by one cat, as in
+    nanoGPT, not a stack and a contiguous clone (two copies of 3 (B, T, C) per layer, per step)."""
+    from functorch.compile import make_boxed_func
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    mha = MultiHeadAttention(E, H)
+    ops = []
+
+    def backward_ops(gm, _):
+        ops.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return make_boxed_func(gm.forward)
+
+    def backend(gm, example):
+        return aot_module_simplified(gm, example, fw_compiler=lambda g, _: make_boxed_func(g.forward),
+                                     bw_compiler=backward_ops)
+
+    torch._dynamo.reset()
+    torch.compile(mha, backend=backend, fullgraph=True)(torch.randn(2, 5, E), causal=True).sum().backward()
+    copies = [op for op in ops if op.split(".")[1:2] in (["cat"], ["stack"], ["clone"], ["_to_copy"])]
+    assert copies == ["aten.cat.default"], ops
+
+
 @pytest.mark.parametrize("n_kv_head", [2, 1])
 def test_gqa_equals_mha_with_explicitly_repeated_kv_heads(n_kv_head):
     gqa = MultiHeadAttention(E, H, n_kv_head, fused=False)

@@ -74,10 +74,9 @@ class MultiHeadAttention(nn.Module):
 
     def _project(self, x, memory, cache: KVCache | None, layer: int):
         if self.fused:
-            qkv = self.c_attn(x)
-            if self.n_kv_head == self.n_head:  # one view for all three (a third of _heads' cost per step)
-                return qkv.view(x.size(0), x.size(1), 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind()
-            q, k, v = qkv.split([self.n_head * self.head_dim, *(2 * [self.n_kv_head * self.head_dim])], -1)
+            # split, not one view unbound: the backward joins dq, dk, dv with one cat (as nanoGPT's), where
+            # unbind's stack + reshape copied them twice (benchmarks/graph_ops.py)
+            q, k, v = self.c_attn(x).split([self.n_head * self.head_dim, *(2 * [self.n_kv_head * self.head_dim])], -1)
             return self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
         q = self._heads(self.q_proj(x), self.n_head)
         if self.cross and cache is not None and (cached := cache.cross.get(layer)) is not None:
