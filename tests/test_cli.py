@@ -13,6 +13,8 @@ from tinylm.cli import main
     (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
     (["--max-new-tokens", "-3"], "--max-new-tokens must be >= 1, got -3"),
     (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["--repetition-penalty", "0"], "--repetition-penalty must be > 0, got 0.0"),
+    (["--repetition-penalty", "inf"], "--repetition-penalty must be > 0, got inf"),
 ])
 def test_bad_generate_options_fail_first_naming_the_option(tmp_path, args, message):
     with pytest.raises(SystemExit) as e:
@@ -66,3 +68,50 @@ def test_an_empty_raw_prompt_starts_a_document(model_dirs, capsys, decoder):
 def test_a_classifier_on_a_gpt_backbone_is_refused(model_dirs):
     with pytest.raises(SystemExit, match=r"holds a GPTClassifier \(gpt\); generate runs decoder language models"):
         main(["generate", "--model", str(model_dirs[1]), "--prompt", "x"])
+
+
+def test_a_long_chat_prompt_keeps_its_instruction_line(model_dirs, tmp_path, capsys, monkeypatch):
+    """Cut to fit the context, a chat model's prompt loses its middle, not the `<|user|>` header and first line
+    (cutting from the left lost them) nor the `<|assistant|>` header the answer follows: what the model gets is
+    fit_prompt's cut, as in the evaluate stage."""
+    import json
+    import shutil
+
+    import tinylm.decoding.dispatch as dispatch
+    from tinylm.data.chat import ChatTemplate
+    from tinylm.tokenizer import BPETokenizer
+
+    chat = shutil.copytree(model_dirs[0], tmp_path / "decoder-sft")
+    config = json.loads((chat / "config.json").read_text())
+    (chat / "config.json").write_text(json.dumps({**config, "chat": True}))
+    seen, real = [], dispatch.decode
+
+    def spy(model, x, *args, **kw):
+        seen.append(x[0].tolist())
+        return real(model, x, *args, **kw)
+
+    monkeypatch.setattr(dispatch, "decode", spy)
+    prompt = "Who speaks?\n" + "ROMEO: But soft, what light?\n" * 20
+    main(["generate", "--model", str(chat), "--prompt", prompt, "--max-new-tokens", "4"])
+    tok = BPETokenizer.load(chat / "tokenizer.json")
+    ids = ChatTemplate.from_tokenizer(tok).prompt_ids(prompt)
+    assert len(ids) > 28 and len(seen[0]) == 28  # block 32 - 4 new tokens
+    text = tok.decode(seen[0])
+    assert text.startswith("<|user|>\nWho speaks?\n") and text.endswith("<|assistant|>\n"), text
+    assert "prompt cut to 28 of" in capsys.readouterr().err
+
+
+def test_the_repetition_penalty_reaches_the_sampler(model_dirs, monkeypatch):
+    import tinylm.decoding.dispatch as dispatch
+
+    seen, real = [], dispatch.sample
+
+    def spy(*args, **kw):
+        seen.append(kw["repetition_penalty"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(dispatch, "sample", spy)
+    for penalty in ([], ["--repetition-penalty", "1.3"]):
+        main(["generate", "--model", str(model_dirs[0]), "--prompt", "ROMEO:", "--decoder", "sample",
+              "--max-new-tokens", "4", *penalty])
+    assert seen == [None, 1.3]

@@ -120,6 +120,15 @@ def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, mess
     assert message in str(e.value)
 
 
+def test_cls_poolings_are_the_classifiers_own():
+    """The config refuses before training exactly what the classifier would refuse after the data stages."""
+    from tinylm.models.bert import BertClassifier
+    from tinylm.models.gpt import GPTClassifier
+    from tinylm.pipeline.config import CLS_POOLINGS
+
+    assert CLS_POOLINGS == {"encoder": BertClassifier.POOLINGS, "decoder": GPTClassifier.POOLINGS}
+
+
 def test_the_encoder_decoder_must_have_room_for_the_answers_evaluate_asks_of_it(default):
     d = bad(bad(bad(default, "seq2seq.block_size", 64), "sft.max_length", 64), "eval.max_new_tokens", 64)
     with pytest.raises(ConfigError, match=r"eval.max_new_tokens=64: must be < seq2seq.block_size=64 \(the answer "

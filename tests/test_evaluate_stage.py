@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from tinylm.data.chat import ChatTemplate
 from tinylm.data.special_tokens import SPECIAL_TOKENS
-from tinylm.evaluation.generation import fit_prompt
-from tinylm.pipeline.stages.evaluate import head_length
+from tinylm.evaluation.generation import fit_prompt, head_length
 from tinylm.tokenizer import BPETokenizer
 
 LINES = ["COMINIUS:", "You have holp to ravish your own daughters and", "To melt the city leads upon your pates,",

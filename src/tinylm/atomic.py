@@ -5,6 +5,7 @@ temporary file behind. A full disk, or an output folder that cannot be written (
 filesystem), raises OSError (same errno) whose message names the output and the fix.
 """
 
+import csv
 import errno
 import json
 import os
@@ -98,3 +99,11 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, obj) -> None:
     """Write JSON atomically, indented, keys in insertion order."""
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_csv(path: str | Path, rows: list[dict], fieldnames: list[str]) -> None:
+    """Write rows as CSV atomically, a header line of `fieldnames` first (a row's missing keys: empty cells)."""
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames)
+        w.writeheader()
+        w.writerows(rows)

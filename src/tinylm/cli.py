@@ -3,14 +3,16 @@
     tinylm info models/decoder-sft
     tinylm generate --model models/decoder-sft --prompt "Which play is this from?\\nHAMLET:\\n..." \\
         --decoder beam --num-beams 4
-    tinylm generate --model models/decoder --prompt "ROMEO:" --decoder sample --temperature 0.8 --top-p 0.95
+    tinylm generate --model models/decoder --prompt "ROMEO:" --decoder sample --temperature 0.8 --top-p 0.95 \\
+        --repetition-penalty 1.2
     tinylm export --model models/decoder --out hf-decoder
     tinylm compare --metric '*val_loss'        # runs `dvc exp show --json` here; or --dvc-json FILE, --mlflow
 
 A model directory holds model.safetensors, config.json and tokenizer.json (the training stages write them).
 Models fine-tuned with the chat template (config.json's "chat": decoder-sft) get the prompt wrapped in it
-unless --raw is given; a prompt longer than the context is cut from the left with a warning, or refused
-with --no-truncate.
+unless --raw is given; a prompt longer than the context is cut with a warning (a chat prompt loses its
+middle, keeping its instruction line and its end, as the evaluate stage's prompts do; a raw one its start), or
+refused with --no-truncate.
 `compare` groups runs by their params without `seed` keys and prints each metric's mean +- sd over the seeds.
 """
 
@@ -60,7 +62,7 @@ def generate(args) -> None:
     from tinylm.data.chat import ChatTemplate
     from tinylm.data.special_tokens import EOS
     from tinylm.decoding.dispatch import decode
-    from tinylm.evaluation.generation import prompt_room
+    from tinylm.evaluation.generation import cut_at_eos, fit_prompt, head_length, prompt_room
     from tinylm.models import GPT
     from tinylm.models.io import is_chat_model
 
@@ -74,13 +76,16 @@ def generate(args) -> None:
         raise SystemExit(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.top_k is not None and args.top_k < 1:
         raise SystemExit(f"error: --top-k must be >= 1, got {args.top_k}")
+    if args.repetition_penalty is not None and not (args.repetition_penalty > 0 and
+                                                    math.isfinite(args.repetition_penalty)):
+        raise SystemExit(f"error: --repetition-penalty must be > 0, got {args.repetition_penalty}")
     model, tok = _load(args.model)
     if not isinstance(model, GPT):  # a classifier on a GPT backbone has arch "gpt" too
         raise SystemExit(f"error: {args.model} holds a {type(model).__name__} ({model.config.arch}); generate runs "
                          "decoder language models")
-    chat = not args.raw and is_chat_model(args.model)
+    tmpl = ChatTemplate.from_tokenizer(tok) if not args.raw and is_chat_model(args.model) else None
     eos = tok.token_to_id(EOS)
-    ids = ChatTemplate.from_tokenizer(tok).prompt_ids(args.prompt) if chat else tok.encode(args.prompt)
+    ids = tmpl.prompt_ids(args.prompt) if tmpl else tok.encode(args.prompt)
     ids = ids or [eos]  # an empty raw prompt starts a document: after <|endoftext|>, as in pretraining
     try:
         room = prompt_room(model.config.block_size, args.max_new_tokens)
@@ -90,16 +95,17 @@ def generate(args) -> None:
         if not args.truncate:
             raise SystemExit(f"error: the prompt has {len(ids)} tokens; with --max-new-tokens={args.max_new_tokens} "
                              f"at most {room} fit the context: shorten it or drop --no-truncate")
-        print(f"warning: prompt cut to its last {room} of {len(ids)} tokens", file=sys.stderr)
-        ids = ids[-room:]
+        head = head_length(tmpl, args.prompt, ids, seq2seq=False) if tmpl else 0  # as evaluate fits its prompts
+        kept = "its middle dropped, its instruction line and end kept" if head else f"its last {room} kept"
+        print(f"warning: prompt cut to {room} of {len(ids)} tokens ({kept})", file=sys.stderr)
+        ids = fit_prompt(ids, room, head)
     x = torch.tensor([ids], dtype=torch.long)
     decoder = f"beam{args.num_beams}" if args.decoder == "beam" else args.decoder
     with torch.no_grad():
         out = decode(model, x, decoder, args.max_new_tokens, length_penalty=args.length_penalty,
-                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                     eos_token_id=eos)
-    new = out[0, len(ids):].tolist()
-    print(tok.decode(new[:new.index(eos)] if eos in new else new))
+                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                     repetition_penalty=args.repetition_penalty, seed=args.seed, eos_token_id=eos)
+    print(tok.decode(cut_at_eos(out[0, len(ids):].tolist(), eos)[0]))
 
 
 def export(args) -> None:
@@ -135,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--top-k", type=int, default=None)
     s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--repetition-penalty", type=float, default=None,
+                   help="sample: a seen token's logit l becomes l / r (l > 0) or l * r (CTRL's penalty)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--raw", action="store_true", help="do not wrap the prompt in the chat template")
     s.add_argument("--no-truncate", dest="truncate", action="store_false", help="refuse a prompt that does not fit")

@@ -15,8 +15,9 @@ Optional instruction data (tinylm.data.instructions) is added as task "instructi
 the corpus's fractions. Splits: train (at most max_train_items per task), val and test (at
 most max_eval_items per task each).
 
-Classification (passage -> genre, for the encoder): windows of `passage_lines` verse lines (plays: speaker
-names left out, they would give the play away) of each row with a non-empty genre; label names sorted.
+Classification (passage -> genre, for the classifier on either backbone, `cls.backbone`): windows of
+`passage_lines` verse lines (plays: speaker names left out, they would give the play away) of each row with a
+non-empty genre; label names sorted.
 
 Sampling is deterministic: candidates are shuffled by a random.Random seeded with (seed, split, task), and
 each SFT split once more (seed, split, "mix") so that any prefix of it, such as the first `val_batches` a

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tinylm.data.chat import ChatTemplate
 from tinylm.decoding.dispatch import decode
 
 
@@ -59,6 +60,15 @@ def fit_prompt(ids: list[int], room: int, head: int) -> list[int]:
         return list(ids)
     h = min(head, room // 2)
     return [*ids[:h], *ids[len(ids) - (room - h):]]
+
+
+def head_length(tmpl: ChatTemplate, prompt: str, ids: list[int], seq2seq: bool) -> int:
+    """How many of a prompt's leading ids are its instruction line: `<|user|>\\n{first line}\\n` in the
+    decoder's chat template, `{first line}\\n` in the encoder-decoder's bare source (the common prefix, should a
+    tokenizer join the line's last newline with what follows)."""
+    line = prompt.partition("\n")[0] + "\n"
+    head = tmpl.encode(line) if seq2seq else [tmpl.user_id, *tmpl.encode("\n" + line)]
+    return next((i for i, (a, b) in enumerate(zip(ids, head, strict=False)) if a != b), min(len(ids), len(head)))
 
 
 def cut_at_eos(ids: list[int], eos_id: int) -> tuple[list[int], bool]:

@@ -5,17 +5,16 @@ wall-clock figures to reports/speed/.
 report.md states which paired differences are significant (p < ALPHA) and which are not, with their 95%
 intervals and the unit resampled (documents: the play an item comes from, an instruction item alone; with
 their count where metrics["clusters"] has it, else items),
-flags a decoder's degenerate outputs where a kind's share exceeds the references' by FLAG, and a genre
+flags a decoder's degenerate outputs where a kind's share is at least FLAG above the references', and a genre
 predictor as degenerate where its most frequent prediction exceeds CONSTANT of the passages (the majority
 class is constant by design: not flagged).
 """
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
-from tinylm.atomic import atomic_file
-from tinylm.evaluation.statistics import DEGENERATE
+from tinylm.evaluation.statistics import DEGENERATE, MAX_NGRAM, MIN_COVER, MIN_REPEATS
+from tinylm.plots import pyplot, save_png
 
 ALPHA = 0.05
 FLAG = 0.1
@@ -55,16 +54,9 @@ def rows(metrics: dict, models: list[str]) -> list[dict]:
     return out
 
 
-def write_csv(path: Path, table: list[dict]) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(table[0]))
-        w.writeheader()
-        w.writerows(table)
-
-
 def plot(table: list[dict], path: Path) -> None:
     """quality_by_decoder.png: one panel per model/task, 95% intervals as error bars."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = sorted({(r["model"], r["task"]) for r in table})
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), squeeze=False)
     for ax, (model, task) in zip(axes[0], groups, strict=True):
@@ -74,13 +66,13 @@ def plot(table: list[dict], path: Path) -> None:
         ax.set_title(f"{model}\n{task} ({sel[0]['metric']})", fontsize=9)
         ax.tick_params(axis="x", labelrotation=45, labelsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_speed(table: list[dict], speed: dict, path: Path) -> None:
     """quality_vs_speed.png: each decoder's score against its generated tokens/s (speed: model -> task ->
     decoder -> {"tokens_per_s", "ms_per_item"}, as the evaluate stage writes reports/speed/eval.json)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, task in sorted({(r["model"], r["task"]) for r in table}):
         sel = [(r, speed[model][task][r["decoder"]]["tokens_per_s"]) for r in table
@@ -94,24 +86,7 @@ def plot_speed(table: list[dict], speed: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def markdown(metrics: dict, table: list[dict], examples: list[dict], decoders: list[str]) -> str:
@@ -237,10 +212,10 @@ def _degenerate(metrics: dict, models: list[str]) -> list[str]:
     """Table of degenerate-output shares, each decoder's kinds flagged where FLAG above the references'."""
     ref = metrics.get("reference_degenerate", {})
     lines = ["", "## Degenerate outputs", "",
-             "Share of outputs that are empty, one token long, or one n-gram (n <= 8) repeated back to back at least "
-             "3 times, the repeating stretch (a partial last copy included) at least half of the output; the "
-             "references' own shares first. Flagged (**!**): a share "
-             f"at least {FLAG:.2f} above the references'.", "",
+             f"Share of outputs that are empty, one token long, or one n-gram (n <= {MAX_NGRAM}) repeated back to "
+             f"back at least {MIN_REPEATS} times, the repeating stretch (a partial last copy included) at least "
+             f"{MIN_COVER:.0%} of the output; the references' own shares first. Flagged (**!**): a share at least "
+             f"{FLAG:.2f} above the references'.", "",
              "| model | task | decoder | empty | one token | repetition |", "|---|---|---|---:|---:|---:|"]
     lines += [f"| references | {task} | | " + " | ".join(f"{r[k]:.2f}" for k in DEGENERATE) + " |"
               for task, r in ref.items()]

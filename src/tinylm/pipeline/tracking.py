@@ -62,12 +62,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 from tinylm.data.sources import sha256_file
+from tinylm.pipeline.config import read_params
 
 PIPELINE_EXPERIMENT = "pipeline"
 PIPELINE_KEY_TAG = "tinylm.pipeline_key"
@@ -157,10 +157,10 @@ def flatten(d: Mapping, prefix: str = "") -> dict:
     return out
 
 
-def pipeline_key(params: str | Path = "params.yaml") -> str:
-    """What identifies one pipeline invocation: the commit, the uncommitted changes (`git_dirty`), the params and
-    the DVC experiment name."""
-    path = Path(params)
+def pipeline_key() -> str:
+    """What identifies one pipeline invocation: the commit, the uncommitted changes (`git_dirty`), params.yaml's
+    bytes and the DVC experiment name."""
+    path = Path("params.yaml")
     params_hash = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "none"
     raw = f"{git_commit()}/{git_dirty()}/{params_hash}/{os.environ.get('DVC_EXP_NAME', '')}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -180,7 +180,7 @@ def _tags(stage: str, model_name: str | None, experiment: str | None) -> dict:
     tags = {"stage": stage, "git_commit": git_commit(), "git_dirty": git_dirty(),
             "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")}
     if Path("params.yaml").exists():
-        tags[CONFIG_HASH_TAG] = config_hash(yaml.safe_load(Path("params.yaml").read_text()))
+        tags[CONFIG_HASH_TAG] = config_hash(read_params())
     if model_name:
         tags["model"] = model_name
     if experiment:

@@ -108,7 +108,8 @@ def pad_collate(pad_id: int, keys_pad: dict[str, int] | None = None) -> Callable
     """Collate dict items of 1-D sequences into right-padded (B, T) tensors (+ attention masks).
 
     keys_pad maps a key to its pad value (default: pad_id; "labels" -> -100); scalar fields are stacked.
-    Every padded key k gets a mask under `k_mask` except input_ids, whose mask is `attention_mask`.
+    Every padded key but labels gets a mask: input_ids `attention_mask`, any other `<k without _ids>_mask`
+    (src_ids -> src_mask).
     """
     keys_pad = {"labels": -100, **(keys_pad or {})}
 

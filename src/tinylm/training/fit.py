@@ -52,10 +52,13 @@ def save_checkpoint(trainer: pl.Trainer, module, path: Path) -> None:
 
 class _CheckpointIO(TorchCheckpointIO):
     """Saves a canonical copy of the checkpoint atomically: torch.save to a temporary file, then os.replace, so
-    a kill mid-write leaves the previous checkpoint whole. Canonical: pickle shares one copy of an object met
-    twice, so equal strings that happen to be one object (a key of a fresh optimizer) or two (the same key
-    loaded from a checkpoint) give different bytes; with every string interned and every container rebuilt,
-    the bytes depend on the content alone, and a resumed run's checkpoint equals the uninterrupted run's."""
+    a kill mid-write leaves the previous checkpoint whole. The temporary name is fixed (`<name>.tmp`), not
+    `tinylm.atomic.atomic_file`'s unique one: a SIGKILL mid-write leaves it behind, and the next save writes
+    over it instead of leaving one more checkpoint-sized orphan per kill. Canonical: pickle shares one copy of
+    an object met twice, so equal strings that happen to be one object (a key of a fresh optimizer) or two (the
+    same key loaded from a checkpoint) give different bytes; with every string interned and every container
+    rebuilt, the bytes depend on the content alone, and a resumed run's checkpoint equals the uninterrupted
+    run's."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)

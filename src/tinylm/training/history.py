@@ -11,14 +11,14 @@ killed-and-resumed twin, give the same bytes)
 and a resumed run's `speed` holds its own steps only.
 """
 
-import csv
 import json
 import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 
-from tinylm.atomic import atomic_file
+from tinylm.atomic import write_csv
+from tinylm.plots import pyplot, save_png
 
 WALL_CLOCK = ("train/tokens_per_s", "train/mfu")
 
@@ -62,7 +62,7 @@ class MetricHistory(pl.Callback):
     def write(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, rows in (("train", self.train), ("val", self.val)):
-            _write_csv(out_dir / f"{name}.csv", rows)
+            write_csv(out_dir / f"{name}.csv", rows, ["step", *sorted({k for r in rows for k in r} - {"step"})])
         try:
             _plot(out_dir / "loss.png", self.train, self.val)
         except ModuleNotFoundError as e:
@@ -72,21 +72,8 @@ class MetricHistory(pl.Callback):
             warnings.warn("matplotlib is not installed: loss.png not written (pip install matplotlib)", stacklevel=2)
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    keys = sorted({k for r in rows for k in r} - {"step"})
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", *keys])
-        w.writeheader()
-        w.writerows(rows)
-
-
 def _plot(path: Path, train: list[dict], val: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for rows, label in ((train, "train/loss"), (val, "val/loss")):
         pts = [(r["step"], r[label]) for r in rows if label in r]
         if pts:
@@ -96,6 +83,4 @@ def _plot(path: Path, train: list[dict], val: list[dict]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path)

@@ -43,13 +43,13 @@ import datasets
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
-from tinylm.atomic import write_json, write_text
+from tinylm.atomic import write_csv, write_json, write_text
 from tinylm.data.chat import ChatTemplate
-from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS
-from tinylm.data.tokens import load_tokenizer, read_tokens
+from tinylm.data.special_tokens import CLS, EOS, MASK, PAD, SEP
+from tinylm.data.tokens import load_tokenizer, read_tokens, special_ids
 from tinylm.evaluation import report
 from tinylm.evaluation.baselines import fit_bow_classifier
-from tinylm.evaluation.generation import cut_at_eos, fit_prompt, generate, prompt_room
+from tinylm.evaluation.generation import cut_at_eos, fit_prompt, generate, head_length, prompt_room
 from tinylm.evaluation.metrics import (
     best_candidate,
     bleu,
@@ -101,15 +101,6 @@ def majority_answers(items: dict[str, list[dict]]) -> dict[str, list[int]]:
 def with_ci(name: str, x: list, seed: int, groups: list) -> dict:
     """{name: mean of x, name_ci: its 95% cluster-bootstrap interval}."""
     return {name: sum(x) / len(x), f"{name}_ci": bootstrap_ci(x, groups=groups, seed=seed)}
-
-
-def head_length(tmpl: ChatTemplate, prompt: str, ids: list[int], seq2seq: bool) -> int:
-    """How many of a prompt's leading ids are its instruction line: `<|user|>\\n{first line}\\n` in the
-    decoder's chat template, `{first line}\\n` in the encoder-decoder's bare source (the common prefix, should a
-    tokenizer join the line's last newline with what follows)."""
-    line = prompt.partition("\n")[0] + "\n"
-    head = tmpl.encode(line) if seq2seq else [tmpl.user_id, *tmpl.encode("\n" + line)]
-    return next((i for i, (a, b) in enumerate(zip(ids, head, strict=False)) if a != b), min(len(ids), len(head)))
 
 
 def item_scores(task: str, texts: list[str], refs: list[str]) -> dict[str, tuple]:
@@ -253,7 +244,7 @@ def main(argv: list[str]) -> None:
         metrics["encoder"] = {
             "mlm_acc": mlm_accuracy(models["encoder"], val, cls_id=tok.token_to_id(CLS), sep_id=tok.token_to_id(SEP),
                                     mask_id=tok.token_to_id(MASK),
-                                    special_ids=[tok.token_to_id(t) for t in SPECIAL_TOKENS],
+                                    special_ids=list(special_ids(tok).values()),
                                     batch_size=cfg.eval.batch_size, n_batches=n_val, seed=seed)}
         metrics["genre"] = {
             **{k: v for name, x in acc.items() for k, v in with_ci(f"{name}_acc", x, seed, plays).items()},
@@ -271,7 +262,7 @@ def main(argv: list[str]) -> None:
             staged = Path(staged)
             write_json(staged / "metrics.json", metrics)
             write_text(staged / "generations.jsonl", "".join(json.dumps(g) + "\n" for g in generations))
-            report.write_csv(staged / "by_decoder.csv", table)
+            write_csv(staged / "by_decoder.csv", table, list(table[0]))
             report.plot(table, staged / "quality_by_decoder.png")
             write_text(staged / "report.md", report.markdown(metrics, table, examples, decoders))
             write_json(staged / "eval.json", speed)

@@ -7,8 +7,8 @@ windows of the token memmaps) or the BERT encoder (masked LM on [CLS] window [SE
 
 import sys
 
-from tinylm.data.special_tokens import CLS, MASK, SEP, SPECIAL_TOKENS
-from tinylm.data.tokens import load_tokenizer, read_tokens
+from tinylm.data.special_tokens import CLS, MASK, SEP
+from tinylm.data.tokens import load_tokenizer, read_tokens, special_ids
 from tinylm.data.windows import FixedWindows, RandomWindows, with_cls_sep
 from tinylm.pipeline.config import stage_config
 from tinylm.pipeline.paths import TOKENIZER, TOKENS
@@ -32,7 +32,7 @@ def main(argv: list[str]) -> None:
                                 loss_average=tcfg.loss_average, token_bytes=tok.token_bytes)
         window, collate = mcfg.block_size, None
     else:
-        special = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
+        special = list(special_ids(tok).values())
         module = MaskedLMModule(mcfg.to_dict(), optim, mask_token_id=tok.token_to_id(MASK), special_ids=special,
                                 seed=tcfg.seed)
         cls_id, sep_id = tok.token_to_id(CLS), tok.token_to_id(SEP)
