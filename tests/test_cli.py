@@ -9,7 +9,8 @@ from tinylm.cli import main
 @pytest.mark.parametrize("args, message", [
     (["--num-beams", "0"], "--num-beams must be >= 1, got 0"),
     (["--top-p", "1.5"], "--top-p must be in (0, 1], got 1.5"),
-    (["--temperature", "0"], "--temperature must be > 0, got 0.0"),
+    (["--temperature", "0"], "--temperature must be >= 0.01 (lower: use --decoder greedy), got 0.0"),
+    (["--temperature", "1e-300"], "--temperature must be >= 0.01 (lower: use --decoder greedy), got 1e-300"),
     (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
     (["--max-new-tokens", "-3"], "--max-new-tokens must be >= 1, got -3"),
     (["--top-k", "0"], "--top-k must be >= 1, got 0"),
@@ -23,7 +24,7 @@ def test_bad_generate_options_fail_first_naming_the_option(tmp_path, args, messa
 
 
 def test_temperature_nan_is_refused_first(tmp_path):
-    with pytest.raises(SystemExit, match="--temperature must be > 0, got nan"):
+    with pytest.raises(SystemExit, match="--temperature must be >= 0.01 .*, got nan"):
         main(["generate", "--model", str(tmp_path / "nowhere"), "--prompt", "x", "--temperature", "nan"])
 
 

@@ -112,6 +112,13 @@ def bad(default: dict, key: str, value) -> dict:
     ("decoder.train", {"lr": float("inf")}, "decoder.train.lr=inf: must be a finite number"),
     ("trainer.grad_clip", float("inf"), "trainer.grad_clip=inf: must be a finite number"),
     ("eval.length_penalty", float("nan"), "eval.length_penalty=nan: must be a finite number"),
+    ("decoder.train", 5, "decoder.train=5: a mapping of trainer overrides"),  # was a TypeError
+    ("eval.beams", [2, 4, 2], "eval.beams=[2, 4, 2]: each width once"),  # evaluate crashed after decoding
+    ("eval.temperature", 1e-300, "eval.temperature=1e-300: must be >= 0.01"),  # sampling overflowed to nan
+    ("decoder.tie_embeddings", "no", "decoder: model.tie_embeddings must be true or false, got 'no'"),
+    ("encoder.position", "alibi", "encoder: model.position='alibi': the bert model takes 'learned' or 'rope'"),
+    ("seq2seq.tie_embeddings", False, "seq2seq: model.tie_embeddings=False: the seq2seq model has no such"),
+    ("decoder.norm_eps", -1.0, "decoder: model.norm_eps must be a finite number > 0, got -1.0"),
     ("sft.tasks", [], "sft.tasks=[]: name at least one of ['speaker', 'play', 'continue'], or add instruction"),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(default, key, value, message):
@@ -141,6 +148,8 @@ def test_bad_overrides_when_composing():
         compose(["decoder=gpt5"], CONF)
     with pytest.raises(ConfigError, match="Could not override 'trainer.foo'"):
         compose(["trainer.foo=1"], CONF)
+    with pytest.raises(ConfigError, match="trainer=null: the trainer group takes one of its options: cpu, ddp, gpu"):
+        compose(["trainer=null"], CONF)  # Hydra's ValueError named neither the group nor its options
     with pytest.raises(ConfigError, match="argument 'smoke': expected a Hydra override"):
         compose(["smoke"], CONF)
     with pytest.raises(ConfigError, match="trainer.lr=-1.0: must be > 0"):
@@ -162,3 +171,11 @@ def test_composition_is_dvcs(tmp_path, overrides):
 
     compose_and_dump(tmp_path / "params.yaml", str(CONF), None, "config", str(tmp_path), overrides)
     assert (tmp_path / "params.yaml").read_text() == to_yaml(compose(overrides, CONF))
+
+
+def test_a_params_yaml_that_is_not_yaml_is_a_config_error(tmp_path):
+    from tinylm.pipeline.config import read_params
+
+    (tmp_path / "params.yaml").write_text("trainer: [1,\n")
+    with pytest.raises(ConfigError, match=r"params.yaml is not valid YAML .*regenerate it"):
+        read_params(tmp_path / "params.yaml")

@@ -64,6 +64,10 @@ def test_fixed_windows_are_fixed_and_cover_the_split():
 def test_fixed_windows_too_little_data_raises():
     with pytest.raises(ValueError, match="validation split"):
         FixedWindows(np.arange(16, dtype=np.uint16), block_size=16, batch_size=1, n_batches=1)
+    FixedWindows(np.arange(48, dtype=np.uint16), block_size=16, batch_size=4, n_batches=8)  # 32 windows, 32 starts
+    with pytest.raises(ValueError, match=r"ask for 36 windows, .* only 32 distinct ones: lower trainer.val_batches "
+                                         r"to at most 8"):  # 100000 batches once ran for minutes on repeats
+        FixedWindows(np.arange(48, dtype=np.uint16), block_size=16, batch_size=4, n_batches=9)
 
 
 # ---- StepBatchSampler --------------------------------------------------------------------------------------

@@ -295,6 +295,42 @@ def test_a_gpu_torch_cannot_use_is_refused_before_any_work(monkeypatch, tmp_path
         check_accelerator("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     check_accelerator("cuda")
+    check_accelerator("auto", attention="triton")
+
+
+def test_several_nodes_without_a_launcher_are_refused_instead_of_waiting_for_ever(monkeypatch):
+    """trainer.num_nodes=2 started by hand on one machine hung at "Initializing distributed: MEMBER 1/2"."""
+    from types import SimpleNamespace
+
+    from tinylm.pipeline.training_stage import prepare
+    from tinylm.training.fit import CLUSTER_MARKERS, check_nodes
+
+    for k in CLUSTER_MARKERS:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(SystemExit, match=r"^config error: trainer.num_nodes=2, but no launcher .* under torchrun"):
+        prepare(SimpleNamespace(accelerator="cpu", num_nodes=2, num_threads=0, seed=0))
+    check_nodes(1)
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    check_nodes(2)
+
+
+def test_the_triton_kernel_off_a_cuda_gpu_is_refused_before_any_work(tmp_path, monkeypatch):
+    """attention=triton on the CPU failed at the first training step with a traceback from the kernel, after
+    fit had made the run's folder; now fit refuses it first, naming the fix."""
+    from types import SimpleNamespace
+
+    from tinylm.models import presets
+    from tinylm.training.causal_lm import CausalLMModule
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    cfg = presets("gpt2", vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16, attention="triton")
+    module = CausalLMModule(cfg.to_dict(), dict(lr=1e-3, min_lr=1e-4, warmup_steps=1, max_steps=2, weight_decay=0.0,
+                                                grad_clip=1.0))
+    with pytest.raises(ValueError, match=r"attention=triton runs on a CUDA GPU.*use attention=sdpa or flash here"):
+        fit(module, None, SimpleNamespace(accelerator="cpu"), tmp_path / "out", fingerprint="x")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    check_accelerator("cpu", attention="triton")  # the interpreter runs the kernels on the CPU
 
 
 @pytest.mark.parametrize("bf16", [True, False], ids=["avx512-bf16", "no-bf16"])

@@ -118,8 +118,19 @@ def test_bert_and_transformer_presets():
     (lambda: presets("gpt2", position="rope", n_embd=36, n_head=4), "even head size"),
     (lambda: presets("gpt2", position="alibi", attention="flash"), "alibi"),
     (lambda: ModelConfig(arch="rnn"), "arch"),
-    (lambda: build_model(presets("bert", position="alibi")), "position"),
-    (lambda: build_model(presets("transformer", position="learned", **TINY)), "sinusoidal"),
+    (lambda: presets("bert", position="alibi"), "position='alibi': the bert model takes 'learned' or 'rope'"),
+    (lambda: presets("transformer", position="learned", **TINY), "seq2seq model takes 'sinusoidal'"),
+    (lambda: presets("gpt2", tie_embeddings="no"), "tie_embeddings must be true or false, got 'no'"),
+    (lambda: presets("gpt2", bias=1), "bias must be true or false"),
+    (lambda: presets("gpt2", n_layer=True), "n_layer must be a positive integer, got True"),
+    (lambda: presets("gpt2", n_kv_head=1.0), "n_kv_head must be a positive integer, got 1.0"),
+    (lambda: presets("gpt2", norm_eps=-1.0), "norm_eps must be a finite number > 0"),
+    (lambda: presets("gpt2", norm_eps=float("nan")), "norm_eps"),
+    (lambda: presets("baichuan", rope_base=0.0), "rope_base must be a finite number > 0"),
+    (lambda: presets("baichuan", z_loss_weight=float("nan")), "z_loss_weight must be a finite number >= 0"),
+    (lambda: presets("bert", tie_embeddings=False), "tie_embeddings=False: the bert model has no such option"),
+    (lambda: presets("bert", norm_head=True), "norm_head=True: the bert model has no such option"),
+    (lambda: presets("transformer", z_loss_weight=5.0), "z_loss_weight=5.0: the seq2seq model has no such"),
 ])
 def test_config_validation_names_the_key(call, match):
     with pytest.raises(ValueError, match=match):

@@ -455,6 +455,16 @@ def test_load_refuses_what_it_cannot_reproduce(small_tok, tmp_path, edit, messag
         BPETokenizer.load(tmp_path / "edited.json")
 
 
+
+def test_load_names_the_file_and_the_fix(tmp_path):
+    """A missing or garbled tokenizer.json: the path and how to make one, not a bare FileNotFoundError or a
+    JSONDecodeError without a path."""
+    with pytest.raises(FileNotFoundError, match=r"nowhere.json: no tokenizer there; train one \(dvc repro"):
+        BPETokenizer.load(tmp_path / "nowhere.json")
+    (tmp_path / "garbage.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"garbage.json: not a byte-level BPE tokenizer.json \(Expecting"):
+        BPETokenizer.load(tmp_path / "garbage.json")
+
 # ------------------------------------------------------------------------------------------- errors
 def test_vocab_size_below_bytes_plus_specials_is_refused():
     with pytest.raises(ValueError, match=r"vocab_size=257 .* 258 base tokens"):

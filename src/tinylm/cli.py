@@ -62,6 +62,7 @@ def generate(args) -> None:
     from tinylm.data.chat import ChatTemplate
     from tinylm.data.special_tokens import EOS
     from tinylm.decoding.dispatch import decode
+    from tinylm.decoding.sampling import MIN_TEMPERATURE
     from tinylm.evaluation.generation import cut_at_eos, fit_prompt, head_length, prompt_room
     from tinylm.models import GPT
     from tinylm.models.io import is_chat_model
@@ -70,8 +71,9 @@ def generate(args) -> None:
         raise SystemExit(f"error: --num-beams must be >= 1, got {args.num_beams}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise SystemExit(f"error: --top-p must be in (0, 1], got {args.top_p}")
-    if not (args.temperature > 0 and math.isfinite(args.temperature)):  # nan fails both
-        raise SystemExit(f"error: --temperature must be > 0, got {args.temperature}")
+    if not (MIN_TEMPERATURE <= args.temperature < math.inf):  # nan fails it too
+        raise SystemExit(f"error: --temperature must be >= {MIN_TEMPERATURE} (lower: use --decoder greedy), got "
+                         f"{args.temperature}")
     if args.max_new_tokens < 1:
         raise SystemExit(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.top_k is not None and args.top_k < 1:

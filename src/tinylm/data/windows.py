@@ -43,6 +43,10 @@ class FixedWindows(Dataset):
         n = len(tokens) - block_size  # number of window starts; the last window ends on the last token
         if n < 1:
             raise ValueError(f"validation split has {len(tokens)} tokens, fewer than block_size + 1 = {block_size + 1}")
+        if n_batches * batch_size > n:  # more windows than starts: the same windows again, for nothing
+            raise ValueError(f"{n_batches} validation batches of {batch_size} windows ask for {n_batches * batch_size}"
+                             f" windows, but the validation split has only {n} distinct ones: lower "
+                             f"trainer.val_batches to at most {max(1, n // batch_size)}")
         self.tokens, self.block, self.batch = tokens, block_size, batch_size
         self.starts = np.linspace(0, n - 1, num=n_batches * batch_size).astype(np.int64).reshape(n_batches, batch_size)
 

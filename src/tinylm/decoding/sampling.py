@@ -11,10 +11,14 @@ Cost as greedy decoding (one token per row per step through the KV cache) plus a
 per step for top-p. EOS handling as greedy. Deterministic for a given seed or torch.Generator.
 """
 
+import math
+
 import torch
 
 from tinylm.decoding.greedy import decode_tokens
 from tinylm.decoding.stepper import Stepper, check_positive_int
+
+MIN_TEMPERATURE = 0.01  # below it sampling is greedy decoding in all but name, and l / tau overflows near 1e-37
 
 
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -45,8 +49,9 @@ def sample(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: flo
     Randomness: `generator` if given, else a fresh generator seeded with `seed`, else torch's global RNG.
     Encoder-decoder models: as in `greedy_decode` (the result is the target, from decoder_start_token_id).
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (MIN_TEMPERATURE <= temperature < math.inf):  # nan fails it too
+        raise ValueError(f"temperature must be a number >= {MIN_TEMPERATURE} (lower: use greedy decoding), got "
+                         f"{temperature}")
     if top_k is not None:
         check_positive_int("top_k", top_k)
     if top_p is not None and not 0 < top_p <= 1:

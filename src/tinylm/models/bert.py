@@ -50,8 +50,6 @@ class BertEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.position not in ("learned", "rope"):
-            raise ValueError(f"BERT takes position='learned' (BERT's) or 'rope' (RoFormer's), got {cfg.position!r}")
         self.config = cfg
         self.embeddings = BertEmbeddings(cfg)
         self.layer = nn.ModuleList(Block(cfg, fused=False) for _ in range(cfg.n_layer))

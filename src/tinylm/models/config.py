@@ -20,6 +20,7 @@ CHOICES = {
     "mlp": ("relu", "gelu", "gelu_tanh", "swiglu"),
     "attention": ("sdpa", "flash", "naive", "triton"),
 }
+ARCH_POSITIONS = {"bert": ("learned", "rope"), "seq2seq": ("sinusoidal",)}  # BERT's or RoFormer's; the 2017 one
 
 
 @dataclass
@@ -53,24 +54,37 @@ class ModelConfig:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"model.{key}={getattr(self, key)!r} is not one of {allowed}")
-        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "type_vocab_size"):
-            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be a positive integer, got {getattr(self, key)!r}")
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "type_vocab_size"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"model.{key} must be a positive integer, got {v!r}")
+        for key in ("bias", "tie_embeddings", "norm_head"):  # a string such as "no" would be true
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"model.{key} must be true or false, got {getattr(self, key)!r}")
+        for key, ok, allowed in (("dropout", lambda v: 0 <= v < 1, "in [0, 1)"), ("norm_eps", lambda v: v > 0, "> 0"),
+                                 ("rope_base", lambda v: v > 0, "> 0"), ("z_loss_weight", lambda v: v >= 0, ">= 0")):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not ok(v):
+                raise ValueError(f"model.{key} must be a finite number {allowed}, got {v!r}")
+        if self.position not in ARCH_POSITIONS.get(self.arch, CHOICES["position"]):
+            raise ValueError(f"model.position={self.position!r}: the {self.arch} model takes "
+                             f"{' or '.join(map(repr, ARCH_POSITIONS[self.arch]))}")
+        if self.arch != "gpt":  # only the decoder-only LM reads them: elsewhere they would be ignored, silently
+            for key, default in (("norm_head", False), ("z_loss_weight", 0.0), ("tie_embeddings", True)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"model.{key}={getattr(self, key)!r}: the {self.arch} model has no such option "
+                                     f"(it would be ignored); leave it at {default!r}")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd={self.n_embd} must be divisible by model.n_head={self.n_head}")
-        if self.n_kv_head < 1 or self.n_head % self.n_kv_head:
+        if self.n_head % self.n_kv_head:
             raise ValueError(f"model.n_head={self.n_head} must be divisible by model.n_kv_head={self.n_kv_head}")
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"position='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
         if self.position == "alibi" and self.attention in ("flash", "triton"):
             raise ValueError(f"position='alibi' adds a float bias that the {self.attention} kernel does not take: "
                              "use attention='sdpa'")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if self.z_loss_weight < 0:
-            raise ValueError(f"model.z_loss_weight must be >= 0, got {self.z_loss_weight}")
         if self.mlp_hidden is None:
             self.mlp_hidden = (
                 128 * math.ceil(8 * self.n_embd / 3 / 128) if self.mlp == "swiglu" else 4 * self.n_embd

@@ -25,8 +25,6 @@ from tinylm.nn.positions import SinusoidalPositionEmbedding
 class Seq2SeqTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.position != "sinusoidal":
-            raise ValueError(f"the encoder-decoder uses sinusoidal positions, got position={cfg.position!r}")
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.pe = SinusoidalPositionEmbedding(cfg.block_size, cfg.n_embd)

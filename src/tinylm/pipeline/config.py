@@ -232,9 +232,13 @@ class EvalConfig:
     batch_size: int
 
     def __post_init__(self):
+        from tinylm.decoding.sampling import MIN_TEMPERATURE
+
         _need(bool(self.beams) and all(k >= 2 for k in self.beams), "beams", self.beams,
               "a non-empty list of beam widths >= 2 (width 1 is greedy)")
-        _need(self.temperature > 0, "temperature", self.temperature, "must be > 0")
+        _need(len(set(self.beams)) == len(self.beams), "beams", self.beams, "each width once")
+        _need(self.temperature >= MIN_TEMPERATURE, "temperature", self.temperature,
+              f"must be >= {MIN_TEMPERATURE} (lower is greedy decoding, which evaluate runs anyway)")
         _need(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
         for key in ("max_items", "max_new_tokens", "max_answer_tokens", "batch_size"):
             _need(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
@@ -258,7 +262,10 @@ class ModelSpec:
         rest = {k: v for k, v in d.items() if k not in ("preset", "train")}
         if "vocab_size" in rest:
             raise ConfigError(f"{key}.vocab_size={rest['vocab_size']!r}: set tokenizer.vocab_size instead")
-        return cls(d["preset"], rest, dict(d.get("train") or {}))
+        train = d.get("train") or {}
+        if not isinstance(train, Mapping):
+            raise ConfigError(f"{key}.train={train!r}: a mapping of trainer overrides, e.g. {{lr: 3e-4}}")
+        return cls(d["preset"], rest, dict(train))
 
     def model_config(self, vocab_size: int):
         from tinylm.models import presets
@@ -454,10 +461,15 @@ def compose(overrides: list[str], conf_dir: str | Path = "conf") -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    groups = sorted(p.name for p in Path(conf_dir).iterdir() if p.is_dir())
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"argument {o!r}: expected a Hydra override such as decoder=baichuan or "
                               "trainer.max_steps=10")
+        key, value = o.split("=", 1)
+        if key.lstrip("+~") in groups and value in ("", "null"):
+            options = sorted(p.stem for p in (Path(conf_dir) / key.lstrip("+~")).glob("*.yaml"))
+            raise ConfigError(f"{o}: the {key.lstrip('+~')} group takes one of its options: {', '.join(options)}")
     try:
         with initialize_config_dir(str(Path(conf_dir).resolve()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
@@ -471,7 +483,11 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: not found; run from the repository root, or pass overrides to compose")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML ({' '.join(str(e).split())}); regenerate it: python -m "
+                          "tinylm.pipeline.config --out params.yaml [overrides]") from None
 
 
 def load_config(argv: list[str] | None = None, params: str | Path = "params.yaml",

@@ -30,7 +30,7 @@ from tinylm.models.io import save_pretrained
 from tinylm.pipeline.deps import closure
 from tinylm.pipeline.paths import MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
 from tinylm.training.datamodules import StepDataModule
-from tinylm.training.fit import check_accelerator, fit, set_threads
+from tinylm.training.fit import check_accelerator, check_nodes, fit, set_threads
 from tinylm.training.optim import OptimConfig
 
 # What each training stage fits on and validates on (a folder: the Arrow files of a `datasets` split), logged as
@@ -65,10 +65,12 @@ def datamodule(train, val, tcfg, *, collate=None, batched: bool = False, step_ta
 
 
 def prepare(tcfg) -> None:
-    """A GPU the config asks for and torch cannot use is an error here, before any training data is read; then
-    threads and seeds, before any model is built (so initial weights depend only on the seed)."""
+    """A GPU the config asks for and torch cannot use, or several nodes without a launcher, is an error here,
+    before any training data is read; then threads and seeds, before any model is built (so initial weights
+    depend only on the seed)."""
     try:
         check_accelerator(tcfg.accelerator)
+        check_nodes(tcfg.num_nodes)
     except ValueError as e:
         raise SystemExit(f"config error: {e}") from None
     set_threads(tcfg.num_threads)

@@ -281,7 +281,15 @@ class BPETokenizer:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
         """Read a ``tokenizer.json`` written by :meth:`save` or by HF ``tokenizers`` (byte-level BPE)."""
-        return cls(**io.loads(Path(path).read_text(encoding="utf-8")))
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no tokenizer there; train one (dvc repro train_tokenizer) or pass "
+                                    "the path of a tokenizer.json")
+        try:
+            return cls(**io.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json ({e}); retrain it (dvc repro "
+                             "train_tokenizer) or point at a tokenizer.json written by tinylm or HF tokenizers") from e
 
 
 def _unique_special_tokens(special_tokens: Iterable[str]) -> tuple[str, ...]:

@@ -210,10 +210,12 @@ class TinyLMModule(pl.LightningModule):
         if first < 0 and weights and not bool(torch.stack([torch.isfinite(p).all() for p in self.parameters()]).all()):
             first, what = self.global_step, "weights"
         if first >= 0:
+            fix = ("at step 0, before any update, the learning rate is not the cause: check the model config "
+                   "(norm_eps, rope_base, init) and the data" if first == 0 else
+                   "Lower the learning rate or enable gradient clipping (trainer.grad_clip)")
             raise FloatingPointError(
-                f"non-finite {what} at step {first}: stopping; the last good checkpoint (last.ckpt) is kept. "
-                "Lower the learning rate or enable gradient clipping (trainer.grad_clip); a batch without "
-                "targets (every label -100) gives a NaN loss too.")
+                f"non-finite {what} at step {first}: stopping; the last checkpoint written before it (last.ckpt), "
+                f"if any, is kept. {fix}; a batch without targets (every label -100) gives a NaN loss too.")
 
     def flops_per_token(self) -> float:
         cfg = self.model.config

@@ -132,10 +132,16 @@ def resolve_precision(precision: str, accelerator: str) -> tuple[str, str]:
         ("32-true", "the CPU has neither AMX nor AVX512-BF16")
 
 
-def check_accelerator(accelerator: str) -> None:
+def check_accelerator(accelerator: str, attention: str = "sdpa") -> None:
     """Raise ValueError naming the cause and the fix when `accelerator` asks for a GPU this torch cannot use
-    (Lightning's own error says only "No supported gpu backend found!"). Lightning's "gpu" is CUDA, or Apple's
-    MPS on a Mac; "cuda" is CUDA only."""
+    (Lightning's own error says only "No supported gpu backend found!"), or when the model's attention kernel
+    is Triton's and the run is not on a CUDA GPU (unless TRITON_INTERPRET=1: the kernels then run, slowly, in
+    Triton's interpreter). Lightning's "gpu" is CUDA, or Apple's MPS on a Mac; "cuda" is CUDA only."""
+    on_cuda = torch.cuda.is_available() and accelerator in ("gpu", "cuda", "auto")
+    if attention == "triton" and not on_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(f"attention=triton runs on a CUDA GPU, and this run is not on one (trainer.accelerator="
+                         f"{accelerator}, CUDA {'available' if torch.cuda.is_available() else 'unavailable'}): use "
+                         "attention=sdpa or flash here, or a CUDA GPU with trainer.accelerator=gpu")
     if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
         return
     if accelerator == "gpu" and torch.backends.mps.is_available():
@@ -147,6 +153,18 @@ def check_accelerator(accelerator: str) -> None:
                      "trainer.accelerator=auto)")
 
 
+CLUSTER_MARKERS = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_NTASKS", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def check_nodes(num_nodes: int) -> None:
+    """ValueError when num_nodes > 1 without a launcher that tells each process its node (torchrun, SLURM, LSF,
+    MPI, or Lightning's NODE_RANK): Lightning would wait, silently and for ever, for the other nodes."""
+    if num_nodes > 1 and not any(k in os.environ for k in CLUSTER_MARKERS):
+        raise ValueError(f"trainer.num_nodes={num_nodes}, but no launcher set this process's node (none of "
+                         f"{', '.join(CLUSTER_MARKERS)} is set), so it would wait for ever for the other nodes: start "
+                         "it on every node under torchrun or srun (README: Scaling up), or set trainer.num_nodes=1")
+
+
 def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, out_dir: Path, *,
         fingerprint: str, mlflow_run: tuple[str, str] | None = None, say=print) -> tuple[pl.Trainer, MetricHistory]:
     """Train `module` for tcfg.max_steps; returns the trainer and the metric history.
@@ -156,7 +174,9 @@ def fit(module: pl.LightningModule, datamodule: pl.LightningDataModule, tcfg, ou
     clipping is the module's (its optim config's grad_clip, see `tinylm.training.base`), never Lightning's,
     which refuses fused optimizers under mixed precision. The progress bar refreshes on logging steps only.
     """
-    check_accelerator(tcfg.accelerator)
+    model_config = getattr(getattr(module, "model", None), "config", None)  # tinylm's modules have one
+    check_accelerator(tcfg.accelerator, getattr(model_config, "attention", "sdpa"))
+    check_nodes(tcfg.num_nodes)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     precision, why = resolve_precision(tcfg.precision, tcfg.accelerator)
