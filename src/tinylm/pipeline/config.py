@@ -461,7 +461,7 @@ def compose(overrides: list[str], conf_dir: str | Path = "conf") -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    groups = sorted(p.name for p in Path(conf_dir).iterdir() if p.is_dir())
+    groups = [p.name for p in Path(conf_dir).glob("*") if p.is_dir()]  # none if conf_dir is missing: Hydra says so
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"argument {o!r}: expected a Hydra override such as decoder=baichuan or "
