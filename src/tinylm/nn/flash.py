@@ -66,6 +66,20 @@ def _resolve_causal(causal: bool | str | None) -> str | None:
     raise ValueError(f"causal must be False, True, 'top_left' or 'bottom_right', got {causal!r}")
 
 
+def _broadcast_mask(mask: torch.Tensor, full: tuple[int, ...]) -> torch.Tensor:
+    """A bool mask (True = attend) that broadcasts to the scores' shape `full`, as a view with len(full) dims
+    (leading singletons added, no copy); TypeError / ValueError otherwise."""
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be bool (True = attend), got {mask.dtype}")
+    try:
+        ok = mask.dim() <= len(full) and torch.broadcast_shapes(mask.shape, full) == full
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to {full}")
+    return mask[(None,) * (len(full) - mask.dim())]
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
@@ -236,14 +250,5 @@ def flash_attention(
     if not (q.dtype == k.dtype == v.dtype) or not q.is_floating_point():
         raise TypeError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be bool (True = attend), got {mask.dtype}")
-        full = (*q.shape[:-1], k.size(-2))
-        try:
-            ok = mask.dim() <= len(full) and torch.broadcast_shapes(mask.shape, full) == full
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to {full}")
-        mask = mask[(None,) * (len(full) - mask.dim())]  # leading singleton dims: a view, no copy
+        mask = _broadcast_mask(mask, (*q.shape[:-1], k.size(-2)))
     return _FlashAttention.apply(q, k, v, mask, align, block_size)

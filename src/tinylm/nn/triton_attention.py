@@ -47,7 +47,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from tinylm.nn.flash import _resolve_causal
+from tinylm.nn.flash import _broadcast_mask, _resolve_causal
 
 __all__ = ["triton_attention"]
 
@@ -468,15 +468,6 @@ def triton_attention(
         raise RuntimeError(f"Triton {triton.__version__}'s interpreter cannot run these kernels (they loop over "
                            "tensor bounds, range(lo, hi)): pip install 'triton>=3.7', or run them on a CUDA GPU")
     if mask is not None:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be bool (True = attend), got {mask.dtype}")
-        full = (B, H, Tq, k.size(2))
-        try:
-            ok = mask.dim() <= 4 and torch.broadcast_shapes(mask.shape, full) == full
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to {full}")
-        mask = mask[(None,) * (4 - mask.dim())].to(q.device)
+        mask = _broadcast_mask(mask, (B, H, Tq, k.size(2))).to(q.device)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))  # the kernels read rows of D
     return _attention_fwd(q, k, v, mask, align)[0]

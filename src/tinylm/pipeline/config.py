@@ -27,6 +27,7 @@ import yaml
 from tinylm.data.special_tokens import SPECIAL_TOKENS
 
 SFT_TASKS = ("speaker", "play", "continue")
+SHORT_ANSWER_TASKS = ("speaker", "play")  # a name or a title: eval.max_answer_tokens, scored by exact match
 MAX_BLOCK_SIZE = 65536  # a (T, T) attention mask of a longer context takes more than 4 GiB
 MODEL_ARCH = {"decoder": "gpt", "encoder": "bert", "seq2seq": "seq2seq"}
 CLS_POOLINGS = {"encoder": ("cls", "mean"), "decoder": ("mean", "last")}  # BertClassifier's, GPTClassifier's

@@ -17,4 +17,6 @@ TOKENS = Path("data/tokens")  # tokenize: {train,val,test}.bin + meta.json (pret
 METRICS = Path("reports/data")  # numeric JSON metrics of the data stages: <stage>.json
 MODELS = Path("models")  # training stages: models/<name>/ (weights, config, tokenizer, last.ckpt, hf/)
 REPORTS = Path("reports")  # training stages: reports/<name>/ metrics.json, train.csv, val.csv, loss.png
+MODEL_NAMES = ("decoder", "decoder-sft", "seq2seq", "encoder", "classifier")  # models/<name>/, reports/<name>/
+GENERATORS = ("decoder-sft", "seq2seq")  # the models evaluate decodes (greedy, beams, sampling)
 SPEED = REPORTS / "speed"  # every wall-clock figure, <stage or model>.json: the only outputs that differ between runs

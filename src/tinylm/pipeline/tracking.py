@@ -314,41 +314,40 @@ def log_trained_model(name: str, folder: str | Path, metrics: Mapping[str, float
     return model.model_id
 
 
-def register_sft(weights: str | Path, pipeline_run: str | None = None, model_name: str = SFT_MODEL,
-                 registered: str = SFT_REGISTERED) -> str:
+def register_sft(weights: str | Path, pipeline_run: str | None = None) -> str:
     """Register the LoggedModel holding `weights` (models/decoder-sft/model.safetensors) as a version of
-    `registered`, move its aliases by the rule in this module's docstring, tag the pipeline run with the
+    SFT_REGISTERED, move its aliases by the rule in this module's docstring, tag the pipeline run with the
     version. Returns a line saying which version and what became of the champion, or that no LoggedModel holds
     these weights (e.g. trained with `tracking: false`)."""
     client = MlflowClient(tracking_uri())
     sha = sha256_file(weights)
     found = mlflow.search_logged_models(experiment_ids=[experiment_id("sft")], output_format="list",
-                                        filter_string=f"name = '{model_name}' AND tags.`{WEIGHTS_TAG}` = '{sha}'")
+                                        filter_string=f"name = '{SFT_MODEL}' AND tags.`{WEIGHTS_TAG}` = '{sha}'")
     if not found:
-        return f"no MLflow LoggedModel {model_name} holds {weights}: nothing registered"
+        return f"no MLflow LoggedModel {SFT_MODEL} holds {weights}: nothing registered"
     model = max(found, key=lambda m: m.creation_timestamp)
     try:
-        client.get_registered_model(registered)
+        client.get_registered_model(SFT_REGISTERED)
     except mlflow.exceptions.MlflowException:
-        client.create_registered_model(registered, description="tinylm's SFT decoder, one version per distinct "
+        client.create_registered_model(SFT_REGISTERED, description="tinylm's SFT decoder, one version per distinct "
                                        "weights; aliases: candidate (the last pipeline run's), champion (lowest SFT "
                                        "val bits per byte on the same validation data; rule in "
                                        "tinylm.pipeline.tracking)")
-    same = [v for v in client.search_model_versions(f"name = '{registered}'") if v.tags.get(WEIGHTS_TAG) == sha]
+    same = [v for v in client.search_model_versions(f"name = '{SFT_REGISTERED}'") if v.tags.get(WEIGHTS_TAG) == sha]
     bpb = model.metrics and {m.key: m.value for m in model.metrics}.get(CHAMPION_METRIC)
     tags = {WEIGHTS_TAG: sha, VAL_DATA_TAG: model.tags.get(VAL_DATA_TAG, ""), CHAMPION_METRIC: str(bpb)}
     if same:
         version = same[0]
     else:
-        version = client.create_model_version(registered, f"models:/{model.model_id}", run_id=model.source_run_id,
+        version = client.create_model_version(SFT_REGISTERED, f"models:/{model.model_id}", run_id=model.source_run_id,
                                               tags=tags, model_id=model.model_id)
         # the link the UI's model page reads (as mlflow.register_model writes it, which leaves out the run)
         listed = json.loads(model.tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
         client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
-            [*listed, {"name": registered, "version": version.version}])})
-    client.set_registered_model_alias(registered, "candidate", version.version)
+            [*listed, {"name": SFT_REGISTERED, "version": version.version}])})
+    client.set_registered_model_alias(SFT_REGISTERED, "candidate", version.version)
     try:
-        champ = client.get_model_version_by_alias(registered, "champion")
+        champ = client.get_model_version_by_alias(SFT_REGISTERED, "champion")
     except mlflow.exceptions.MlflowException:
         champ = None
     if champ is None:
@@ -365,11 +364,11 @@ def register_sft(weights: str | Path, pipeline_run: str | None = None, model_nam
         if not move:
             why = f"version {champ.version} stays champion ({why})"
     if move:
-        client.set_registered_model_alias(registered, "champion", version.version)
+        client.set_registered_model_alias(SFT_REGISTERED, "champion", version.version)
         why = f"champion ({why})"
     if pipeline_run:
-        client.set_tag(pipeline_run, "tinylm.sft_model_version", f"{registered}/{version.version}")
-    return f"{registered} version {version.version} ({'new' if not same else 'same weights as before'}): " \
+        client.set_tag(pipeline_run, "tinylm.sft_model_version", f"{SFT_REGISTERED}/{version.version}")
+    return f"{SFT_REGISTERED} version {version.version} ({'new' if not same else 'same weights as before'}): " \
            f"alias candidate; {why}"
 
 
@@ -395,12 +394,11 @@ def pipeline_link() -> str:
     return ui_link(experiment_id(PIPELINE_EXPERIMENT), HEADLINE_VIEW)
 
 
-def ui_link(experiment: str, view: str | None = None, base: str | None = None) -> str:
+def ui_link(experiment: str, view: str | None = None) -> str:
     """A link that opens `experiment`'s runs table in MLflow 3's UI (as a model-training experiment, with the
-    saved `view` if given). base: the UI's address (the tracking server's, else `make ui`'s)."""
-    if base is None:
-        uri = tracking_uri()
-        base = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    saved `view` if given), at the tracking server's address, else `make ui`'s."""
+    uri = tracking_uri()
+    base = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     query = "workflowType=machine_learning" + (f"&viewStateShareKey={view}" if view else "")
     return f"{base.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
 

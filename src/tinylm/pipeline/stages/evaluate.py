@@ -66,15 +66,14 @@ from tinylm.evaluation.metrics import (
 )
 from tinylm.evaluation.statistics import bootstrap_ci, corpus_stats, degenerate_rates, paired_test
 from tinylm.models.io import load_pretrained
-from tinylm.pipeline.config import stage_config
-from tinylm.pipeline.paths import CLS_SETS, MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
+from tinylm.pipeline.config import SHORT_ANSWER_TASKS, stage_config
+from tinylm.pipeline.paths import CLS_SETS, GENERATORS, MODEL_NAMES, MODELS, REPORTS, SPEED, TOKENIZER, TOKENS
 from tinylm.pipeline.tracked import tracked
 from tinylm.training.fit import set_threads
 
 OUT = REPORTS / "eval"
 GENRE_PROMPT = "Which genre is this passage from?\n"
 GENRE_TOKENS = 8  # room for the longest genre name and EOS
-SHORT_ANSWERS = {"speaker", "play"}  # a name or a title: eval.max_answer_tokens, the rest eval.max_new_tokens
 
 
 def test_items(max_items: int) -> dict[str, list[dict]]:
@@ -149,7 +148,7 @@ def evaluate_generator(name: str, model, items: dict[str, list[dict]], decoders:
     out = {"tasks": {}, "beam_vs_greedy": {}, "paired": {}}
     logps = defaultdict(list)  # decoder -> log-probs over all items, in order
     for task, rows in items.items():
-        new_tokens = cfg.eval.max_answer_tokens if task in SHORT_ANSWERS else cfg.eval.max_new_tokens
+        new_tokens = cfg.eval.max_answer_tokens if task in SHORT_ANSWER_TASKS else cfg.eval.max_new_tokens
         room = prompt_room(model.config.block_size, 1 if seq2seq else new_tokens)  # a source: the start token
         prompts = [fit_prompt(ids, room, head_length(tmpl, r["prompt"], ids, seq2seq))
                    for r in rows for ids in [r["src_ids"] if seq2seq else r["prompt_ids"]]]
@@ -209,7 +208,7 @@ def main(argv: list[str]) -> None:
     cfg = stage_config(argv)
     set_threads(cfg.trainer.num_threads)
     torch.manual_seed(cfg.trainer.seed)
-    models = {n: load_pretrained(MODELS / n) for n in ("decoder", "decoder-sft", "seq2seq", "encoder", "classifier")}
+    models = {n: load_pretrained(MODELS / n) for n in MODEL_NAMES}
     tok = load_tokenizer(TOKENIZER)
     decoders = ["greedy", *(f"beam{k}" for k in cfg.eval.beams), "sample"]
     items = test_items(cfg.eval.max_items)
@@ -218,8 +217,9 @@ def main(argv: list[str]) -> None:
     with tracked(cfg.tracking, "evaluate", {"eval": asdict(cfg.eval)}, model_name="decoder-sft",
                  experiment=cfg.name) as mlflow:
         generations, metrics, speed, majority_em = [], {}, {}, majority_answers(items)
-        for name, seq2seq in (("decoder-sft", False), ("seq2seq", True)):
-            metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok, seq2seq, majority_em,
+        for name in GENERATORS:
+            metrics[name] = evaluate_generator(name, models[name], items, decoders, cfg, tok,
+                                               models[name].config.arch == "seq2seq", majority_em,
                                                generations, speed.setdefault(name, {}))
         metrics["majority_baseline"] = {k: v for t, x in majority_em.items()
                                         for k, v in with_ci(t, x, seed, [r["doc"] for r in items[t]]).items()}
@@ -252,7 +252,7 @@ def main(argv: list[str]) -> None:
             "paired": {f"{a}_vs_{b}": paired_test(acc[a], acc[b], groups=plays, seed=seed) for a, b in
                        (("classifier", "majority"), ("classifier", "bow"), ("decoder", "majority"),
                         ("classifier", "decoder"))}}
-        table = report.rows(metrics, ["decoder-sft", "seq2seq"])
+        table = report.rows(metrics, list(GENERATORS))
         per_task = defaultdict(list)
         for g in generations:
             per_task[(g["model"], g["task"])].append(g)

@@ -24,13 +24,10 @@ from pathlib import Path
 from dvc.repo import Repo
 
 from tinylm.atomic import write_json
-from tinylm.pipeline.config import stage_config
-from tinylm.pipeline.paths import MODELS, REPORTS
+from tinylm.pipeline.config import SHORT_ANSWER_TASKS, stage_config
+from tinylm.pipeline.paths import GENERATORS, MODEL_NAMES, MODELS, REPORTS
 
 HEADLINE = REPORTS / "headline"  # every file below is a `metrics:` output of this stage in dvc.yaml
-MODEL_NAMES = ("decoder", "decoder-sft", "seq2seq", "encoder", "classifier")
-GENERATORS = ("decoder-sft", "seq2seq")  # the models reports/eval/metrics.json decodes with greedy and beams
-QA_TASKS = ("speaker", "play")  # the SFT tasks scored by exact match (continue is scored by chrF)
 DIGITS = 4
 
 
@@ -75,7 +72,7 @@ def headline(beam_width: int, reports: Path = REPORTS) -> dict[str, dict]:
     rows["classifier"] = _row(val_loss=_num(model["classifier"], "val_loss"), acc=_num(ev, "genre", "classifier_acc"),
                               majority=_num(ev, "genre", "majority_acc"))
     for name in GENERATORS:
-        for task in QA_TASKS:
+        for task in SHORT_ANSWER_TASKS:
             by_decoder = _node(ev, name, "tasks", task)
             rows[f"{name}.{task}"] = _row(greedy=_num(by_decoder, "greedy", "exact_match"),
                                           beam=_num(by_decoder, f"beam{beam_width}", "exact_match"),
@@ -83,12 +80,12 @@ def headline(beam_width: int, reports: Path = REPORTS) -> dict[str, dict]:
     return rows
 
 
-def write_headline(beam_width: int, out: Path = HEADLINE, reports: Path = REPORTS) -> list[Path]:
+def write_headline(beam_width: int) -> list[Path]:
     """Write every headline file (an empty one where nothing is known yet: DVC expects each output)."""
     paths = []
-    for name, row in headline(beam_width, reports).items():
-        write_json(out / f"{name}.json", row)
-        paths.append(out / f"{name}.json")
+    for name, row in headline(beam_width).items():
+        write_json(HEADLINE / f"{name}.json", row)
+        paths.append(HEADLINE / f"{name}.json")
     return paths
 
 
