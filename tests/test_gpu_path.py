@@ -228,7 +228,8 @@ def work(rank, port):
     assert {p.dim() for p in model.parameters()} == {1}, "FSDP shards every parameter to 1-D"
     after = [[id(p) for p in g["params"]] for g in param_groups(model, 0.1, dims=dims)]
     unrecorded = [len(g["params"]) for g in param_groups(model, 0.1)]
-    print(f"rank {rank}: same groups {after == before}; without the record {unrecorded}", flush=True)
+    # one write(2) of a line: two ranks' prints (text, then newline) once interleaved on the shared pipe
+    os.write(1, f"rank {rank}: same groups {after == before}; without the record {unrecorded}\\n".encode())
     dist.destroy_process_group()
 
 if __name__ == "__main__":
