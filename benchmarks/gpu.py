@@ -465,10 +465,10 @@ def attention(say, a) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ prepare
-def prepare(dest: Path) -> None:
+def prepare(dest: Path, nanogpt: Path) -> None:
     """On the CPU machine: everything the GPU run needs that the GPU box cannot make (it has no Hydra, DVC or
     datasets): params.yaml composed with experiment=gpu, the plays' token files and tokenizer made by the
-    real stages in a temporary copy of this repository, nanoGPT's model.py."""
+    real stages in a temporary copy of this repository, nanoGPT's model.py (the peer; its absence is said)."""
     from tinylm.pipeline.config import compose, to_yaml
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -489,9 +489,12 @@ def prepare(dest: Path) -> None:
         for part in ("data/tokens", "artifacts/tokenizer"):
             shutil.rmtree(dest / part, ignore_errors=True)
             shutil.copytree(repo / part, dest / part, ignore=shutil.ignore_patterns("sft", "cls"))
-    if NANOGPT.exists():
+    if nanogpt.exists():
         (dest / "nanogpt").mkdir(exist_ok=True)
-        shutil.copy2(NANOGPT, dest / "nanogpt" / "model.py")
+        shutil.copy2(nanogpt, dest / "nanogpt" / "model.py")
+    else:
+        print(f"nanoGPT's model.py not found at {nanogpt}: the GPU run will have no peer rows (pass --nanogpt PATH)",
+              file=sys.stderr)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     print(f"prepared {dest} ({size / 2**20:.1f} MiB): carry it to the GPU run")
 
@@ -500,7 +503,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prepare", type=Path, help="on CPU: write the carried folder and exit")
     p.add_argument("--carry", type=Path, help="the folder --prepare wrote")
-    p.add_argument("--nanogpt", type=Path, help="nanoGPT's model.py (default: <carry>/nanogpt, ../shared/anchors)")
+    p.add_argument("--nanogpt", type=Path,
+                   help="nanoGPT's model.py (default: <carry>/nanogpt, ../shared/anchors/nanogpt)")
     p.add_argument("--out", type=Path, help="also append the markdown here")
     p.add_argument("--sections", nargs="+", default=["env", "compile", "chunks", "throughput", "pretrain", "tests",
                                                      "attention"])
@@ -518,7 +522,7 @@ def main() -> None:
     a.partial = set()  # sections the budget cut short: rows skipped, a subprocess stopped
     a.current = None  # the section running
     if a.prepare:
-        prepare(a.prepare)
+        prepare(a.prepare, a.nanogpt or NANOGPT)
         return
     a.device = "cpu" if a.dry_run else "cuda"
     if a.device == "cuda" and not torch.cuda.is_available():

@@ -67,7 +67,7 @@ RUN: dict[str, tuple[str, ...]] = {
 
 # command -> why CI does not run it
 LISTED: dict[str, str] = {
-    "make run": "the default pipeline: 11 to 13 minutes on 2 cores; CI runs the same stages on the smoke "
+    "make run": "the default pipeline: 12 to 14 minutes on 2 cores; CI runs the same stages on the smoke "
                 "experiment (conftest's `full` fixture), whose outputs the commands above run on",
     "make test": "the test suite, this file included: what CI runs",
     "make ui": "serves the MLflow UI until stopped; tests/test_pipeline_full.py serves the same store with "

@@ -1,7 +1,7 @@
 """The `tinylm` command line.
 
     tinylm info models/decoder-sft
-    tinylm generate --model models/decoder-sft --prompt "Which play is this from?\\nHAMLET:\\n..." \\
+    tinylm generate --model models/decoder-sft --prompt $'Which play is this from?\\nHAMLET:\\n...' \\
         --decoder beam --num-beams 4
     tinylm generate --model models/decoder --prompt "ROMEO:" --decoder sample --temperature 0.8 --top-p 0.95 \\
         --repetition-penalty 1.2
