@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NANOGPT = ROOT.parent / "shared" / "anchors" / "nanogpt" / "model.py"
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304)
 TINY = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=512)
-GPU_TESTS = ("tests/test_attention.py", "tests/test_triton_attention.py")
+GPU_TESTS = ("tests/test_attention.py", "tests/test_mha.py", "tests/test_triton_attention.py")
 ROW_RESERVE_S = {True: 120, False: 30, None: 60}  # a throughput row starts only with this much --budget left:
 # compiled (GPT-2 compiles, 40-90 s on an H100, and the Lightning row's validation compiles again), eager, profile
 

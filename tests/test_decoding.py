@@ -197,6 +197,29 @@ def test_top_p_filter_matches_brute_force():
             assert set(kept[row].nonzero().flatten().tolist()) == expected
 
 
+@pytest.mark.parametrize(("top_p", "kept"), [(0.25, 2), (0.5, 4), (0.75, 6), (0.8, 7)])
+def test_top_p_filter_keeps_the_tokens_whose_mass_first_reaches_p_exactly(top_p, kept):
+    """Eight equal logits: probabilities of exactly 1/8 (cumulative 0.125, 0.25, ...); a token joins while the
+    mass before it is below p, so mass exactly p stops the set, as transformers' TopPLogitsWarper does."""
+    from transformers import TopPLogitsWarper
+
+    logits = torch.zeros(1, 8)
+    ours = (top_p_filter(logits, top_p) > float("-inf")).sum().item()
+    theirs = (TopPLogitsWarper(top_p)(None, logits) > float("-inf")).sum().item()
+    assert ours == theirs == kept
+
+
+def test_finished_rows_repeat_eos_without_a_pad_id(gpt, hf):
+    """pad_token_id=None: a row that emitted EOS goes on emitting EOS (transformers with pad = EOS)."""
+    ids, _ = padded([6, 6, 6], 60)
+    theirs = hf.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=EOS, pad_token_id=EOS)
+    for ours in (greedy_decode(gpt, ids, 20, eos_token_id=EOS), sample(gpt, ids, 20, top_k=1, eos_token_id=EOS)):
+        assert torch.equal(ours, theirs)
+        new = ours[:, ids.size(1):]
+        after_eos = (new == EOS).long().cummax(1).values.bool()
+        assert after_eos[:, -1].all() and (new[after_eos] == EOS).all(), "every row must end in EOS"
+
+
 def test_top_k_filter_keeps_the_k_largest():
     logits = torch.randn(5, 30, generator=torch.Generator().manual_seed(0))
     kept = top_k_filter(logits, 4) > float("-inf")

@@ -33,11 +33,18 @@ def test_equals_logits_then_cross_entropy(n, c, v, chunk, eps, ignored, seed):
         torch.testing.assert_close(a, b)
 
 
-def test_gradcheck_with_weights():
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_explicit_weights_equal_weighted_cross_entropy_and_skip_ignored_targets(eps):
+    """sum_i w_i CE_eps(x_i W^T, y_i) over the targets that count: a -100 target weighs 0 whatever its w_i."""
     x, w, y = _inputs(11, 4, 7)
     y[3] = -100
     weights = torch.rand(11, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b: linear_cross_entropy(a, b, y, weights, 0.2, chunk_size=4), (x, w))
+    ref = (weights * F.cross_entropy(x @ w.t(), y, reduction="none", label_smoothing=eps)).sum()
+    ours = linear_cross_entropy(x, w, y, weights, eps, chunk_size=4)
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(torch.autograd.grad(ours, (x, w)), torch.autograd.grad(ref, (x, w)), strict=True):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda a, b: linear_cross_entropy(a, b, y, weights, eps, chunk_size=4), (x, w))
 
 
 def test_per_sample_weights_give_sft_loss():

@@ -72,6 +72,29 @@ def test_fused_equals_separate(n_kv_head):
     torch.testing.assert_close(fused(x, causal=True), sep(x, causal=True), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_alibi_attention_equals_the_formula_and_zeroes_rows_without_keys(device):
+    """attn_bias (ALiBi): softmax(q k^T / sqrt(hs) + bias, visible keys only) v, in float64 on the CPU; a query
+    row with no visible key (a left pad's own position) gives attention output 0, i.e. c_proj's bias, not NaN
+    (CPU SDPA already returns 0 there; CUDA's kernels give NaN unless the module zeroes the row)."""
+    from tinylm.nn.positions import alibi_bias
+
+    mha = _randomise_biases(MultiHeadAttention(E, H, fused=False)).eval().double()
+    x, B, T, hs = torch.randn(2, 5, E, dtype=torch.float64), 2, 5, E // H
+    key_mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    pos = (key_mask.cumsum(-1) - 1).clamp(min=0)
+    bias = alibi_bias(H, pos, pos).double()  # (B, H, T, T)
+    heads = [p(x).view(B, T, H, hs).transpose(1, 2) for p in (mha.q_proj, mha.k_proj, mha.v_proj)]
+    seen = key_mask.bool()[:, None, None, :] & torch.ones(T, T, dtype=torch.bool).tril()  # (B, 1, T, T)
+    att = (heads[0] @ heads[1].transpose(-2, -1) / hs**0.5 + bias).masked_fill(~seen, -torch.inf)
+    y = att.softmax(-1).nan_to_num(0.0) @ heads[2]  # rows without a key: 0
+    want = mha.c_proj(y.transpose(1, 2).reshape(B, T, E))
+    mha, dt = mha.to(device), torch.float64 if device == "cpu" else torch.float32
+    got = mha.to(dt)(x.to(device, dt), key_mask=key_mask.to(device), causal=True, attn_bias=bias.to(device, dt))
+    torch.testing.assert_close(got.double().cpu(), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[1, :2].double().cpu(), mha.c_proj.bias.double().cpu().expand(2, E))
+
+
 def test_fused_projection_backward_joins_q_k_v_gradients_in_one_copy():
     """The backward graph torch.compile gets: dq, dk, dv become c_attn's output gradient by one cat, as in
     nanoGPT, not a stack and a contiguous clone (two copies of 3 (B, T, C) per layer, per step)."""

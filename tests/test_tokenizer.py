@@ -341,6 +341,28 @@ def test_allowed_special_controls_which_specials_are_recognised(small_tok):
     assert small_tok.decode(as_text) == text
 
 
+def test_a_merge_listed_twice_takes_its_later_rank_as_in_hf(tmp_path):
+    """A pair the merge list holds twice ranks by its later place (HF's rule): in "abc", ("a", "b") at
+    rank 1 comes before ("b", "c") at rank 2, not at rank 0. Short and long (heap) pre-tokens alike."""
+    vocab = {c: i for i, c in enumerate(ALPHABET)} | {"bc": 256, "ab": 257}
+    tok = BPETokenizer(vocab, [("b", "c"), ("a", "b"), ("b", "c")])
+    hf = Tokenizer.from_file(str(tok.save(tmp_path / "tokenizer.json")))
+    assert tok.encode("abc") == [257, vocab["c"]] == hf.encode("abc").ids
+    assert tok.encode("abc" * 30) == [257, vocab["c"]] * 30 == hf.encode("abc" * 30).ids
+
+
+def test_a_special_token_that_prefixes_another_loses_to_the_longer_as_in_hf(tmp_path):
+    """Where several special tokens start at one place, the longest is cut out (HF's added-token matching),
+    whatever their order or alphabetical order: "<s>x" in "a<s>xb", not "<s>" then "xb"."""
+    vocab = {c: i for i, c in enumerate(ALPHABET)} | {"<s>": 256, "<s>x": 257}
+    tok = BPETokenizer(vocab, [], special_tokens=["<s>", "<s>x"])
+    hf = Tokenizer.from_file(str(tok.save(tmp_path / "tokenizer.json")))
+    expected = [vocab["a"], 257, vocab["b"]]
+    assert tok.encode("a<s>xb") == expected == hf.encode("a<s>xb").ids
+    assert tok.encode("a<s>xb", allowed_special={"<s>", "<s>x"}) == expected
+    assert tok.encode("a<s>b") == [vocab["a"], 256, vocab["b"]] == hf.encode("a<s>b").ids
+
+
 def test_encode_batch_in_worker_processes_matches_one_process(small_tok):
     assert small_tok.encode_batch(CORPUS, num_workers=2) == small_tok.encode_batch(CORPUS)
 
