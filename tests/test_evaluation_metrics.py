@@ -1,14 +1,21 @@
 """Exact match, classifier predictions and hits, prediction shares, the best candidate (summed or per token)
-and the majority class (against brute force), and the prompt's room in the context."""
+and the majority class (against brute force), and the prompt's room in the context; perplexity and masked-LM
+accuracy against stub models with known answers and against brute force."""
 
+import math
 import string
 from collections import Counter
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+import torch.nn.functional as F
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tinylm.data.masking import mask_tokens
+from tinylm.data.windows import FixedWindows, with_cls_sep
 from tinylm.evaluation.generation import prompt_room
 from tinylm.evaluation.metrics import (
     best_candidate,
@@ -16,7 +23,9 @@ from tinylm.evaluation.metrics import (
     classifier_predictions,
     exact_match,
     majority_label,
+    mlm_accuracy,
     normalize,
+    perplexity,
     prediction_shares,
 )
 
@@ -125,3 +134,81 @@ def test_exact_match():
     assert exact_match(["Paris.\t.", "rome", "x"], ["paris", "Rome!", "y"]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no references"):
         exact_match([], [])
+
+
+class Stub:
+    """A model whose logits are logits(ids) (B, T) -> (B, T, V), with a config of block_size and vocab_size."""
+
+    def __init__(self, block_size: int, vocab_size: int, logits):
+        self.config, self.logits = SimpleNamespace(block_size=block_size, vocab_size=vocab_size), logits
+
+    def __call__(self, ids):
+        return self.logits(ids)
+
+
+def one_hot(block_size: int, vocab_size: int, answer=lambda ids: ids) -> Stub:
+    return Stub(block_size, vocab_size, lambda ids: F.one_hot(answer(ids), vocab_size).float())
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
+    """Perplexity is exp of the mean cross-entropy per token: a model uniform over V tokens scores exactly V."""
+    tokens = np.random.default_rng(0).integers(0, 13, 300)
+    uniform = Stub(16, 13, lambda ids: torch.zeros(*ids.shape, 13))
+    assert perplexity(uniform, tokens, batch_size=4, n_batches=3) == pytest.approx(13, rel=1e-6)
+
+
+def test_perplexity_is_exp_of_the_mean_token_cross_entropy_over_the_windows():
+    """A real GPT: exp(mean over the evaluated windows of each window's mean next-token cross-entropy)."""
+    model, tokens = _tiny_gpt(), np.random.default_rng(1).integers(0, 40, 400)
+    windows = FixedWindows(tokens, 32, 3, 2)
+    with torch.no_grad():
+        per_window = [F.cross_entropy(model(x[None])[0], y).item() for b in windows
+                      for x, y in zip(b["input_ids"], b["labels"], strict=True)]
+    assert len(per_window) == 6
+    assert perplexity(model, tokens, batch_size=3, n_batches=2) == pytest.approx(math.exp(np.mean(per_window)),
+                                                                                 rel=1e-5)
+
+
+MLM = dict(cls_id=1, sep_id=2, mask_id=3, special_ids=[0, 1, 2, 3], batch_size=4, n_batches=3, seed=5)
+
+
+def test_mlm_accuracy_is_the_share_of_masked_positions_predicted():
+    """Accuracy counts the chosen (masked) positions only: an oracle of the uncorrupted ids scores exactly 1,
+    a model echoing its corrupted input scores the share of chosen positions left (or redrawn) as the original."""
+    tokens = np.random.default_rng(2).integers(4, 30, 500)
+    clean = iter([with_cls_sep(b["input_ids"], 1, 2) for b in FixedWindows(tokens, 14, 4, 3)])
+    assert mlm_accuracy(one_hot(16, 30, lambda ids: next(clean)), tokens, **MLM) == 1.0
+    g, same, chosen = torch.Generator().manual_seed(MLM["seed"]), 0, 0
+    for b in FixedWindows(tokens, 14, 4, 3):
+        inputs, labels = mask_tokens(with_cls_sep(b["input_ids"], 1, 2), mask_token_id=3,
+                                     special_ids=torch.tensor([0, 1, 2, 3]), vocab_size=30, generator=g)
+        for i, lab in zip(inputs.flatten().tolist(), labels.flatten().tolist(), strict=True):
+            chosen, same = chosen + (lab != -100), same + (lab != -100 and i == lab)
+    assert chosen > 0 and 0 < same < chosen
+    assert mlm_accuracy(one_hot(16, 30), tokens, **MLM) == same / chosen
+
+
+def _tiny_bert_classifier():
+    from tinylm.models import BertClassifier, presets
+
+    torch.manual_seed(0)
+    model = BertClassifier(presets("bert", vocab_size=20, block_size=16, n_layer=2, n_head=2, n_embd=16), 5, "cls")
+    with torch.no_grad():  # larger weights than BERT's init, under which every input predicts the same class
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear | torch.nn.Embedding):
+                m.weight.normal_(0, 0.5)
+    return model.eval()
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.lists(st.integers(4, 19), min_size=0, max_size=10), min_size=1, max_size=6), st.integers(1, 4))
+@example([[5], [6, 7, 8, 9, 10, 11, 12, 13], [14, 15], [16, 17, 18, 19, 4, 5]], 4)
+def test_classifier_predictions_of_a_cls_pooled_bert_match_one_item_at_a_time(bodies, batch_size):
+    """Batches are right-padded: [CLS] stays at position 0 of every row, so a padded batch predicts what each
+    row predicts alone, unpadded (a position-aware model, unlike BagClassifier)."""
+    model = _tiny_bert_classifier()
+    rows = [{"input_ids": [1, *body, 2]} for body in bodies]
+    with torch.no_grad():
+        alone = [int(model(torch.tensor([r["input_ids"]]), torch.ones(1, len(r["input_ids"]))).argmax())
+                 for r in rows]
+    assert classifier_predictions(model, rows, PAD, batch_size) == alone

@@ -234,6 +234,11 @@ def test_cluster_bootstrap_is_the_bootstrap_of_cluster_totals(rows, seed):
     assert max(2 / 2 ** len(order), 1 / 201) - 1e-12 <= test["p_value"] <= 1
 
 
+def test_randomization_p_value_counts_the_observed_split_and_is_never_zero():
+    """p = (1 + #{|d_r| >= |d|}) / (R + 1): when no random swap is as extreme as the observed one, p = 1 / (R + 1)."""
+    assert paired_test([1.0] * 40, [0.0] * 40, resamples=500)["p_value"] == 1 / 501
+
+
 def test_identical_systems_are_not_different():
     x = np.random.default_rng(0).random(50)
     assert paired_test(x, x) == {"diff": 0.0, "ci": [0.0, 0.0], "p_value": 1.0}
