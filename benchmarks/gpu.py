@@ -413,9 +413,9 @@ def pretraining(say, a) -> None:
         params["tracking"] = False
         params["trainer"].update(max_steps=a.pretrain_steps, val_every=max(1, a.pretrain_steps // 4),
                                  ckpt_every=a.pretrain_steps, warmup_steps=min(100, a.pretrain_steps // 10))
-        if a.dry_run:
-            params["trainer"].update(accelerator="cpu", precision="bf16-mixed", compile=False, batch_size=4,
-                                     num_workers=0)
+        if a.dry_run:  # small batches: on a CPU without native bf16 (AVX2), 4 x 20 of 4 windows took over 300 s
+            params["trainer"].update(accelerator="cpu", precision="bf16-mixed", compile=False, batch_size=1,
+                                     num_workers=0, val_batches=2)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
         start = time.perf_counter()
