@@ -118,8 +118,8 @@ class TrainerConfig:
     grad_clip: float  # 0: off
     label_smoothing: float
     loss_average: Literal["token", "sample"]  # SFT/seq2seq: mean over response tokens, or per sample first
-    accumulate_grad_batches: int  # > 1: train/loss logs the step's last micro-batch, and loss_average token
-    # weighs tokens within each micro-batch (not over the step's whole batch, as one big batch would)
+    accumulate_grad_batches: int  # > 1: train/loss logs the mean of the step's micro-batches, and loss_average
+    # token weighs tokens over the whole step, as one big batch would (tinylm.training.causal_lm)
     val_every: int
     val_batches: int
     log_every: int
