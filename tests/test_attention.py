@@ -277,6 +277,16 @@ def test_flash_half_precision(dtype):
         torch.testing.assert_close(a.double(), b.double(), atol=5e-2, rtol=5e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_flash_half_precision_rounds_once(dtype):
+    # fp16 / bf16 inputs are computed in fp32: the output is the exact result rounded once (a 16-bit
+    # accumulation is off by hundreds of ulps)
+    q, k, v, mask, causal = case_inputs((2, 2, 37, 45, 16, "bottom_right", "pad"), dtype=dtype)
+    want = reference(q, k, v, visible(37, 45, causal, mask)).to(dtype)
+    got = flash_attention(q, k, v, mask=mask, causal=causal, block_size=16)
+    torch.testing.assert_close(got, want, rtol=torch.finfo(dtype).eps, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------- gradients
 
 

@@ -39,6 +39,12 @@ def test_words_and_vocab():
     assert build_vocab(["a b b", "b c", "c d"], min_count=2) == {"b": 0, "c": 1}
 
 
+def test_min_count_counts_texts_not_occurrences():
+    # a document frequency: "a" three times in one text is in one text, "b" once in each of two is in two
+    assert build_vocab(["a a a", "b", "c b"], min_count=2) == {"b": 0}
+    assert build_vocab(["a a a", "b", "c b"], min_count=1) == {"a": 0, "b": 1, "c": 2}
+
+
 @pytest.mark.parametrize("l2", [1e-1, 1e-3])
 def test_fit_is_the_minimum(l2):
     g = torch.Generator().manual_seed(0)

@@ -91,3 +91,22 @@ def test_cls_encoding(tok_path):
     ids = tok.encode(TEXT)
     assert item["input_ids"] == [tok.token_to_id("[CLS]"), *ids[:4], tok.token_to_id("[SEP]")]
     assert item["labels"] == 1
+
+
+def test_read_tokens_takes_the_dtype_from_meta(tmp_path):
+    """A vocabulary over 65536 ids is stored as uint32: read back as such, not as twice as many uint16."""
+    ids = np.array([0, 65536, 70_000, 2**32 - 1], dtype=np.uint32)
+    ids.tofile(tmp_path / "train.bin")
+    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "uint32", "splits": {"train": {"tokens": 4}}}))
+    tokens = read_tokens(tmp_path, "train")
+    assert tokens.dtype == np.uint32 and tokens.tolist() == ids.tolist()
+
+
+def test_sft_response_ids_are_cut_to_max_length(tok_path):
+    """The encoder-decoder's target is cut like the decoder's input: to max_length."""
+    tmpl = ChatTemplate.from_tokenizer(BPETokenizer.load(tok_path))
+    item = {"task": "t", "doc": "d", "prompt": "Who?", "response": TEXT}
+    p, r = tmpl.prompt_ids("Who?"), tmpl.response_ids(TEXT)
+    out = encode_sft(datasets.DatasetDict({"train": datasets.Dataset.from_list([item])}), tok_path,
+                     max_length=len(p) + 2)["train"][0]
+    assert len(r) > len(p) + 2 and out["response_ids"] == r[:len(p) + 2]

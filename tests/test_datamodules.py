@@ -1,5 +1,7 @@
 """Step-indexed, resumable batches (training/datamodules.py)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -204,11 +206,64 @@ def test_with_cls_sep_frames_each_window():
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_batches_are_pinned_only_on_their_way_to_a_cuda_device(device):
     """Lightning copies batches with non_blocking=True: from pinned memory only is that copy asynchronous."""
-    from types import SimpleNamespace
-
     dm = StepDataModule(RandomWindows(TOKENS, 16, 4, 0), FixedWindows(TOKENS, 16, 4, 1), batch_size=None, seed=0,
                         max_steps=3)
     assert not dm.train_dataloader().pin_memory  # no trainer
-    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_step=0,
-                                 global_rank=0)
+    dm.trainer = fake_trainer(device=device)
     assert dm.train_dataloader().pin_memory == dm.val_dataloader().pin_memory == (device == "cuda")
+
+
+def fake_trainer(global_step=0, rank=0, world=1, device="cpu"):
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_step=global_step,
+                           global_rank=rank, world_size=world)
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_resumed_train_loader_continues_the_uninterrupted_run(batch_size):
+    """Resumed after optimizer step 3 of 2 micro-batches each: micro-batches 6.. of the full run; len() stays the
+    whole run's, which Lightning counts the restored batches against."""
+    kw = dict(batch_size=batch_size, seed=2, max_steps=5, accumulate=2)
+    if batch_size is None:
+        train = RandomWindows(TOKENS, 16, 4, seed=2)
+    else:
+        train = [{"input_ids": [i, i + 1], "labels": [i + 1, i + 2]} for i in range(20)]
+        kw["collate"] = pad_collate(0)
+    full = list(StepDataModule(train, train, **kw).train_dataloader())
+    dm = StepDataModule(train, train, **kw)
+    dm.trainer = fake_trainer(global_step=3)
+    loader = dm.train_dataloader()
+    got = list(loader)
+    assert len(full) == len(loader) == 10 and len(got) == 4
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(got, full[6:], strict=True))
+
+
+def test_each_rank_draws_its_own_windows():
+    train = RandomWindows(TOKENS, 16, 4, seed=2)
+    dm = StepDataModule(train, train, batch_size=None, seed=2, max_steps=3)
+    dm.trainer = fake_trainer(rank=1)
+    for i, b in enumerate(dm.train_dataloader()):
+        assert torch.equal(b["input_ids"], RandomWindows(TOKENS, 16, 4, seed=2, rank=1)[i]["input_ids"])
+
+
+def test_step_targets_count_every_rank_of_the_trainer():
+    """Under DDP (world 2, faked) step_targets is the mean over both ranks' micro-batches (brute force)."""
+    items = [{"input_ids": [1] * (1 + i), "labels": [-100] + [0] * i} for i in range(8)]  # id 0 is a target too
+    dm = StepDataModule(items, items, batch_size=2, seed=0, max_steps=2, collate=pad_collate(5), step_targets=True)
+    dm.trainer = fake_trainer(world=2)
+    for step, b in enumerate(dm.train_dataloader()):
+        both = [i for r in (0, 1) for i in batches(n=8, B=2, seed=0, start=0, stop=2, rank=r)[step]]
+        assert b["step_targets"].tolist() == [sum(len(items[i]["labels"]) - 1 for i in both) / 2] * 2
+
+
+def test_seeds_mix_their_parts_in_order():
+    """seed_of(seed, epoch, rank): rank 1's first epoch is not rank 0's second."""
+    assert batches(rank=1, start=0, stop=10) != batches(rank=0, start=10, stop=20)
+    assert not torch.equal(RandomWindows(TOKENS, 16, 4, seed=1)[2]["input_ids"],
+                           RandomWindows(TOKENS, 16, 4, seed=2)[1]["input_ids"])
+
+
+def test_the_remainder_of_an_epoch_is_dropped_not_batched():
+    """103 items in batches of 10: every epoch is 10 full batches, the 3 left over never a short 11th."""
+    run = batches(n=103, B=10, start=0, stop=30)
+    assert all(len(b) == 10 for b in run)
+    assert all(len({i for b in run[e:e + 10] for i in b}) == 100 for e in (0, 10, 20))

@@ -25,6 +25,10 @@ VARIANTS = {
     "baichuan-gqa": ("baichuan", dict(n_kv_head=2, n_embd=64), LlamaForCausalLM),
     "bert": ("bert", {}, BertForMaskedLM),
     "bert-rope": ("bert", dict(position="rope"), RoFormerForMaskedLM),
+    # a non-default MLP width and norm eps: the HF config has to carry them
+    "gpt2-sized": ("gpt2", dict(mlp_hidden=48, norm_eps=1e-2), GPT2LMHeadModel),
+    "baichuan-sized": ("baichuan", dict(mlp_hidden=48, norm_eps=1e-2), LlamaForCausalLM),
+    "bert-sized": ("bert", dict(mlp_hidden=48, norm_eps=1e-2), BertForMaskedLM),
 }
 # no padding, left padding, right padding
 MASK = torch.tensor([[1] * 8, [0, 0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0, 0]])
@@ -148,7 +152,12 @@ def test_save_hf_with_the_tokenizer_behaves_in_transformers_as_in_tinylm(tmp_pat
     lambda: RoFormerForMaskedLM(RoFormerConfig(
         vocab_size=100, embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=32)),
-], ids=["gpt2", "llama", "bert", "roformer"])
+    # non-default widths, norm eps, segment vocabulary and GPT-2's other name for its tanh GELU
+    lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4, n_inner=48,
+                                       layer_norm_epsilon=1e-2, activation_function="gelu_pytorch_tanh")),
+    lambda: LlamaForCausalLM(LlamaConfig(**LLAMA, rms_norm_eps=1e-2)),
+    lambda: BertForMaskedLM(BertConfig(**BERT_CFG, layer_norm_eps=1e-2, type_vocab_size=3)),
+], ids=["gpt2", "llama", "bert", "roformer", "gpt2-sized", "llama-eps", "bert-sized"])
 def test_from_hf_without_tinylm_key(hf_model):
     torch.manual_seed(0)
     hf = hf_model().eval()
@@ -180,13 +189,22 @@ BERT_CFG = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attenti
                                         tie_word_embeddings=False)), "tie_word_embeddings=False"),
     (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4,
                                         scale_attn_by_inverse_layer_idx=True)), "scale_attn_by_inverse_layer_idx"),
+    (lambda: GPT2LMHeadModel(GPT2Config(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+                                        scale_attn_weights=False)), "scale_attn_weights=False"),
     (lambda: BertForMaskedLM(BertConfig(**BERT_CFG, hidden_act="relu")), "hidden_act='relu'"),
 ], ids=["llama-attention-bias", "llama-mlp-bias", "llama-gelu", "llama3-rope", "gpt2-relu", "gpt2-untied",
-        "gpt2-layer-scaled", "bert-relu"])
+        "gpt2-layer-scaled", "gpt2-unscaled", "bert-relu"])
 def test_from_hf_refuses_options_tinylm_cannot_compute(hf_model, match):
     """Imported anyway, each of these gave other logits (max |diff| 0.01 to 1.8): a clear error instead."""
     with pytest.raises(ValueError, match=rf"cannot import this \w+ model: {match}.*would compute other logits"):
         from_hf(hf_model())
+
+
+@pytest.mark.parametrize("kw", [dict(embedding_size=16), dict(rotary_value=True)])
+def test_from_hf_refuses_a_roformer_unlike_tinylms_bert(kw):
+    hf = RoFormerForMaskedLM(RoFormerConfig(**{**BERT_CFG, "embedding_size": 32, **kw}))
+    with pytest.raises(ValueError, match="embedding_size != hidden_size or rotary_value=True"):
+        from_hf(hf)
 
 
 @pytest.mark.parametrize("name, kw, match", [

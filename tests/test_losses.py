@@ -118,3 +118,9 @@ def test_max_z_loss():
     torch.testing.assert_close(max_z_loss(logits, 2e-4, target_weights(labels, "token", torch.tensor(6.0))), step)
     assert max_z_loss(logits, 2e-4, torch.zeros(2, 3)).item() == 0.0
     assert max_z_loss(logits.bfloat16(), 1.0).dtype == torch.float32
+
+
+@pytest.mark.parametrize("average", ["token", "sample"])
+def test_target_weights_of_a_batch_without_targets_are_nan(average):
+    """0 / 0 on purpose: the non-finite loss stops training instead of a silent zero-gradient step."""
+    assert target_weights(torch.full((2, 3), -100), average).isnan().all()

@@ -70,3 +70,27 @@ def test_build_mlp():
     assert isinstance(m, MLP) and m.c_fc.out_features == 24
     with pytest.raises(ValueError, match="geglu"):
         build_mlp("geglu", 8, 24, True, 0.0)
+
+
+@pytest.mark.parametrize("mlp", [MLP(16, 32, dropout=0.5), SwiGLU(16, 32, dropout=0.5)], ids=["mlp", "swiglu"])
+def test_dropout_acts_on_the_output(mlp):
+    # residual dropout (GPT-2's resid_pdrop): each output entry is 0 or its eval value / (1 - p)
+    x = torch.randn(64, 16)
+    want = mlp.eval()(x) / 0.5
+    got = mlp.train()(x)
+    dropped = got == 0
+    assert 0.3 < dropped.float().mean() < 0.7
+    torch.testing.assert_close(got[~dropped], want[~dropped])
+
+
+@pytest.mark.parametrize("kind", [*sorted(HAND_ACTS), "swiglu"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_build_mlp_passes_kind_bias_and_dropout(kind, bias):
+    m = build_mlp(kind, 8, 24, bias, 0.25).eval()
+    linears = [mod for mod in m.modules() if isinstance(mod, torch.nn.Linear)]
+    assert len(linears) == (3 if kind == "swiglu" else 2)
+    assert all((lin.bias is not None) == bias for lin in linears)
+    assert m.dropout.p == 0.25
+    if kind != "swiglu":
+        x = torch.randn(5, 8) * 3
+        torch.testing.assert_close(m(x), m.c_proj(HAND_ACTS[kind](m.c_fc(x))))

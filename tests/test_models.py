@@ -210,6 +210,20 @@ def test_gpt_block_size_overflow():
         m(ids(1, 3), cache=cache)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "bert", "transformer"])
+def test_a_full_block_size_sequence_is_accepted(name):
+    # block_size is the longest sequence the model takes: exactly that many tokens run, one more does not
+    m = tiny(name)
+
+    def run(n):
+        x = ids(1, n)
+        return m(x, x) if name == "transformer" else m(x)
+
+    assert run(32).shape == (1, 32, TINY["vocab_size"])
+    with pytest.raises(ValueError, match="block_size=32"):
+        run(33)
+
+
 def test_gpt_attention_mask_must_cover_past_and_new_tokens():
     m = tiny("gpt2")
     cache = m.new_cache()
@@ -270,6 +284,25 @@ def test_bert_is_bidirectional_and_token_types_matter():
     types = torch.tensor([[0, 0, 0, 1, 1, 1]])
     assert not torch.allclose(m(x, token_type_ids=types), m(x), atol=1e-4)
     torch.testing.assert_close(m(x, token_type_ids=torch.zeros_like(x)), m(x))
+
+
+def test_bert_dropout_follows_the_embedding_layernorm_and_the_pooler():
+    """As in BERT: dropout acts on LayerNorm(embeddings) and on tanh(pooler(h)), so each entry is 0 or its eval
+    value / (1 - p)."""
+    m = tiny("bert", dropout=0.5)
+    x = ids(2, 16)
+    emb = m.bert.embeddings
+    want = emb.eval()(x) / 0.5
+    got = emb.train()(x)
+    assert 0.3 < (got == 0).float().mean() < 0.7
+    torch.testing.assert_close(got[got != 0], want[got != 0])
+    clf = BertClassifier(m.config, num_labels=3).eval()
+    clf.classifier = torch.nn.Identity()  # the classifier's input, the dropped-out pooled vector, comes out
+    want = clf(x) / 0.5
+    clf.dropout.train()
+    got = clf(x)
+    assert (got == 0).any()
+    torch.testing.assert_close(got[got != 0], want[got != 0])
 
 
 def test_bert_classifier_from_pretrained_mlm():
@@ -375,6 +408,30 @@ def test_seq2seq_target_is_causal():
     a, b = m(src, tgt), m(src, tgt2)
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert not torch.allclose(a[:, 4:], b[:, 4:], atol=1e-4)
+
+
+def test_seq2seq_embedding_is_scaled_token_plus_sinusoid():
+    """emb(x) * sqrt(d) + PE(t), PE(t, 2i) = sin(t / 10000^(2i/d)), PE(t, 2i+1) = cos(...) (Vaswani et al.), from
+    an embedding initialised at N(0, 1/d): unit-scale tokens."""
+    m = tiny("transformer")
+    d, x = TINY["n_embd"], ids(2, 7)
+    t = torch.arange(3, 10, dtype=torch.float64)[:, None]
+    angle = t / 10000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    pe = torch.stack([angle.sin(), angle.cos()], -1).flatten(1)  # interleaved: sin, cos, sin, ...
+    want = m.embed.weight[x].double() * math.sqrt(d) + pe
+    torch.testing.assert_close(m._embed(x, start=3).double(), want, rtol=1e-5, atol=1e-5)
+    big = build_model(presets("transformer", vocab_size=512, n_embd=256, n_head=4))
+    assert big.embed.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.03)
+
+
+def test_seq2seq_target_mask_hides_masked_tokens():
+    m = tiny("transformer")
+    src, tgt = ids(1, 5), ids(1, 6)
+    tgt_mask = torch.tensor([[0, 0, 1, 1, 1, 1]])  # left padding
+    tgt2 = tgt.clone()
+    tgt2[0, :2] = (tgt2[0, :2] + 1) % TINY["vocab_size"]
+    torch.testing.assert_close(m(src, tgt, tgt_mask=tgt_mask)[:, 2:], m(src, tgt2, tgt_mask=tgt_mask)[:, 2:])
+    assert not torch.allclose(m(src, tgt)[:, 2:], m(src, tgt2)[:, 2:], atol=1e-4)  # unmasked, they matter
 
 
 def test_the_chat_flag_travels_with_the_saved_model(tmp_path):

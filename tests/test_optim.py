@@ -238,3 +238,55 @@ def test_without_lr_scale_the_groups_are_decay_then_keep():
     with pytest.raises(ValueError, match="lr_scale must be > 0"):
         from tinylm.training.optim import OptimConfig
         OptimConfig(lr=1e-3, min_lr=0.0, warmup_steps=0, max_steps=2, weight_decay=0.0, lr_scale={"x": 0.0})
+
+
+def test_adamw_steps_as_torch_adamw_over_hand_made_groups():
+    """Reference: torch.optim.AdamW on a copy, groups built by hand (matrices but wpe decayed), same betas and eps."""
+    torch.manual_seed(0)
+    model = build_model(presets("gpt2", **TINY))
+    ref = copy.deepcopy(model)
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.1, betas=(0.8, 0.9), eps=1e-3)
+    decay = [p for n, p in ref.named_parameters() if p.dim() >= 2 and "wpe" not in n]
+    keep = [p for n, p in ref.named_parameters() if not (p.dim() >= 2 and "wpe" not in n)]
+    ref_opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": keep, "weight_decay": 0.0}],
+                                lr=1e-2, betas=(0.8, 0.9), eps=1e-3)
+    x = torch.randint(0, 32, (4, 16))
+    for _ in range(3):
+        for m, o in ((model, opt), (ref, ref_opt)):
+            torch.nn.functional.cross_entropy(m(x)[:, :-1].reshape(-1, 32), x[:, 1:].reshape(-1)).backward()
+            o.step()
+            o.zero_grad()
+    for (n, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=n)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_with_zero_gradients_a_step_only_decays_the_decayed_parameters(optimizer):
+    """Decoupled decay by hand: a zero gradient moves nothing but the decayed weights, each times (1 - lr wd);
+    under Muon the blocks' matrices decay too."""
+    model = build_model(presets("gpt2", **TINY))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(model, lr=0.1, weight_decay=0.5, optimizer=optimizer)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        decayed = p.dim() >= 2 and "wpe" not in n
+        torch.testing.assert_close(p.detach(), before[n] * (0.95 if decayed else 1.0), rtol=1e-6, atol=0, msg=n)
+
+
+def test_decay_goes_by_the_dimensions_before_wrapping():
+    """FSDP flattens every parameter to 1-D: `dims` (the shapes before) decides, else each one's own shape."""
+    model = torch.nn.Module()
+    model.shard = torch.nn.Parameter(torch.zeros(12))  # a flattened 3 x 4 weight
+    model.gain = torch.nn.Parameter(torch.zeros(4))
+    decay, keep = group_names(model, param_groups(model, 0.1, dims={id(model.shard): 2, id(model.gain): 1}))
+    assert decay == ["shard"] and keep == ["gain"]
+    assert group_names(model, param_groups(model, 0.1)) == [[], ["gain", "shard"]]
+
+
+def test_lr_scale_keys_are_name_prefixes():
+    model = build_model(presets("gpt2", **TINY))
+    assert len(param_groups(model, 0.1, lr_scale={"wte": 3.0})) == 2  # inside "transformer.wte.weight": no match
+    *_, scaled = group_names(model, param_groups(model, 0.1, lr_scale={"transformer.wte": 3.0}))
+    assert scaled == ["transformer.wte.weight"]

@@ -2,6 +2,7 @@
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -15,6 +16,7 @@ from tinylm.training.base import peak_flops, peak_for
 from tinylm.training.causal_lm import CausalLMModule
 from tinylm.training.classification import SequenceClassificationModule
 from tinylm.training.datamodules import StepDataModule, pad_collate
+from tinylm.training.history import MetricHistory
 from tinylm.training.masked_lm import MaskedLMModule
 from tinylm.training.optim import lr_at
 from tinylm.training.seq2seq import Seq2SeqModule
@@ -351,3 +353,75 @@ def test_val_bpb_is_nats_over_bytes_of_all_validation_targets():
     assert float(trainer.callback_metrics["val/bpb"]) == pytest.approx(nats / math.log(2) / nbytes, rel=1e-5)
     with pytest.raises(ValueError, match="more than vocab_size"):
         CausalLMModule(cfg("gpt2"), OPTIM, token_bytes=sizes + [1])
+
+
+def test_causal_lm_trains_on_smoothed_targets_and_validates_on_plain_cross_entropy():
+    module = CausalLMModule(cfg("gpt2"), OPTIM, label_smoothing=0.1)
+    batch = lm_batch()
+    logits = module(batch["input_ids"]).flatten(0, 1)
+    smoothed = F.cross_entropy(logits, batch["labels"].flatten(), label_smoothing=0.1)
+    torch.testing.assert_close(module.training_step(batch, 0), smoothed)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.validate(module, one_batch_loader(batch), verbose=False)
+    plain = F.cross_entropy(logits, batch["labels"].flatten())
+    assert float(trainer.callback_metrics["val/loss"]) == pytest.approx(plain.item(), rel=1e-5)
+
+
+def test_grad_clip_scales_the_global_norm_to_the_limit():
+    """Reference: the gradients times min(1, grad_clip / ||g||), the global norm by hand."""
+    module = CausalLMModule(cfg("gpt2"), {**OPTIM, "grad_clip": 0.05})
+    module.training_step(lm_batch(), 0).backward()
+    grads = [p.grad.clone() for p in module.parameters()]
+    norm = torch.cat([g.flatten() for g in grads]).norm()
+    assert norm > 0.05
+    module.on_before_optimizer_step(module.configure_optimizers()["optimizer"])
+    for p, g in zip(module.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, g * 0.05 / norm)
+
+
+def test_train_loss_is_the_mean_over_the_steps_micro_batches():
+    module = CausalLMModule(cfg("gpt2"), OPTIM)
+    b0, b1 = lm_batch(seed=1), lm_batch(seed=2)
+    expected = (module.training_step(b0, 0).item() + module.training_step(b1, 1).item()) / 2  # step 0's weights
+    trainer = tiny_trainer(1, accumulate=2)
+    trainer.fit(module, train_dataloaders=DataLoader([b0, b1], batch_size=None))
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_masked_lm_step_scores_the_chosen_positions_only():
+    """mask_rate reaches the masking, padding (whatever its id) is never chosen; loss and accuracy by hand over
+    the chosen."""
+    module = mlm_module(mask_rate=0.5)
+    batch = mlm_batch()
+    batch["attention_mask"][:, 10:] = 0  # padding with ordinary ids: only the attention mask tells
+    inputs, labels = mask_tokens(batch["input_ids"], mask_token_id=MASK, special_ids=module.special_ids,
+                                 vocab_size=V, rate=0.5, generator=torch.Generator().manual_seed(5),
+                                 attention_mask=batch["attention_mask"])
+    chosen = labels != -100
+    assert not chosen[:, 10:].any() and chosen.sum() > 0.3 * 4 * 9  # 9 maskable tokens a row, about half chosen
+    logits = module.model(inputs, batch["attention_mask"])
+    loss, acc, n = module._step(batch, torch.Generator().manual_seed(5))
+    assert n == chosen.sum()
+    torch.testing.assert_close(loss, F.cross_entropy(logits[chosen], labels[chosen]))
+    torch.testing.assert_close(acc, (logits[chosen].argmax(-1) == labels[chosen]).float().mean())
+
+
+def test_history_keeps_every_log_every_th_step_and_the_last():
+    history = MetricHistory(log_every=2)
+    trainer = pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[history],
+                         log_every_n_steps=2, accumulate_grad_batches=2)
+    trainer.fit(CausalLMModule(cfg("gpt2"), OPTIM), train_dataloaders=DataLoader([lm_batch()] * 6, batch_size=None))
+    assert [r["step"] for r in history.train] == [2, 3]  # one row per optimizer step, not per micro-batch
+    assert all("train/loss" in r and "train/tokens_per_s" not in r for r in history.train)
+    assert [r["step"] for r in history.speed] == [2, 3] and all("train/tokens_per_s" in r for r in history.speed)
+
+
+def test_history_keeps_one_val_row_per_step_the_latest():
+    """Validating again at the same step (a finished run rerun: fit's closing validation) replaces the row."""
+    history = MetricHistory(log_every=1)
+    for step, loss in ((4, 3.0), (7, 2.5), (7, 2.0)):
+        metrics = {"val/loss": torch.tensor(loss), "train/loss": torch.tensor(9.0)}
+        history.on_validation_end(SimpleNamespace(sanity_checking=False, callback_metrics=metrics, global_step=step),
+                                  None)
+    assert history.val == [{"step": 4, "val/loss": 3.0}, {"step": 7, "val/loss": 2.0}]

@@ -139,6 +139,13 @@ def test_tile_sizes_do_not_change_the_result(monkeypatch, bm, bn):
     check(1, 1, 1, 37, 45, 16, True, None)
 
 
+def test_every_diagonal_offset_within_a_key_tile():
+    """Bottom-right alignment puts the causal diagonal at key i + Tk - Tq: at each of 16 offsets (the interpreter's
+    key tile, a divisor of every GPU tile) the tile it crosses is masked and the tiles past it are skipped."""
+    for offset in range(16):
+        check(1, 1, 1, 2, 2 + offset, 16, "bottom_right", None)
+
+
 @settings(max_examples=6, deadline=None, derandomize=True)
 @given(b=st.integers(1, 2), hkv=st.integers(1, 2), group=st.integers(1, 2), tq=st.integers(1, 40),
        tk=st.integers(1, 40), d=st.sampled_from([16, 32]),
